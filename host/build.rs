@@ -1,0 +1,256 @@
+//! Compiles the example drivers and the test components to WebAssembly
+//! components with a nested `cargo build --target wasm32-wasip2`, then writes
+//! `$OUT_DIR/guests.rs` (included by `src/guests.rs`): the example drivers
+//! embedded as bytes, the test components as paths.
+//!
+//! The guests always build in release mode into `target/guests`, a target
+//! directory of their own: the outer cargo holds the lock on its own one
+//! while this script runs.
+
+use std::env;
+use std::ffi::OsString;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+const TARGET: &str = "wasm32-wasip2";
+
+/// One component the nested build produces.
+struct Guest {
+    /// Cargo package name.
+    package: &'static str,
+    /// Name of the generated constant.
+    constant: &'static str,
+    /// Driver name for the example drivers, embedded in the binary; `None`
+    /// for test components, which are only referenced by path.
+    driver: Option<&'static str>,
+}
+
+const GUESTS: &[Guest] = &[
+    Guest {
+        package: "ferry-driver-takeover",
+        constant: "TAKEOVER",
+        driver: Some("takeover"),
+    },
+    Guest {
+        package: "ferry-driver-vendor-copy",
+        constant: "VENDOR_COPY",
+        driver: Some("vendor-copy"),
+    },
+    Guest {
+        package: "ferry-driver-plain",
+        constant: "PLAIN",
+        driver: Some("plain"),
+    },
+    Guest {
+        package: "ferry-test-misbehave",
+        constant: "MISBEHAVE_PATH",
+        driver: None,
+    },
+];
+
+/// What the components are built from, relative to the workspace root:
+/// directories are watched with everything in them.
+const SOURCES: &[&str] = &[
+    "wit",
+    "sdk",
+    "drivers",
+    "tests/components",
+    "Cargo.toml",
+    "Cargo.lock",
+];
+
+fn main() {
+    let manifest_dir = PathBuf::from(required_env("CARGO_MANIFEST_DIR"));
+    let workspace = manifest_dir
+        .parent()
+        .unwrap_or_else(|| fail("the host crate has no parent directory"))
+        .to_path_buf();
+    for source in SOURCES {
+        println!(
+            "cargo:rerun-if-changed={}",
+            workspace.join(source).display()
+        );
+    }
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_DIR");
+
+    let target_dir = guest_target_dir(&workspace);
+    check_target_installed();
+    build(&workspace, &target_dir);
+
+    let artifacts = target_dir.join(TARGET).join("release");
+    let out_dir = PathBuf::from(required_env("OUT_DIR"));
+    let source = generate(&artifacts);
+    if let Err(e) = fs::write(out_dir.join("guests.rs"), source) {
+        fail(&format!(
+            "cannot write guests.rs into {}: {e}",
+            out_dir.display()
+        ));
+    }
+}
+
+/// `<target dir>/guests`, next to the outer build's own output.
+fn guest_target_dir(workspace: &Path) -> PathBuf {
+    let base = match env::var_os("CARGO_TARGET_DIR").map(PathBuf::from) {
+        Some(dir) if dir.is_absolute() => dir,
+        Some(dir) => workspace.join(dir),
+        None => workspace.join("target"),
+    };
+    base.join("guests")
+}
+
+/// Fails early, with the fix, when the standard library for the guest target
+/// is missing: cargo's own message about it is far from obvious.
+fn check_target_installed() {
+    let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
+    let output = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .unwrap_or_else(|e| fail(&format!("cannot run {}: {e}", rustc.to_string_lossy())));
+    let sysroot = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    if !output.status.success() || sysroot.is_empty() {
+        fail("`rustc --print sysroot` failed");
+    }
+    let std_dir = Path::new(&sysroot).join("lib/rustlib").join(TARGET);
+    if !std_dir.is_dir() {
+        fail(&format!(
+            "the Rust target {TARGET} is not installed (no {}); \
+             install it with `rustup target add {TARGET}`",
+            std_dir.display()
+        ));
+    }
+}
+
+/// Runs one nested cargo for every guest, so shared dependencies compile
+/// once.
+fn build(workspace: &Path, target_dir: &Path) {
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut command = Command::new(cargo);
+    command
+        .current_dir(workspace)
+        .arg("build")
+        .arg("--release")
+        .arg("--manifest-path")
+        .arg(workspace.join("Cargo.toml"))
+        .arg("--target")
+        .arg(TARGET)
+        .arg("--target-dir")
+        .arg(target_dir);
+    for guest in GUESTS {
+        command.arg("--package").arg(guest.package);
+    }
+    // Honour the outer `-j`; its jobserver itself does not cross over.
+    if let Some(jobs) = env::var_os("NUM_JOBS") {
+        command.arg("--jobs").arg(jobs);
+    }
+    scrub_env(&mut command);
+    // Small components: no debug info, but keep the name section so traps
+    // name the guest function that failed.
+    command
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo");
+    // The script's stdout is cargo's instruction channel: keep it clean.
+    command.stdout(Stdio::from(std::io::stderr()));
+
+    let status = command
+        .status()
+        .unwrap_or_else(|e| fail(&format!("cannot run the nested cargo: {e}")));
+    if !status.success() {
+        fail(&format!(
+            "building the driver components for {TARGET} failed ({status}); \
+             the nested cargo's errors are above"
+        ));
+    }
+}
+
+/// Removes what the outer build set for itself and would leak into the
+/// nested one: its target, flags, profile overrides, jobserver and wrappers.
+fn scrub_env(command: &mut Command) {
+    const KEEP: &[&str] = &[
+        "CARGO_HOME",
+        "CARGO_NET_",
+        "CARGO_HTTP_",
+        "CARGO_REGISTRIES_",
+        "CARGO_REGISTRY_",
+        "CARGO_TERM_",
+    ];
+    const DROP: &[&str] = &[
+        "RUSTFLAGS",
+        "RUSTDOCFLAGS",
+        "RUSTC_WORKSPACE_WRAPPER",
+        "MAKEFLAGS",
+        "MFLAGS",
+        "TARGET",
+        "HOST",
+        "OUT_DIR",
+        "OPT_LEVEL",
+        "PROFILE",
+        "DEBUG",
+        "NUM_JOBS",
+        "RUSTC_LINKER",
+    ];
+    for (key, _) in env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        let cargo_owned =
+            key.starts_with("CARGO_") && !KEEP.iter().any(|keep| key.starts_with(keep));
+        if cargo_owned || DROP.contains(&key) {
+            command.env_remove(key);
+        }
+    }
+}
+
+/// The Rust source of `guests.rs`.
+fn generate(artifacts: &Path) -> String {
+    let mut source = String::new();
+    let mut drivers = Vec::new();
+    for guest in GUESTS {
+        let file = artifacts.join(format!("{}.wasm", guest.package.replace('-', "_")));
+        if !file.is_file() {
+            fail(&format!(
+                "the nested build reported success but {} is missing",
+                file.display()
+            ));
+        }
+        let Some(path) = file.to_str() else {
+            fail(&format!("{} is not a UTF-8 path", file.display()));
+        };
+        let constant = guest.constant;
+        // Writing to a String cannot fail.
+        let _ = match guest.driver {
+            Some(driver) => {
+                drivers.push((driver, constant));
+                writeln!(
+                    source,
+                    "/// The `{driver}` example driver component, embedded in the binary.\n\
+                     pub const {constant}: &[u8] = include_bytes!({path:?});\n"
+                )
+            }
+            None => writeln!(
+                source,
+                "/// Path of the `{}` test component (not embedded).\n\
+                 pub const {constant}: &str = {path:?};\n",
+                guest.package
+            ),
+        };
+    }
+    source.push_str(
+        "/// The example drivers by name, as `ferry serve` installs them by default.\n\
+         pub const EXAMPLE_DRIVERS: &[(&str, &[u8])] = &[\n",
+    );
+    for (driver, constant) in drivers {
+        let _ = writeln!(source, "    ({driver:?}, {constant}),");
+    }
+    source.push_str("];\n");
+    source
+}
+
+fn required_env(key: &str) -> OsString {
+    env::var_os(key).unwrap_or_else(|| fail(&format!("cargo did not set {key}")))
+}
+
+/// Stops the build; cargo shows this script's stderr when it fails.
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}

@@ -1,0 +1,314 @@
+//! Error responses: every failure, the framework's own rejections included,
+//! leaves as `{"error": {"code": ..., "message": ...}}` with a fitting status.
+
+use axum::Json;
+use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::service::{ErrorKind, ServiceError};
+
+/// A failed request, as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    challenge: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct Envelope<'a> {
+    error: Body<'a>,
+}
+
+#[derive(Serialize)]
+struct Body<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+impl ApiError {
+    /// An error with an explicit status, code and message.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// 401: no token, or one that matches no role. `challenge` is the
+    /// `WWW-Authenticate` value (RFC 6750).
+    pub fn unauthorized(message: impl Into<String>, challenge: &'static str) -> Self {
+        Self {
+            challenge: Some(challenge),
+            ..Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        }
+    }
+
+    /// 403: a valid token whose role may not do this.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// 400 for a path segment that is not a UUID.
+    pub fn invalid_id(what: &str, raw: &str) -> Self {
+        // Echo only a prefix: the path is attacker-sized.
+        let shown: String = raw.chars().take(64).collect();
+        let more = if shown.len() < raw.len() { "..." } else { "" };
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_id",
+            format!("{what} {shown:?}{more} is not a UUID"),
+        )
+    }
+
+    /// 404 for a path that names no route.
+    pub fn route_not_found(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route for {method} {path}"),
+        )
+    }
+
+    /// 405 for a known path with the wrong method.
+    pub fn method_not_allowed(method: &str, path: &str) -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The machine-readable code.
+    pub fn code(&self) -> &'static str {
+        self.code
+    }
+
+    /// The human-readable message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+/// The status that stands for a service error kind.
+pub fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::BadRequest => StatusCode::BAD_REQUEST,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
+        ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        let status = status_of(e.kind());
+        if status.is_server_error() {
+            // The client gets the message too; the log keeps the cause chain.
+            tracing::error!(code = e.code(), error = %DisplayChain(&e), "service call failed");
+        }
+        Self::new(status, e.code(), e.to_string())
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(r: JsonRejection) -> Self {
+        let inner = |e: &dyn std::error::Error| {
+            e.source()
+                .map_or_else(|| e.to_string(), ToString::to_string)
+        };
+        match r {
+            JsonRejection::JsonSyntaxError(e) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_json",
+                format!("request body is not valid JSON: {}", inner(&e)),
+            ),
+            JsonRejection::JsonDataError(e) => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("invalid request body: {}", inner(&e)),
+            ),
+            JsonRejection::MissingJsonContentType(_) => Self::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "the request body must be JSON (Content-Type: application/json)",
+            ),
+            JsonRejection::BytesRejection(b) => Self::from(b),
+            other => Self::new(other.status(), "invalid_body", other.body_text()),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(r: BytesRejection) -> Self {
+        match r {
+            BytesRejection::FailedToBufferBody(FailedToBufferBody::LengthLimitError(_)) => {
+                body_too_large()
+            }
+            other => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                format!("cannot read the request body: {}", other.body_text()),
+            ),
+        }
+    }
+}
+
+fn body_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        "the request body is larger than this call accepts",
+    )
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Envelope {
+            error: Body {
+                code: self.code,
+                message: &self.message,
+            },
+        };
+        let mut res = (self.status, Json(body)).into_response();
+        if let Some(challenge) = self.challenge {
+            res.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        res
+    }
+}
+
+/// Rewrites any error response that is not already JSON (the router's own
+/// 405, a layer's 413...) into the error envelope, keeping its headers.
+pub async fn normalize(res: Response) -> Response {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) || is_json(&res) {
+        return res;
+    }
+    let err = match status {
+        StatusCode::NOT_FOUND => ApiError::new(status, "not_found", "not found"),
+        StatusCode::METHOD_NOT_ALLOWED => {
+            ApiError::new(status, "method_not_allowed", "method not allowed")
+        }
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::new(status, "unsupported_media_type", "unsupported media type")
+        }
+        s if s.is_server_error() => ApiError::new(status, "internal", "internal error"),
+        _ => ApiError::new(
+            status,
+            "bad_request",
+            status.canonical_reason().unwrap_or("bad request"),
+        ),
+    };
+    let (mut parts, _) = res.into_parts();
+    let fresh = err.into_response();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    for (name, value) in fresh.headers() {
+        parts.headers.insert(name, value.clone());
+    }
+    Response::from_parts(parts, fresh.into_body())
+}
+
+fn is_json(res: &Response) -> bool {
+    res.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+/// Displays an error with its sources, for logs.
+struct DisplayChain<'a>(&'a dyn std::error::Error);
+
+impl std::fmt::Display for DisplayChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body_json(res: Response) -> serde_json::Value {
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn plain_text_errors_become_envelopes_and_keep_headers() {
+        let res = (
+            StatusCode::METHOD_NOT_ALLOWED,
+            [(header::ALLOW, "GET,HEAD")],
+            "Method Not Allowed",
+        )
+            .into_response();
+        let res = normalize(res).await;
+        assert_eq!(res.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(res.headers()[header::ALLOW], "GET,HEAD");
+        let v = body_json(res).await;
+        assert_eq!(v["error"]["code"], "method_not_allowed");
+    }
+
+    #[tokio::test]
+    async fn json_and_success_responses_pass_untouched() {
+        let ok = normalize("fine".into_response()).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+        let err = ApiError::forbidden("no").into_response();
+        let v = body_json(normalize(err).await).await;
+        assert_eq!(v["error"]["message"], "no");
+    }
+
+    #[tokio::test]
+    async fn unauthorized_carries_the_bearer_challenge() {
+        let res = ApiError::unauthorized("missing", "Bearer realm=\"ferry\"").into_response();
+        assert_eq!(res.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            res.headers()[header::WWW_AUTHENTICATE],
+            "Bearer realm=\"ferry\""
+        );
+    }
+
+    #[test]
+    fn service_kinds_map_to_statuses() {
+        let e = ApiError::from(ServiceError::InvalidSize(1000));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::BAD_REQUEST, "invalid_size")
+        );
+        let e = ApiError::from(ServiceError::ArrayNotFound("x".into()));
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::NOT_FOUND, "array_not_found")
+        );
+        let e = ApiError::from(ServiceError::NoSpace("full".into()));
+        assert_eq!(e.status(), StatusCode::UNPROCESSABLE_ENTITY);
+        let e = ApiError::from(ServiceError::DriverNotLoaded("d".into()));
+        assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(status_of(ErrorKind::BadGateway), StatusCode::BAD_GATEWAY);
+        assert_eq!(status_of(ErrorKind::Conflict), StatusCode::CONFLICT);
+    }
+}

@@ -1,0 +1,121 @@
+//! The HTTP API (design section 6): JSON over HTTP/1.1, bearer tokens, one
+//! error shape. Handlers only call [`crate::service::Service`]; nothing here
+//! touches drivers directly.
+//!
+//! Each resource registers its routes in its own file through
+//! [`routes::Routes`], which also records them for the OpenAPI document.
+
+mod arrays;
+pub mod auth;
+mod drivers;
+pub mod error;
+mod extract;
+mod openapi;
+pub mod routes;
+mod system;
+mod volumes;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::http::{Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+
+pub use auth::{Role, TokenError, Tokens};
+pub use error::ApiError;
+pub use routes::{Access, RouteInfo};
+
+use crate::service::Service;
+
+/// Largest JSON request body accepted.
+pub const JSON_BODY_LIMIT: usize = 1 << 20;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    service: Service,
+    tokens: Arc<Tokens>,
+}
+
+impl FromRef<AppState> for Service {
+    fn from_ref(state: &AppState) -> Service {
+        state.service.clone()
+    }
+}
+
+fn all_routes() -> routes::Routes {
+    let r = routes::Routes::new();
+    let r = system::register(r);
+    let r = arrays::register(r);
+    let r = volumes::register(r);
+    drivers::register(r)
+}
+
+/// Every route the API serves, with its access rule.
+pub fn routes_table() -> Vec<RouteInfo> {
+    all_routes().table
+}
+
+/// The API as a router, ready to serve or to call in tests.
+pub fn app(service: Service, tokens: Tokens) -> Router {
+    let state = AppState {
+        service,
+        tokens: Arc::new(tokens),
+    };
+    let routes = all_routes();
+    let protected = routes.protected.route_layer(middleware::from_fn_with_state(
+        state.tokens.clone(),
+        auth::require_token,
+    ));
+    Router::new()
+        .merge(protected)
+        .merge(routes.public)
+        // Applies to the routes above, so it must come after them.
+        .method_not_allowed_fallback(method_not_allowed)
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
+        .layer(middleware::map_response(error::normalize))
+        .layer(middleware::from_fn(log_request))
+        .with_state(state)
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::route_not_found(method.as_str(), uri.path())
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::method_not_allowed(method.as_str(), uri.path())
+}
+
+/// Logs one line per request. Only the method and path: headers (tokens)
+/// and bodies never reach the log.
+async fn log_request(req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16();
+    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
+    if res.status().is_server_error() {
+        tracing::warn!(%method, %path, status, latency_ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, latency_ms, "request");
+    }
+    res
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then lets the
+/// requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+}

@@ -1,0 +1,377 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, written by hand; a
+//! test keeps it in step with the router's route table.
+
+use serde_json::{Map, Value, json};
+
+fn schema(name: &str) -> Value {
+    json!({"$ref": format!("#/components/schemas/{name}")})
+}
+
+fn json_content(name: &str) -> Value {
+    json!({"application/json": {"schema": schema(name)}})
+}
+
+fn ok(description: &str, body: &str) -> Value {
+    json!({"description": description, "content": json_content(body)})
+}
+
+/// The error responses an operation may give, each with the error envelope.
+fn errors(responses: &mut Map<String, Value>, codes: &[(&str, &str)]) {
+    for (status, description) in codes {
+        responses.insert(
+            (*status).to_owned(),
+            json!({"description": description, "content": json_content("Error")}),
+        );
+    }
+}
+
+/// Errors every token-protected call may give.
+const AUTH_ERRORS: &[(&str, &str)] = &[
+    (
+        "401",
+        "No bearer token, or not a valid one (`unauthorized`).",
+    ),
+    ("500", "The host failed."),
+];
+/// Errors every mutating call adds.
+const ADMIN_ERRORS: &[(&str, &str)] = &[("403", "The token may only read (`forbidden`).")];
+/// Errors of calls with a JSON body.
+const BODY_ERRORS: &[(&str, &str)] = &[
+    (
+        "400",
+        "Malformed request: `invalid_json`, `invalid_body` (names the field), \
+         `invalid_id`, `invalid_size`, `invalid_name`.",
+    ),
+    ("413", "The body is larger than 1 MiB (`body_too_large`)."),
+    (
+        "415",
+        "The body is not `application/json` (`unsupported_media_type`).",
+    ),
+];
+const ID_ERRORS: &[(&str, &str)] = &[
+    ("400", "The id is not a UUID (`invalid_id`)."),
+    ("404", "No such volume (`volume_not_found`)."),
+];
+
+fn operation(
+    id: &str,
+    summary: &str,
+    params: &[&str],
+    body: Option<&str>,
+    success: (&str, Value),
+    error_sets: &[&[(&str, &str)]],
+) -> Value {
+    let mut responses = Map::new();
+    responses.insert(success.0.to_owned(), success.1);
+    for set in error_sets {
+        errors(&mut responses, set);
+    }
+    let mut op = json!({
+        "operationId": id,
+        "summary": summary,
+        "responses": responses,
+    });
+    if !params.is_empty() {
+        op["parameters"] = params
+            .iter()
+            .map(|p| {
+                json!({
+                    "name": p, "in": "path", "required": true,
+                    "schema": {"type": "string", "format": "uuid"}
+                })
+            })
+            .collect();
+    }
+    if let Some(body) = body {
+        op["requestBody"] = json!({"required": true, "content": json_content(body)});
+    }
+    op
+}
+
+fn public(mut op: Value) -> Value {
+    op["security"] = json!([]);
+    op
+}
+
+fn no_content(description: &str) -> (&'static str, Value) {
+    ("204", json!({"description": description}))
+}
+
+fn paths() -> Value {
+    json!({
+        "/healthz": {"get": public(operation(
+            "health", "Liveness check.", &[], None,
+            ("200", ok("The host is up.", "Health")), &[]))},
+        "/openapi.json": {"get": public(operation(
+            "openapi", "This document.", &[], None,
+            ("200", json!({"description": "The OpenAPI document.",
+                           "content": {"application/json": {}}})), &[]))},
+        "/v1/arrays": {"get": operation(
+            "listArrays", "List the storage arrays.", &[], None,
+            ("200", ok("The arrays.", "ArrayList")), &[AUTH_ERRORS])},
+        "/v1/volumes": {
+            "get": operation(
+                "listVolumes", "List the volumes.", &[], None,
+                ("200", ok("The volumes.", "VolumeList")), &[AUTH_ERRORS]),
+            "post": operation(
+                "createVolume", "Create a volume on an array.", &[], Some("CreateVolume"),
+                ("201", ok("The new volume; `Location` has its address.", "Volume")),
+                &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, &[
+                    ("404", "No such array (`array_not_found`) or pool (`pool_not_found`)."),
+                    ("422", "The array has not enough space (`no_space`)."),
+                    ("502", "The array's driver failed."),
+                    ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
+                ]]),
+        },
+        "/v1/volumes/{id}": {
+            "get": operation(
+                "getVolume", "Show a volume.", &["id"], None,
+                ("200", ok("The volume.", "Volume")), &[AUTH_ERRORS, ID_ERRORS]),
+            "delete": operation(
+                "deleteVolume", "Delete a volume and its storage.", &["id"], None,
+                no_content("Deleted."),
+                &[AUTH_ERRORS, ADMIN_ERRORS, ID_ERRORS, &[
+                    ("409", "The volume is attached or busy (`invalid_state`)."),
+                    ("502", "The array's driver failed."),
+                    ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
+                ]]),
+        },
+        "/v1/volumes/{id}/attachments": {"post": operation(
+            "attachVolume", "Attach a volume to a server; the answer carries the NBD URI.",
+            &["id"], Some("AttachVolume"),
+            ("201", ok("The attachment.", "Attachment")),
+            &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
+                ("409", "The volume's status forbids attaching (`invalid_state`)."),
+                ("502", "The array's driver failed."),
+                ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
+            ]])},
+        "/v1/volumes/{id}/attachments/{attachment_id}": {"delete": operation(
+            "detachVolume", "Detach a volume from a server.", &["id", "attachment_id"], None,
+            no_content("Detached."),
+            &[AUTH_ERRORS, ADMIN_ERRORS, &[
+                ("400", "An id is not a UUID (`invalid_id`)."),
+                ("404", "No such volume (`volume_not_found`) or attachment \
+                         (`attachment_not_found`)."),
+                ("502", "The array's driver failed."),
+            ]])},
+        "/v1/drivers": {"get": operation(
+            "listDrivers", "List the drivers and their installed versions.", &[], None,
+            ("200", ok("The drivers.", "DriverList")), &[AUTH_ERRORS])},
+    })
+}
+
+fn schemas() -> Value {
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 255});
+    let size = json!({"type": "integer", "format": "int64", "minimum": 512, "multipleOf": 512});
+    let mode = json!({"type": "string", "enum": ["rw", "ro"]});
+    let time = json!({"type": "string", "format": "date-time"});
+    json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": {"error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": {"type": "string", "description": "Stable, machine-readable."},
+                    "message": {"type": "string", "description": "For people."}
+                }
+            }}
+        },
+        "Health": {
+            "type": "object", "required": ["status"],
+            "properties": {"status": {"const": "ok"}}
+        },
+        "Array": {
+            "type": "object",
+            "required": ["name", "driver", "pools", "zoned_with", "capacity_bytes", "used_bytes"],
+            "properties": {
+                "name": {"type": "string"},
+                "driver": {"type": "string"},
+                "pools": {"type": "array", "items": {"type": "string"}},
+                "zoned_with": {"type": "array", "items": {"type": "string"},
+                               "description": "Arrays connected to this one over the fabric."},
+                "capacity_bytes": {"type": "integer", "format": "int64"},
+                "used_bytes": {"type": "integer", "format": "int64",
+                               "description": "Bytes provisioned to LUNs."}
+            }
+        },
+        "ArrayList": {
+            "type": "object", "required": ["arrays"],
+            "properties": {"arrays": {"type": "array", "items": schema("Array")}}
+        },
+        "CreateVolume": {
+            "type": "object", "required": ["name", "size_bytes", "array"],
+            "additionalProperties": false,
+            "properties": {
+                "name": name,
+                "size_bytes": size,
+                "array": {"type": "string"},
+                "pool": {"type": ["string", "null"],
+                         "description": "The array's first pool when absent."}
+            }
+        },
+        "AttachVolume": {
+            "type": "object", "required": ["server"],
+            "additionalProperties": false,
+            "properties": {
+                "server": name,
+                "mode": {"anyOf": [mode, {"type": "null"}],
+                         "description": "`rw` when absent."}
+            }
+        },
+        "Attachment": {
+            "type": "object", "required": ["id", "server", "mode", "uri"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid"},
+                "server": {"type": "string"},
+                "mode": mode,
+                "uri": {"type": "string", "format": "uri",
+                        "description": "`nbd://host:port/export`, for any NBD client."}
+            }
+        },
+        "Volume": {
+            "type": "object",
+            "required": ["id", "name", "size_bytes", "status", "migration_status",
+                         "attachable", "array", "pool", "attachments", "created_at"],
+            "properties": {
+                "id": {"type": "string", "format": "uuid",
+                       "description": "Never changes, also across migrations."},
+                "name": {"type": "string"},
+                "size_bytes": size,
+                "status": {"type": "string", "enum": [
+                    "creating", "available", "in-use", "deleting", "migrating", "error"]},
+                "migration_status": {"enum": [
+                    null, "starting", "migrating", "migrating_attachable", "completing",
+                    "success", "error", "aborted"],
+                    "description": "Status of the last migration; null if never migrated."},
+                "attachable": {"type": "boolean"},
+                "array": {"type": "string"},
+                "pool": {"type": "string"},
+                "attachments": {"type": "array", "items": schema("Attachment")},
+                "created_at": time
+            }
+        },
+        "VolumeList": {
+            "type": "object", "required": ["volumes"],
+            "properties": {"volumes": {"type": "array", "items": schema("Volume")}}
+        },
+        "DriverVersion": {
+            "type": "object", "required": ["digest", "installed_at"],
+            "properties": {
+                "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$",
+                           "description": "SHA-256 of the component bytes."},
+                "installed_at": time
+            }
+        },
+        "Driver": {
+            "type": "object", "required": ["name", "active_digest", "versions"],
+            "properties": {
+                "name": {"type": "string"},
+                "active_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "versions": {"type": "array", "items": schema("DriverVersion")}
+            }
+        },
+        "DriverList": {
+            "type": "object", "required": ["drivers"],
+            "properties": {"drivers": {"type": "array", "items": schema("Driver")}}
+        }
+    })
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Ferry",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Moves block volumes between storage arrays of different vendors \
+                while they stay usable. Reads need any valid bearer token; every call that \
+                changes state needs an admin token. Every error is \
+                `{\"error\": {\"code\": ..., \"message\": ...}}`."
+        },
+        "security": [{"bearer": []}],
+        "paths": paths(),
+        "components": {
+            "securitySchemes": {"bearer": {
+                "type": "http", "scheme": "bearer",
+                "description": "The admin token is in `DATA/admin.token`; read-only tokens \
+                    in `DATA/reader.token`."
+            }},
+            "schemas": schemas()
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::api::routes::Access;
+
+    #[test]
+    fn every_route_is_documented_and_every_documented_route_exists() {
+        let doc = document();
+        let routes = crate::api::routes_table();
+        let registered: BTreeSet<(String, String)> = routes
+            .iter()
+            .map(|r| (r.method.as_str().to_lowercase(), r.path.to_owned()))
+            .collect();
+        assert_eq!(
+            registered.len(),
+            routes.len(),
+            "a route is registered twice"
+        );
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.insert((method.clone(), path.clone()));
+            }
+        }
+        assert_eq!(registered, documented);
+    }
+
+    #[test]
+    fn documented_security_matches_each_routes_access() {
+        let doc = document();
+        for r in crate::api::routes_table() {
+            let op = &doc["paths"][r.path][r.method.as_str().to_lowercase()];
+            let responses = op["responses"].as_object().unwrap();
+            match r.access {
+                Access::Public => assert_eq!(op["security"], json!([]), "{}", r.path),
+                Access::Read | Access::Admin => {
+                    assert!(op.get("security").is_none(), "{}", r.path);
+                    assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
+                }
+            }
+            assert_eq!(
+                responses.contains_key("403"),
+                r.access == Access::Admin,
+                "{} {}",
+                r.method,
+                r.path
+            );
+            let params: Vec<_> = op["parameters"]
+                .as_array()
+                .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                .unwrap_or_default();
+            let in_path: Vec<_> = r
+                .path
+                .split('/')
+                .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
+                .collect();
+            assert_eq!(params, in_path, "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn every_schema_reference_resolves() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for piece in text.split("\"#/components/schemas/").skip(1) {
+            let name = piece.split('"').next().unwrap();
+            assert!(schemas.contains_key(name), "dangling $ref {name}");
+        }
+    }
+}

@@ -1,0 +1,426 @@
+//! File-backed storage arrays: an array is a directory, each pool a
+//! subdirectory, each LUN a sparse file. This is the only module that touches
+//! LUN files; drivers reach it through `runtime`'s host functions, scoped to
+//! their own array.
+
+mod copy;
+mod lun;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+pub use copy::{CopyCheckpoint, CopyError, CopyOptions, copy_lun, copy_range};
+pub use lun::{Extent, Lun};
+
+use crate::config::{ArrayConfig, Config};
+use crate::model::LunAddress;
+
+/// Why an array operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArrayError {
+    /// A pool or LUN name is not acceptable.
+    #[error("invalid name {name:?}: {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// The array has no such pool.
+    #[error("array {array} has no pool {pool:?}")]
+    NoSuchPool {
+        /// Array name.
+        array: String,
+        /// Pool asked for.
+        pool: String,
+    },
+    /// The LUN does not exist.
+    #[error("LUN {pool}/{name} not found on array {array}")]
+    NoSuchLun {
+        /// Array name.
+        array: String,
+        /// Pool name.
+        pool: String,
+        /// LUN name.
+        name: String,
+    },
+    /// A LUN of that name exists already.
+    #[error("LUN {pool}/{name} already exists on array {array}")]
+    LunExists {
+        /// Array name.
+        array: String,
+        /// Pool name.
+        pool: String,
+        /// LUN name.
+        name: String,
+    },
+    /// The size is zero or not a multiple of 512.
+    #[error("invalid size {0}: must be a positive multiple of 512 bytes")]
+    InvalidSize(u64),
+    /// Not enough capacity left.
+    #[error("array {array} has {free} bytes free, {wanted} wanted")]
+    NoSpace {
+        /// Array name.
+        array: String,
+        /// Bytes still free.
+        free: u64,
+        /// Bytes asked for.
+        wanted: u64,
+    },
+    /// The file system failed.
+    #[error("I/O error on array {array}: {source}")]
+    Io {
+        /// Array name.
+        array: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Checks a pool or LUN name: 1 to 128 characters of `[A-Za-z0-9._-]`, not
+/// starting with a dot, so a name can never leave its directory.
+pub fn validate_name(name: &str) -> Result<(), ArrayError> {
+    let bad = |reason| {
+        Err(ArrayError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 128 {
+        return bad("must be 1 to 128 characters");
+    }
+    if name.starts_with('.') {
+        return bad("must not start with '.'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return bad("only letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+/// One file-backed array.
+#[derive(Debug)]
+pub struct Array {
+    name: String,
+    driver: String,
+    root: PathBuf,
+    pools: Vec<String>,
+    capacity_bytes: u64,
+    /// Serializes LUN creation so capacity checks cannot race.
+    create_lock: Mutex<()>,
+}
+
+impl Array {
+    /// Opens (creating directories as needed) the array described by `cfg`
+    /// under `root`.
+    pub fn open(root: &Path, cfg: &ArrayConfig) -> Result<Self, ArrayError> {
+        validate_name(&cfg.name)?;
+        let dir = root.join(&cfg.name);
+        for pool in &cfg.pools {
+            validate_name(pool)?;
+            fs::create_dir_all(dir.join(pool)).map_err(|source| ArrayError::Io {
+                array: cfg.name.clone(),
+                source,
+            })?;
+        }
+        Ok(Self {
+            name: cfg.name.clone(),
+            driver: cfg.driver.clone(),
+            root: dir,
+            pools: cfg.pools.clone(),
+            capacity_bytes: cfg.capacity_bytes,
+            create_lock: Mutex::new(()),
+        })
+    }
+
+    /// Array name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Name of the driver that manages this array.
+    pub fn driver(&self) -> &str {
+        &self.driver
+    }
+
+    /// Pool names.
+    pub fn pools(&self) -> &[String] {
+        &self.pools
+    }
+
+    /// Capacity in bytes (sum of LUN sizes may not exceed it).
+    pub fn capacity_bytes(&self) -> u64 {
+        self.capacity_bytes
+    }
+
+    fn io(&self, source: io::Error) -> ArrayError {
+        ArrayError::Io {
+            array: self.name.clone(),
+            source,
+        }
+    }
+
+    fn pool_dir(&self, pool: &str) -> Result<PathBuf, ArrayError> {
+        validate_name(pool)?;
+        if !self.pools.iter().any(|p| p == pool) {
+            return Err(ArrayError::NoSuchPool {
+                array: self.name.clone(),
+                pool: pool.to_owned(),
+            });
+        }
+        Ok(self.root.join(pool))
+    }
+
+    fn lun_path(&self, addr: &LunAddress) -> Result<PathBuf, ArrayError> {
+        let dir = self.pool_dir(&addr.pool)?;
+        validate_name(&addr.name)?;
+        Ok(dir.join(&addr.name))
+    }
+
+    fn no_such_lun(&self, addr: &LunAddress) -> ArrayError {
+        ArrayError::NoSuchLun {
+            array: self.name.clone(),
+            pool: addr.pool.clone(),
+            name: addr.name.clone(),
+        }
+    }
+
+    /// Provisioned bytes: the sum of every LUN's size.
+    pub fn used_bytes(&self) -> Result<u64, ArrayError> {
+        let mut used = 0u64;
+        for pool in &self.pools {
+            let dir = self.root.join(pool);
+            for entry in fs::read_dir(&dir).map_err(|e| self.io(e))? {
+                let meta = entry.and_then(|e| e.metadata()).map_err(|e| self.io(e))?;
+                if meta.is_file() {
+                    used = used.saturating_add(meta.len());
+                }
+            }
+        }
+        Ok(used)
+    }
+
+    /// Creates a sparse LUN of `size` bytes.
+    pub fn create_lun(&self, addr: &LunAddress, size: u64) -> Result<Lun, ArrayError> {
+        if size == 0 || size % 512 != 0 {
+            return Err(ArrayError::InvalidSize(size));
+        }
+        let path = self.lun_path(addr)?;
+        let _guard = self
+            .create_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let used = self.used_bytes()?;
+        let free = self.capacity_bytes.saturating_sub(used);
+        if size > free {
+            return Err(ArrayError::NoSpace {
+                array: self.name.clone(),
+                free,
+                wanted: size,
+            });
+        }
+        let file = match File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                return Err(ArrayError::LunExists {
+                    array: self.name.clone(),
+                    pool: addr.pool.clone(),
+                    name: addr.name.clone(),
+                });
+            }
+            Err(e) => return Err(self.io(e)),
+        };
+        if let Err(e) = file.set_len(size) {
+            let _ = fs::remove_file(&path);
+            return Err(self.io(e));
+        }
+        Ok(Lun::new(file, size, self.name.clone(), addr.clone()))
+    }
+
+    /// Opens an existing LUN.
+    pub fn open_lun(&self, addr: &LunAddress) -> Result<Lun, ArrayError> {
+        let path = self.lun_path(addr)?;
+        let file = match File::options().read(true).write(true).open(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(self.no_such_lun(addr)),
+            Err(e) => return Err(self.io(e)),
+        };
+        let meta = file.metadata().map_err(|e| self.io(e))?;
+        if !meta.is_file() {
+            return Err(self.no_such_lun(addr));
+        }
+        Ok(Lun::new(file, meta.len(), self.name.clone(), addr.clone()))
+    }
+
+    /// Whether the LUN exists.
+    pub fn lun_exists(&self, addr: &LunAddress) -> Result<bool, ArrayError> {
+        Ok(self.lun_path(addr)?.is_file())
+    }
+
+    /// Deletes a LUN; a missing LUN is not an error (deletes are retried).
+    pub fn delete_lun(&self, addr: &LunAddress) -> Result<(), ArrayError> {
+        let path = self.lun_path(addr)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io(e)),
+        }
+    }
+
+    /// LUN names in a pool, sorted.
+    pub fn list_luns(&self, pool: &str) -> Result<Vec<String>, ArrayError> {
+        let dir = self.pool_dir(pool)?;
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(|e| self.io(e))? {
+            let entry = entry.map_err(|e| self.io(e))?;
+            if let Some(n) = entry.file_name().to_str() {
+                if validate_name(n).is_ok() {
+                    names.push(n.to_owned());
+                }
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+}
+
+/// Every array of this host, with the fabric's zoning.
+#[derive(Debug)]
+pub struct Arrays {
+    arrays: BTreeMap<String, Arc<Array>>,
+    zoning: BTreeSet<(String, String)>,
+}
+
+impl Arrays {
+    /// Opens every array of `config` under `root` (the data directory's
+    /// `arrays/` folder unless the config names its own).
+    pub fn open(root: &Path, config: &Config) -> Result<Self, ArrayError> {
+        let mut arrays = BTreeMap::new();
+        for cfg in &config.arrays {
+            arrays.insert(cfg.name.clone(), Arc::new(Array::open(root, cfg)?));
+        }
+        let mut zoning = BTreeSet::new();
+        for [a, b] in &config.zoning {
+            zoning.insert((a.clone(), b.clone()));
+            zoning.insert((b.clone(), a.clone()));
+        }
+        Ok(Self { arrays, zoning })
+    }
+
+    /// The array called `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Array>> {
+        self.arrays.get(name)
+    }
+
+    /// Every array, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Array>> {
+        self.arrays.values()
+    }
+
+    /// Whether `a` and `b` are connected over the fabric.
+    pub fn zoned(&self, a: &str, b: &str) -> bool {
+        self.zoning.contains(&(a.to_owned(), b.to_owned()))
+    }
+
+    /// Arrays zoned with `name`, sorted.
+    pub fn zoned_with(&self, name: &str) -> Vec<String> {
+        self.zoning
+            .iter()
+            .filter(|(a, _)| a == name)
+            .map(|(_, b)| b.clone())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::block::BlockDevice;
+
+    fn array(dir: &Path, capacity: u64) -> Array {
+        let cfg = ArrayConfig {
+            name: "a1".into(),
+            driver: "plain".into(),
+            pools: vec!["default".into()],
+            capacity_bytes: capacity,
+        };
+        Array::open(dir, &cfg).unwrap()
+    }
+
+    fn addr(name: &str) -> LunAddress {
+        LunAddress {
+            pool: "default".into(),
+            name: name.into(),
+        }
+    }
+
+    #[test]
+    fn names_cannot_escape_the_pool() {
+        for bad in [
+            "",
+            "..",
+            "../v1",
+            "a/b",
+            ".hidden",
+            "a\0b",
+            &"x".repeat(129),
+        ] {
+            assert!(validate_name(bad).is_err(), "{bad:?} accepted");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let a = array(dir.path(), 1 << 30);
+        let escape = LunAddress {
+            pool: "../../v1/default".into(),
+            name: "x".into(),
+        };
+        assert!(matches!(
+            a.create_lun(&escape, 512),
+            Err(ArrayError::InvalidName { .. })
+        ));
+        let other_pool = LunAddress {
+            pool: "gold".into(),
+            name: "x".into(),
+        };
+        assert!(matches!(
+            a.open_lun(&other_pool),
+            Err(ArrayError::NoSuchPool { .. })
+        ));
+    }
+
+    #[test]
+    fn capacity_is_enforced_and_released() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = array(dir.path(), 1 << 20);
+        a.create_lun(&addr("one"), 768 << 10).unwrap();
+        assert!(matches!(
+            a.create_lun(&addr("two"), 512 << 10),
+            Err(ArrayError::NoSpace { .. })
+        ));
+        assert!(matches!(
+            a.create_lun(&addr("one"), 512),
+            Err(ArrayError::LunExists { .. })
+        ));
+        assert!(matches!(
+            a.create_lun(&addr("odd"), 1000),
+            Err(ArrayError::InvalidSize(1000))
+        ));
+        a.delete_lun(&addr("one")).unwrap();
+        a.delete_lun(&addr("one")).unwrap();
+        let l = a.create_lun(&addr("two"), 512 << 10).unwrap();
+        assert_eq!(l.size(), 512 << 10);
+        assert_eq!(a.used_bytes().unwrap(), 512 << 10);
+        assert_eq!(a.list_luns("default").unwrap(), vec!["two".to_owned()]);
+    }
+}

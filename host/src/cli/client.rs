@@ -1,0 +1,219 @@
+//! A small blocking client for the Ferry API.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use ureq::Agent;
+use ureq::http::Response;
+
+/// Why a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error.
+    #[error("{message} ({code})")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The error code.
+        code: String,
+        /// The server's message.
+        message: String,
+    },
+    /// No answer: refused, unreachable, timed out, or not HTTP.
+    #[error("cannot reach Ferry at {url}: {source}")]
+    Unreachable {
+        /// The server URL.
+        url: String,
+        /// What the transport said.
+        #[source]
+        source: ureq::Error,
+    },
+    /// The server answered with something that is not the API's JSON.
+    #[error("unexpected answer from {url}: {detail}")]
+    Protocol {
+        /// The server URL.
+        url: String,
+        /// What was wrong.
+        detail: String,
+    },
+}
+
+/// A client bound to one server and token.
+pub struct Client {
+    agent: Agent,
+    base: String,
+    token: String,
+}
+
+/// Longest error body echoed back when it is not the API's JSON.
+const MAX_ECHO: usize = 200;
+
+impl Client {
+    /// A client for `base` (`http://host:port`), authenticating with `token`.
+    pub fn new(base: &str, token: String) -> Self {
+        let config = Agent::config_builder()
+            // Error statuses carry the API's JSON error; read it ourselves.
+            .http_status_as_error(false)
+            // Ferry usually runs on loopback; an environment proxy would only
+            // get in the way.
+            .proxy(None)
+            .max_redirects(0)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            // Driver calls (create, delete) can take a while.
+            .timeout_global(Some(Duration::from_secs(300)))
+            .build();
+        Self {
+            agent: config.new_agent(),
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+        }
+    }
+
+    /// The server URL, without a trailing slash.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET path`; the JSON answer.
+    pub fn get(&self, path: &str) -> Result<Value, ClientError> {
+        let res = self
+            .agent
+            .get(self.url(path))
+            .header("Authorization", self.bearer())
+            .call();
+        self.json(res)
+    }
+
+    /// `POST path` with a JSON body; the JSON answer.
+    pub fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let res = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.bearer())
+            .send_json(body);
+        self.json(res)
+    }
+
+    /// `DELETE path`, expecting no content.
+    pub fn delete(&self, path: &str) -> Result<(), ClientError> {
+        let res = self
+            .agent
+            .delete(self.url(path))
+            .header("Authorization", self.bearer())
+            .call();
+        self.answer(res).map(|_| ())
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token)
+    }
+
+    fn json(&self, res: Result<Response<ureq::Body>, ureq::Error>) -> Result<Value, ClientError> {
+        let body = self.answer(res)?;
+        serde_json::from_str(&body).map_err(|e| self.protocol(format!("invalid JSON: {e}")))
+    }
+
+    /// The body of a successful answer, or the error it stands for.
+    fn answer(
+        &self,
+        res: Result<Response<ureq::Body>, ureq::Error>,
+    ) -> Result<String, ClientError> {
+        let mut res = res.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        let status = res.status().as_u16();
+        let body = res
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| self.protocol(format!("cannot read the body: {e}")))?;
+        if res.status().is_success() {
+            return Ok(body);
+        }
+        Err(api_error(status, &body))
+    }
+
+    fn protocol(&self, detail: String) -> ClientError {
+        ClientError::Protocol {
+            url: self.base.clone(),
+            detail,
+        }
+    }
+}
+
+/// The error an error answer stands for: the API's envelope when it is one,
+/// otherwise the status and the start of the body.
+fn api_error(status: u16, body: &str) -> ClientError {
+    let parsed: Option<Value> = serde_json::from_str(body).ok();
+    let field = |name: &str| {
+        parsed
+            .as_ref()
+            .and_then(|v| v["error"][name].as_str())
+            .map(str::to_owned)
+    };
+    match (field("code"), field("message")) {
+        (Some(code), Some(message)) => ClientError::Api {
+            status,
+            code,
+            message,
+        },
+        _ => {
+            let mut message: String = body.trim().chars().take(MAX_ECHO).collect();
+            if message.is_empty() {
+                message = format!("HTTP status {status}");
+            }
+            ClientError::Api {
+                status,
+                code: format!("http_{status}"),
+                message,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_envelopes_are_read() {
+        let e = api_error(
+            404,
+            r#"{"error":{"code":"volume_not_found","message":"volume x not found"}}"#,
+        );
+        assert_eq!(e.to_string(), "volume x not found (volume_not_found)");
+    }
+
+    #[test]
+    fn other_error_bodies_are_shown_briefly() {
+        let e = api_error(502, &"x".repeat(1000));
+        let ClientError::Api { code, message, .. } = e else {
+            panic!("not an api error");
+        };
+        assert_eq!(code, "http_502");
+        assert_eq!(message.len(), MAX_ECHO);
+        let e = api_error(500, "");
+        assert_eq!(e.to_string(), "HTTP status 500 (http_500)");
+    }
+
+    #[test]
+    fn a_closed_port_is_unreachable() {
+        // Bind then drop to find a port nothing listens on.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let c = Client::new(&format!("http://127.0.0.1:{port}/"), "t".into());
+        let e = c.get("/v1/arrays").unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot reach Ferry at http://127.0.0.1:{port}:"))
+        );
+    }
+}

@@ -1,0 +1,350 @@
+//! The client commands: `array`, `volume`, `driver`. Each calls the API and
+//! prints a table, or the server's JSON with `--json`.
+
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+use super::client::{Client, ClientError};
+use super::table::{Table, format_size, key_values};
+use super::{ArrayCmd, DriverCmd, ModeArg, VolumeCmd};
+use crate::service::{ArrayView, AttachmentView, DriverView, VolumeView};
+
+/// How to print answers.
+#[derive(Debug, Clone, Copy)]
+pub struct Output {
+    /// The server's JSON instead of tables.
+    pub json: bool,
+}
+
+impl Output {
+    fn json(self, value: &Value) -> Result<bool, ClientError> {
+        if self.json {
+            let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
+            println!("{text}");
+        }
+        Ok(self.json)
+    }
+}
+
+fn decode<T: DeserializeOwned>(c: &Client, value: Value) -> Result<T, ClientError> {
+    serde_json::from_value(value).map_err(|e| ClientError::Protocol {
+        url: c.base().to_owned(),
+        detail: format!("unexpected JSON shape: {e}"),
+    })
+}
+
+fn field(mut value: Value, name: &str) -> Value {
+    value.get_mut(name).map(Value::take).unwrap_or(Value::Null)
+}
+
+/// `ferry array ...`
+pub fn array(c: &Client, out: Output, cmd: ArrayCmd) -> Result<(), ClientError> {
+    match cmd {
+        ArrayCmd::List => {
+            let v = c.get("/v1/arrays")?;
+            if out.json(&v)? {
+                return Ok(());
+            }
+            let arrays: Vec<ArrayView> = decode(c, field(v, "arrays"))?;
+            print!("{}", arrays_table(&arrays).render());
+            Ok(())
+        }
+    }
+}
+
+fn arrays_table(arrays: &[ArrayView]) -> Table {
+    let mut t = Table::new(&["NAME", "DRIVER", "POOLS", "ZONED WITH", "CAPACITY", "USED"]);
+    for a in arrays {
+        t.row([
+            a.name.clone(),
+            a.driver.clone(),
+            a.pools.join(","),
+            dash_if_empty(a.zoned_with.join(",")),
+            format_size(a.capacity_bytes),
+            format_size(a.used_bytes),
+        ]);
+    }
+    t
+}
+
+/// `ferry volume ...`
+pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError> {
+    match cmd {
+        VolumeCmd::Create {
+            name,
+            size,
+            array,
+            pool,
+        } => {
+            let mut body = json!({"name": name, "size_bytes": size, "array": array});
+            if let Some(pool) = pool {
+                body["pool"] = json!(pool);
+            }
+            let v = c.post("/v1/volumes", &body)?;
+            if !out.json(&v)? {
+                print!("{}", volume_details(&decode(c, v)?));
+            }
+        }
+        VolumeCmd::List => {
+            let v = c.get("/v1/volumes")?;
+            if !out.json(&v)? {
+                let volumes: Vec<VolumeView> = decode(c, field(v, "volumes"))?;
+                if volumes.is_empty() {
+                    println!("no volumes");
+                } else {
+                    print!("{}", volumes_table(&volumes).render());
+                }
+            }
+        }
+        VolumeCmd::Show { id } => {
+            let v = c.get(&format!("/v1/volumes/{id}"))?;
+            if !out.json(&v)? {
+                print!("{}", volume_details(&decode(c, v)?));
+            }
+        }
+        VolumeCmd::Delete { id } => {
+            c.delete(&format!("/v1/volumes/{id}"))?;
+            if !out.json {
+                println!("deleted volume {id}");
+            }
+        }
+        VolumeCmd::Attach { id, server, mode } => {
+            let wanted = match mode {
+                ModeArg::Rw => "rw",
+                ModeArg::Ro => "ro",
+            };
+            let body = json!({"server": server, "mode": wanted});
+            let v = c.post(&format!("/v1/volumes/{id}/attachments"), &body)?;
+            if !out.json(&v)? {
+                let a: AttachmentView = decode(c, v)?;
+                let mode = mode_name(&a);
+                print!(
+                    "{}",
+                    key_values(&[
+                        ("attachment", a.id.to_string()),
+                        ("volume", id.to_string()),
+                        ("server", a.server),
+                        ("mode", mode),
+                        ("uri", a.uri),
+                    ])
+                );
+            }
+        }
+        VolumeCmd::Detach { id, attachment_id } => {
+            c.delete(&format!("/v1/volumes/{id}/attachments/{attachment_id}"))?;
+            if !out.json {
+                println!("detached {attachment_id} from volume {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn mode_name(a: &AttachmentView) -> String {
+    serde_json::to_value(a.mode)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// A serde enum as its wire name (`in-use`, `migrating_attachable`).
+fn wire_name<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(Value::String(s)) => s,
+        Ok(Value::Null) => "-".to_owned(),
+        Ok(other) => other.to_string(),
+        Err(_) => "?".to_owned(),
+    }
+}
+
+fn dash_if_empty(s: String) -> String {
+    if s.is_empty() { "-".to_owned() } else { s }
+}
+
+fn volumes_table(volumes: &[VolumeView]) -> Table {
+    let mut t = Table::new(&[
+        "ID",
+        "NAME",
+        "SIZE",
+        "STATUS",
+        "MIGRATION",
+        "ARRAY",
+        "POOL",
+        "ATTACHED",
+    ]);
+    for v in volumes {
+        t.row([
+            v.id.to_string(),
+            v.name.clone(),
+            format_size(v.size_bytes),
+            wire_name(&v.status),
+            wire_name(&v.migration_status),
+            v.array.clone(),
+            v.pool.clone(),
+            v.attachments.len().to_string(),
+        ]);
+    }
+    t
+}
+
+fn volume_details(v: &VolumeView) -> String {
+    let mut out = key_values(&[
+        ("id", v.id.to_string()),
+        ("name", v.name.clone()),
+        (
+            "size",
+            format!("{} ({} bytes)", format_size(v.size_bytes), v.size_bytes),
+        ),
+        ("status", wire_name(&v.status)),
+        ("migration", wire_name(&v.migration_status)),
+        (
+            "attachable",
+            if v.attachable { "yes" } else { "no" }.to_owned(),
+        ),
+        ("array", v.array.clone()),
+        ("pool", v.pool.clone()),
+        ("created", v.created_at.clone()),
+    ]);
+    if !v.attachments.is_empty() {
+        let mut t = Table::new(&["ATTACHMENT", "SERVER", "MODE", "URI"]);
+        for a in &v.attachments {
+            t.row([
+                a.id.to_string(),
+                a.server.clone(),
+                mode_name(a),
+                a.uri.clone(),
+            ]);
+        }
+        out.push('\n');
+        out.push_str(&t.render());
+    }
+    out
+}
+
+/// `ferry driver ...`
+pub fn driver(c: &Client, out: Output, cmd: DriverCmd) -> Result<(), ClientError> {
+    match cmd {
+        DriverCmd::List => {
+            let v = c.get("/v1/drivers")?;
+            if out.json(&v)? {
+                return Ok(());
+            }
+            let drivers: Vec<DriverView> = decode(c, field(v, "drivers"))?;
+            print!("{}", drivers_table(&drivers).render());
+            Ok(())
+        }
+    }
+}
+
+/// Digests are shown shortened, like commit ids; `--json` has them whole.
+const SHORT_DIGEST: usize = 12;
+
+fn drivers_table(drivers: &[DriverView]) -> Table {
+    let mut t = Table::new(&["NAME", "ACTIVE", "VERSIONS", "INSTALLED"]);
+    for d in drivers {
+        let installed = d
+            .versions
+            .iter()
+            .find(|v| v.digest == d.active_digest)
+            .map(|v| v.installed_at.clone())
+            .unwrap_or_else(|| "-".to_owned());
+        t.row([
+            d.name.clone(),
+            d.active_digest.chars().take(SHORT_DIGEST).collect(),
+            d.versions.len().to_string(),
+            installed,
+        ]);
+    }
+    t
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::model::{AttachMode, DriverVersion, VolumeStatus};
+
+    fn volume() -> VolumeView {
+        VolumeView {
+            id: Uuid::nil(),
+            name: "db".into(),
+            size_bytes: 1 << 30,
+            status: VolumeStatus::InUse,
+            migration_status: None,
+            attachable: true,
+            array: "t1".into(),
+            pool: "default".into(),
+            attachments: vec![AttachmentView {
+                id: Uuid::nil(),
+                server: "web1".into(),
+                mode: AttachMode::Ro,
+                uri: "nbd://127.0.0.1:10809/x".into(),
+            }],
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn volume_rows_use_wire_names() {
+        let out = volumes_table(&[volume()]).render();
+        let row = out.lines().nth(1).unwrap();
+        let cells: Vec<_> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "00000000-0000-0000-0000-000000000000",
+                "db",
+                "1",
+                "GiB",
+                "in-use",
+                "-",
+                "t1",
+                "default",
+                "1"
+            ]
+        );
+    }
+
+    #[test]
+    fn volume_details_list_attachments() {
+        let out = volume_details(&volume());
+        assert!(out.contains("status:      in-use\n"), "{out}");
+        assert!(
+            out.contains("size:        1 GiB (1073741824 bytes)\n"),
+            "{out}"
+        );
+        assert!(out.contains("web1  ro    nbd://127.0.0.1:10809/x"), "{out}");
+    }
+
+    #[test]
+    fn arrays_and_drivers_render() {
+        let a = ArrayView {
+            name: "p1".into(),
+            driver: "plain".into(),
+            pools: vec!["default".into(), "fast".into()],
+            zoned_with: vec![],
+            capacity_bytes: 256 << 30,
+            used_bytes: 0,
+        };
+        let out = arrays_table(&[a]).render();
+        assert_eq!(
+            out.lines().nth(1).unwrap(),
+            "p1    plain   default,fast  -           256 GiB   0 B"
+        );
+
+        let d = DriverView {
+            name: "plain".into(),
+            active_digest: "ab".repeat(32),
+            versions: vec![DriverVersion {
+                digest: "ab".repeat(32),
+                installed_at: "2026-01-01T00:00:00.000Z".into(),
+            }],
+        };
+        let out = drivers_table(&[d]).render();
+        assert_eq!(
+            out.lines().nth(1).unwrap(),
+            "plain  abababababab  1         2026-01-01T00:00:00.000Z"
+        );
+    }
+}

@@ -1,0 +1,260 @@
+//! The `ferry` command line: `ferry serve` runs the server; `array`,
+//! `volume` and `driver` talk to a running one over the API.
+//!
+//! Exit status: 0 success, 1 the server refused or failed the call, 2 bad
+//! usage or local setup (no token), 3 the server could not be reached.
+
+mod client;
+mod commands;
+mod serve;
+mod size;
+mod table;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use uuid::Uuid;
+
+pub use client::{Client, ClientError};
+pub use size::parse_size;
+
+use crate::api::auth;
+
+/// The exit status for a refused or failed call.
+const EXIT_API: u8 = 1;
+/// The exit status for bad usage or local setup.
+const EXIT_USAGE: u8 = 2;
+/// The exit status when the server cannot be reached.
+const EXIT_UNREACHABLE: u8 = 3;
+
+/// Moves block volumes between storage arrays of different vendors while
+/// they stay usable.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, max_term_width = 100)]
+pub struct Cli {
+    /// Print the server's JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    /// URL of the Ferry server.
+    #[arg(
+        long,
+        global = true,
+        env = "FERRY_URL",
+        default_value = "http://127.0.0.1:7070"
+    )]
+    url: String,
+    /// Data directory: the server keeps its state there; clients read the
+    /// admin token from DIR/admin.token unless FERRY_TOKEN is set.
+    #[arg(
+        long,
+        global = true,
+        value_name = "DIR",
+        env = "FERRY_DATA_DIR",
+        default_value = "./ferry-data"
+    )]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: the HTTP API and the NBD exports.
+    Serve(serve::ServeArgs),
+    /// Storage arrays.
+    #[command(subcommand)]
+    Array(ArrayCmd),
+    /// Volumes: create, list, show, delete, attach, detach.
+    #[command(subcommand)]
+    Volume(VolumeCmd),
+    /// Driver components.
+    #[command(subcommand)]
+    Driver(DriverCmd),
+}
+
+/// `ferry array ...`
+#[derive(Debug, Subcommand)]
+pub enum ArrayCmd {
+    /// List the arrays with their pools, zoning and capacity.
+    List,
+}
+
+/// `ferry driver ...`
+#[derive(Debug, Subcommand)]
+pub enum DriverCmd {
+    /// List the drivers and their versions.
+    List,
+}
+
+/// Access mode of an attachment.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Read and write.
+    Rw,
+    /// Read only.
+    Ro,
+}
+
+/// `ferry volume ...`
+#[derive(Debug, Subcommand)]
+pub enum VolumeCmd {
+    /// Create a volume.
+    Create {
+        /// Display name.
+        name: String,
+        /// Size: bytes, or with a unit (512, 1M, 10G, 1GiB, 1.5T).
+        #[arg(long, value_parser = parse_size)]
+        size: u64,
+        /// Array to create it on.
+        #[arg(long)]
+        array: String,
+        /// Pool on the array (its first pool when absent).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// List the volumes.
+    List,
+    /// Show one volume.
+    Show {
+        /// Volume id.
+        id: Uuid,
+    },
+    /// Delete a volume and its storage.
+    Delete {
+        /// Volume id.
+        id: Uuid,
+    },
+    /// Attach a volume to a server; prints the NBD URI to connect to.
+    Attach {
+        /// Volume id.
+        id: Uuid,
+        /// The server's name.
+        #[arg(long)]
+        server: String,
+        /// Access mode.
+        #[arg(long, value_enum, default_value_t = ModeArg::Rw)]
+        mode: ModeArg,
+    },
+    /// Detach a volume from a server.
+    Detach {
+        /// Volume id.
+        id: Uuid,
+        /// Attachment id, as `attach` printed it.
+        attachment_id: Uuid,
+    },
+}
+
+/// Entry point of the `ferry` binary.
+pub fn main() -> ExitCode {
+    // Help and version exit 0; usage errors exit 2.
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve::run(args, cli.data_dir),
+        Command::Array(cmd) => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+            commands::array(c, out, cmd)
+        }),
+        Command::Volume(cmd) => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+            commands::volume(c, out, cmd)
+        }),
+        Command::Driver(cmd) => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+            commands::driver(c, out, cmd)
+        }),
+    }
+}
+
+fn with_client(
+    url: &str,
+    data_dir: &std::path::Path,
+    json: bool,
+    run: impl FnOnce(&Client, commands::Output) -> Result<(), ClientError>,
+) -> ExitCode {
+    if !(url.starts_with("http://")) {
+        eprintln!("error: the server URL must start with http:// (got {url:?})");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let token = match token(data_dir) {
+        Ok(t) => t,
+        Err(message) => {
+            eprintln!("error: {message}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let client = Client::new(url, token);
+    match run(&client, commands::Output { json }) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", table::sanitize(&e.to_string()));
+            ExitCode::from(match e {
+                ClientError::Unreachable { .. } => EXIT_UNREACHABLE,
+                ClientError::Api { .. } | ClientError::Protocol { .. } => EXIT_API,
+            })
+        }
+    }
+}
+
+/// The token: `FERRY_TOKEN`, else the first line of DIR/admin.token.
+fn token(data_dir: &std::path::Path) -> Result<String, String> {
+    let token = match std::env::var("FERRY_TOKEN") {
+        Ok(t) if !t.trim().is_empty() => t.trim().to_owned(),
+        _ => {
+            let path = auth::admin_token_path(data_dir);
+            auth::read_first_token(&path).map_err(|e| {
+                format!("no token: {e}; set FERRY_TOKEN or point --data-dir at the server's data directory")
+            })?
+        }
+    };
+    if !token.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the token has characters a bearer token cannot hold".to_owned());
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn volume_create_parses_sizes_and_ids_must_be_uuids() {
+        let cli = Cli::try_parse_from([
+            "ferry", "volume", "create", "db", "--size", "1GiB", "--array", "t1",
+        ])
+        .unwrap();
+        let Command::Volume(VolumeCmd::Create { size, pool, .. }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((size, pool), (1 << 30, None));
+
+        let e = Cli::try_parse_from([
+            "ferry", "volume", "create", "db", "--size", "1X", "--array", "a",
+        ])
+        .unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let e = Cli::try_parse_from(["ferry", "volume", "show", "nope"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn global_flags_work_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "volume",
+            "list",
+            "--json",
+            "--url",
+            "http://127.0.0.1:1",
+            "--data-dir",
+            "/d",
+        ])
+        .unwrap();
+        assert!(cli.json);
+        assert_eq!(cli.url, "http://127.0.0.1:1");
+        assert_eq!(cli.data_dir, PathBuf::from("/d"));
+    }
+}

@@ -1,0 +1,158 @@
+//! `ferry serve`: starts the service and the HTTP API, serves until SIGINT
+//! or SIGTERM, then stops gracefully.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::Args;
+use tokio::sync::Notify;
+
+use crate::api::{self, Tokens, auth};
+use crate::config::Config;
+use crate::service::{Service, ServiceOptions};
+
+/// How long requests in flight may take to finish after a stop signal.
+const DRAIN: Duration = Duration::from_secs(10);
+
+/// `ferry serve` options (the data directory is the global `--data-dir`).
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:7070")]
+    listen: SocketAddr,
+    /// Address of the NBD server that exports attached volumes.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:10809")]
+    nbd_listen: SocketAddr,
+    /// Configuration file (TOML); the embedded default (arrays t1, v1, v2,
+    /// p1) when absent.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+}
+
+/// Runs the server; returns when it has stopped.
+pub fn run(args: ServeArgs, data_dir: PathBuf) -> ExitCode {
+    init_tracing();
+    match serve(args, &data_dir) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A subscriber may already be set when embedded; keep that one.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::embedded_default(),
+    };
+    let tokens = Tokens::load_or_create(data_dir)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("ferry")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(serve_async(args, data_dir, config, tokens))
+}
+
+async fn serve_async(
+    args: ServeArgs,
+    data_dir: &Path,
+    config: Config,
+    tokens: Tokens,
+) -> anyhow::Result<()> {
+    // Bind first: a busy port should fail before the store is opened.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let http_addr = listener.local_addr().context("listener address")?;
+    let opts = ServiceOptions {
+        data_dir: data_dir.to_owned(),
+        config,
+        nbd_listen: args.nbd_listen,
+    };
+    // Opening the store and compiling drivers blocks; keep it off the
+    // async workers.
+    let service = tokio::task::spawn_blocking(move || Service::start(opts))
+        .await
+        .context("service start-up panicked")??;
+    let nbd_addr = service.nbd_addr();
+
+    println!(
+        "ferry serving http://{http_addr} (nbd {nbd_addr}), admin token in {}",
+        auth::admin_token_path(data_dir).display()
+    );
+    if !http_addr.ip().is_loopback() {
+        eprintln!(
+            "warning: the API listens on {http_addr}, beyond this host; it speaks plain HTTP, \
+             so bearer tokens cross the network unencrypted"
+        );
+    }
+    if !nbd_addr.ip().is_loopback() {
+        eprintln!(
+            "warning: NBD listens on {nbd_addr}, beyond this host; NBD has no authentication, \
+             so anyone who can reach it and knows an export name can use that volume"
+        );
+    }
+
+    let stop = Arc::new(Notify::new());
+    let signalled = stop.clone();
+    let app = api::app(service.clone(), tokens);
+    let server = api::serve(listener, app, async move {
+        shutdown_signal().await;
+        tracing::info!("stopping: finishing requests in flight");
+        signalled.notify_one();
+    });
+    let result = tokio::select! {
+        r = server => r.context("HTTP server failed"),
+        () = async { stop.notified().await; tokio::time::sleep(DRAIN).await } => {
+            tracing::warn!("requests still running after {DRAIN:?}; stopping anyway");
+            Ok(())
+        }
+    };
+    let svc = service.clone();
+    tokio::task::spawn_blocking(move || svc.shutdown())
+        .await
+        .context("service shutdown panicked")?;
+    tracing::info!("stopped");
+    result
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        () = interrupt => {}
+        () = terminate => {}
+    }
+}

@@ -1,0 +1,246 @@
+//! Host configuration: arrays, pools, zoning, drivers and limits, from a TOML
+//! file or the embedded default (design section 8).
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML of the expected shape.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// The content is well-formed but inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// One array.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArrayConfig {
+    /// Array name.
+    pub name: String,
+    /// Driver that manages it.
+    pub driver: String,
+    /// Pool names.
+    #[serde(default = "default_pools")]
+    pub pools: Vec<String>,
+    /// Capacity in bytes.
+    #[serde(default = "default_capacity")]
+    pub capacity_bytes: u64,
+}
+
+/// A driver component loaded from a file at start (in addition to the
+/// built-in example drivers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverConfig {
+    /// Name arrays refer to.
+    pub name: String,
+    /// Path of the component file.
+    pub path: PathBuf,
+}
+
+/// Limits of one driver call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DriverLimits {
+    /// Wall-clock deadline of one call, in milliseconds.
+    #[serde(default = "default_deadline_ms")]
+    pub deadline_ms: u64,
+    /// Largest linear memory a driver instance may grow to, in bytes.
+    #[serde(default = "default_memory_bytes")]
+    pub memory_bytes: u64,
+}
+
+impl Default for DriverLimits {
+    fn default() -> Self {
+        Self {
+            deadline_ms: default_deadline_ms(),
+            memory_bytes: default_memory_bytes(),
+        }
+    }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Arrays.
+    #[serde(default, rename = "array")]
+    pub arrays: Vec<ArrayConfig>,
+    /// Pairs of arrays connected over the fabric.
+    #[serde(default)]
+    pub zoning: Vec<[String; 2]>,
+    /// Extra driver components.
+    #[serde(default, rename = "driver")]
+    pub drivers: Vec<DriverConfig>,
+    /// Driver call limits.
+    #[serde(default)]
+    pub limits: DriverLimits,
+    /// Host copy bandwidth limit in bytes per second (none when absent).
+    #[serde(default)]
+    pub copy_bandwidth_bytes_per_sec: Option<u64>,
+}
+
+fn default_pools() -> Vec<String> {
+    vec!["default".to_owned()]
+}
+fn default_capacity() -> u64 {
+    256 << 30
+}
+fn default_deadline_ms() -> u64 {
+    5_000
+}
+fn default_memory_bytes() -> u64 {
+    64 << 20
+}
+
+/// The embedded default: `t1` (takeover), `v1` and `v2` (vendor-copy), `p1`
+/// (plain), each with a pool `default`; zoning `t1`-`p1` and `t1`-`v1`.
+pub const DEFAULT_CONFIG: &str = r#"
+zoning = [["t1", "p1"], ["t1", "v1"]]
+
+[[array]]
+name = "t1"
+driver = "takeover"
+
+[[array]]
+name = "v1"
+driver = "vendor-copy"
+
+[[array]]
+name = "v2"
+driver = "vendor-copy"
+
+[[array]]
+name = "p1"
+driver = "plain"
+"#;
+
+impl Config {
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        // The default is a constant checked by a unit test.
+        Self::parse(DEFAULT_CONFIG, Path::new("<embedded default>"))
+            .unwrap_or_else(|e| panic!("embedded default config is broken: {e}"))
+    }
+
+    /// Reads and checks a TOML file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and checks TOML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        let cfg: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
+        cfg.check()?;
+        Ok(cfg)
+    }
+
+    fn check(&self) -> Result<(), ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(m));
+        if self.arrays.is_empty() {
+            return invalid("no arrays configured".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for a in &self.arrays {
+            if let Err(e) = crate::array::validate_name(&a.name) {
+                return invalid(format!("array name: {e}"));
+            }
+            if !names.insert(a.name.as_str()) {
+                return invalid(format!("array {} is listed twice", a.name));
+            }
+            if a.pools.is_empty() {
+                return invalid(format!("array {} has no pools", a.name));
+            }
+            for p in &a.pools {
+                if let Err(e) = crate::array::validate_name(p) {
+                    return invalid(format!("pool of array {}: {e}", a.name));
+                }
+            }
+            if a.capacity_bytes == 0 {
+                return invalid(format!("array {} has zero capacity", a.name));
+            }
+        }
+        for [a, b] in &self.zoning {
+            for n in [a, b] {
+                if !names.contains(n.as_str()) {
+                    return invalid(format!("zoning names unknown array {n}"));
+                }
+            }
+            if a == b {
+                return invalid(format!("array {a} is zoned with itself"));
+            }
+        }
+        if self.limits.deadline_ms == 0 || self.limits.memory_bytes < (1 << 20) {
+            return invalid("limits: deadline_ms must be > 0 and memory_bytes >= 1 MiB".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_has_the_four_arrays() {
+        let c = Config::embedded_default();
+        let names: Vec<_> = c.arrays.iter().map(|a| a.name.as_str()).collect();
+        assert_eq!(names, ["t1", "v1", "v2", "p1"]);
+        assert_eq!(c.zoning.len(), 2);
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_reasons() {
+        let p = Path::new("x.toml");
+        let cases = [
+            ("", "no arrays"),
+            (
+                "[[array]]\nname='a'\ndriver='d'\nbogus=1\n",
+                "unknown field",
+            ),
+            ("[[array]]\nname='../a'\ndriver='d'\n", "array name"),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[[array]]\nname='a'\ndriver='d'\n",
+                "twice",
+            ),
+            (
+                "zoning=[['a','z']]\n[[array]]\nname='a'\ndriver='d'\n",
+                "unknown array z",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\ncapacity_bytes=0\n",
+                "zero capacity",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(text, p).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! Ferry moves block volumes between storage arrays of different vendors and
+//! keeps them usable while they move. See `ARCHITECTURE.md` at the root for
+//! the map of this crate.
+
+pub mod api;
+pub mod array;
+pub mod block;
+pub mod cli;
+pub mod config;
+pub mod guests;
+pub mod model;
+pub mod nbd;
+pub mod runtime;
+pub mod service;
+pub mod store;

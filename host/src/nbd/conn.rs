@@ -1,0 +1,371 @@
+//! The transmission phase of one connection. Requests of a connection run
+//! concurrently on a small, lazily grown set of threads that take turns
+//! reading the socket: the thread holding the read side parses one request
+//! (and its payload), hands the read side on, then performs the I/O and
+//! sends its reply under the write lock. No queue sits between parsing and
+//! execution, so a lone request pays no thread hand-off.
+
+use std::io::{self, BufReader, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread;
+
+use super::export::{ExportSlot, InFlight};
+use super::proto::*;
+use super::server::Ticket;
+
+/// Threads per connection at most; enough to overlap a client's queue of
+/// requests with fsyncs and cold reads on a small machine.
+const MAX_WORKERS: usize = 8;
+/// Buffers above this size are released after their request instead of
+/// being kept for the next one.
+const KEEP_BUFFER: usize = (4 << 20) + REPLY_LEN;
+/// Largest single write used to zero a range when holes are not allowed.
+const ZERO_CHUNK: usize = 1 << 20;
+static ZEROES: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The read side of a connection, passed from thread to thread.
+struct ReadSide {
+    stream: BufReader<TcpStream>,
+    /// Set once no more requests are to be read (DISC, EOF, fatal error).
+    done: bool,
+}
+
+/// One connection in the transmission phase.
+pub(crate) struct Conn {
+    id: u64,
+    slot: Arc<ExportSlot>,
+    reader: Mutex<ReadSide>,
+    writer: Mutex<TcpStream>,
+    /// Threads waiting for the read side.
+    idle: AtomicUsize,
+    /// Threads serving this connection.
+    workers: AtomicUsize,
+    ticket: Ticket,
+}
+
+/// What the thread holding the read side found next.
+enum Next {
+    Request(Request),
+    Disconnect,
+}
+
+/// Why reading requests stopped.
+enum ReadError {
+    /// The client went away or the socket was shut.
+    Closed(io::Error),
+    /// The client broke the protocol; the stream cannot be trusted.
+    Protocol(String),
+}
+
+impl Conn {
+    /// Wraps a negotiated connection. `stream` is the buffered read side
+    /// used during the handshake (it may already hold requests).
+    pub(crate) fn new(
+        slot: Arc<ExportSlot>,
+        stream: BufReader<TcpStream>,
+        writer: TcpStream,
+        ticket: Ticket,
+    ) -> Self {
+        Self {
+            id: ticket.id(),
+            slot,
+            reader: Mutex::new(ReadSide {
+                stream,
+                done: false,
+            }),
+            writer: Mutex::new(writer),
+            idle: AtomicUsize::new(0),
+            workers: AtomicUsize::new(1),
+            ticket,
+        }
+    }
+
+    /// Serves requests until the client disconnects or the connection is
+    /// shut; the calling thread is the first worker.
+    pub(crate) fn serve(self: Arc<Self>) {
+        worker(self);
+    }
+
+    /// Hard disconnect: wakes every thread blocked on the socket.
+    fn hang_up(&self) {
+        self.ticket.shutdown(Shutdown::Both);
+    }
+
+    fn spawn_worker_if_starved(self: &Arc<Self>) {
+        if self.idle.load(Ordering::Acquire) != 0 {
+            return;
+        }
+        let n = self.workers.load(Ordering::Acquire);
+        if n >= MAX_WORKERS
+            || self
+                .workers
+                .compare_exchange(n, n + 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        let conn = Arc::clone(self);
+        let spawned = thread::Builder::new()
+            .name(format!("nbd-conn-{}", self.id))
+            .spawn(move || worker(conn));
+        if let Err(e) = spawned {
+            self.workers.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(conn = self.id, error = %e, "no extra NBD worker thread");
+        }
+    }
+
+    /// Reads the next request header, and for a write its payload into
+    /// `buf[REPLY_LEN..]`.
+    fn read_request(&self, rd: &mut ReadSide, buf: &mut Vec<u8>) -> Result<Next, ReadError> {
+        let mut header = [0u8; REQUEST_LEN];
+        rd.stream
+            .read_exact(&mut header)
+            .map_err(ReadError::Closed)?;
+        let req = Request::parse(&header).map_err(|e| ReadError::Protocol(e.to_string()))?;
+        match req.kind {
+            CMD_DISC => Ok(Next::Disconnect),
+            CMD_WRITE => {
+                if req.length > MAX_PAYLOAD {
+                    // The payload cannot be skipped without trusting the
+                    // length: answer, then hang up.
+                    let _ = self.reply(buf, EINVAL, req.handle, 0);
+                    return Err(ReadError::Protocol(format!(
+                        "write of {} bytes exceeds the {MAX_PAYLOAD}-byte limit",
+                        req.length
+                    )));
+                }
+                let end = REPLY_LEN + req.length as usize;
+                if buf.len() < end {
+                    buf.resize(end, 0);
+                }
+                rd.stream
+                    .read_exact(&mut buf[REPLY_LEN..end])
+                    .map_err(ReadError::Closed)?;
+                Ok(Next::Request(req))
+            }
+            _ => Ok(Next::Request(req)),
+        }
+    }
+
+    /// Sends a simple reply whose header goes into `buf[..REPLY_LEN]`,
+    /// followed by `data_len` bytes already in `buf[REPLY_LEN..]`.
+    fn reply(&self, buf: &mut [u8], error: u32, handle: u64, data_len: usize) -> io::Result<()> {
+        encode_reply(&mut buf[..REPLY_LEN], error, handle);
+        let mut w = lock(&self.writer);
+        w.write_all(&buf[..REPLY_LEN + data_len])
+    }
+
+    /// Performs one request and replies. An error means the socket failed.
+    fn execute(&self, req: Request, buf: &mut Vec<u8>) -> io::Result<()> {
+        let (error, data_len) = match req.kind {
+            CMD_READ => self.read(&req, buf),
+            CMD_WRITE => {
+                let end = REPLY_LEN + req.length as usize;
+                (self.write(&req, &buf[REPLY_LEN..end]), 0)
+            }
+            CMD_FLUSH => (self.flush(), 0),
+            CMD_TRIM | CMD_WRITE_ZEROES => (self.zero(&req), 0),
+            other => {
+                tracing::warn!(
+                    export = self.slot.name(),
+                    conn = self.id,
+                    command = other,
+                    "unknown NBD command"
+                );
+                (EINVAL, 0)
+            }
+        };
+        self.reply(
+            buf,
+            error,
+            req.handle,
+            if error == 0 { data_len } else { 0 },
+        )
+    }
+
+    /// Starts a request after checking its range against the device it
+    /// will use.
+    fn begin(&self, req: &Request, what: &str) -> Result<InFlight<'_>, u32> {
+        let io = self.slot.begin().ok_or(ESHUTDOWN)?;
+        let size = io.device.size();
+        if !in_range(req.offset, u64::from(req.length), size) {
+            tracing::warn!(
+                export = self.slot.name(),
+                conn = self.id,
+                offset = req.offset,
+                length = req.length,
+                size,
+                "NBD {what} outside the export"
+            );
+            return Err(EINVAL);
+        }
+        Ok(io)
+    }
+
+    fn io_failed(&self, what: &str, e: &io::Error) -> u32 {
+        tracing::warn!(export = self.slot.name(), conn = self.id, error = %e, "NBD {what} failed");
+        errno_of(e)
+    }
+
+    /// Durability for FUA: the whole device is flushed after the write.
+    fn fua(&self, req: &Request, io: &InFlight<'_>) -> u32 {
+        if req.flags & CMD_FLAG_FUA == 0 {
+            return 0;
+        }
+        match io.device.flush() {
+            Ok(()) => 0,
+            Err(e) => self.io_failed("FUA flush", &e),
+        }
+    }
+
+    fn read(&self, req: &Request, buf: &mut Vec<u8>) -> (u32, usize) {
+        if req.length > MAX_PAYLOAD {
+            tracing::warn!(conn = self.id, length = req.length, "NBD read too large");
+            return (EINVAL, 0);
+        }
+        let io = match self.begin(req, "read") {
+            Ok(io) => io,
+            Err(errno) => return (errno, 0),
+        };
+        let len = req.length as usize;
+        if buf.len() < REPLY_LEN + len {
+            buf.resize(REPLY_LEN + len, 0);
+        }
+        match io
+            .device
+            .read_at(&mut buf[REPLY_LEN..REPLY_LEN + len], req.offset)
+        {
+            Ok(()) => (0, len),
+            Err(e) => (self.io_failed("read", &e), 0),
+        }
+    }
+
+    fn write(&self, req: &Request, data: &[u8]) -> u32 {
+        if self.slot.read_only() {
+            return EPERM;
+        }
+        let io = match self.begin(req, "write") {
+            Ok(io) => io,
+            Err(errno) => return errno,
+        };
+        match io.device.write_at(data, req.offset) {
+            Ok(()) => self.fua(req, &io),
+            Err(e) => self.io_failed("write", &e),
+        }
+    }
+
+    fn flush(&self) -> u32 {
+        let Some(io) = self.slot.begin() else {
+            return ESHUTDOWN;
+        };
+        match io.device.flush() {
+            Ok(()) => 0,
+            Err(e) => self.io_failed("flush", &e),
+        }
+    }
+
+    /// TRIM and WRITE_ZEROES: both leave the range reading as zeroes. With
+    /// NO_HOLE, WRITE_ZEROES writes real zeroes so the range stays allocated.
+    fn zero(&self, req: &Request) -> u32 {
+        if self.slot.read_only() {
+            return EPERM;
+        }
+        let (what, no_hole) = if req.kind == CMD_TRIM {
+            ("trim", false)
+        } else {
+            ("write-zeroes", req.flags & CMD_FLAG_NO_HOLE != 0)
+        };
+        let io = match self.begin(req, what) {
+            Ok(io) => io,
+            Err(errno) => return errno,
+        };
+        let len = u64::from(req.length);
+        let done = if req.kind == CMD_TRIM {
+            io.device.discard(req.offset, len)
+        } else if no_hole {
+            write_zero_buffers(&io, req.offset, len)
+        } else {
+            io.device.write_zeroes(req.offset, len)
+        };
+        match done {
+            Ok(()) => self.fua(req, &io),
+            Err(e) => self.io_failed(what, &e),
+        }
+    }
+}
+
+fn write_zero_buffers(io: &InFlight<'_>, offset: u64, len: u64) -> io::Result<()> {
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(ZERO_CHUNK as u64) as usize;
+        io.device.write_at(&ZEROES[..n], offset + done)?;
+        done += n as u64;
+    }
+    Ok(())
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.slot.detach(self.id);
+        tracing::debug!(
+            export = self.slot.name(),
+            conn = self.id,
+            "NBD connection closed"
+        );
+    }
+}
+
+/// One serving thread: take the read side, read a request, release the
+/// read side, execute, reply; until there is nothing more to read.
+fn worker(conn: Arc<Conn>) {
+    let mut buf = vec![0u8; REPLY_LEN];
+    loop {
+        let req = {
+            conn.idle.fetch_add(1, Ordering::AcqRel);
+            let mut rd = lock(&conn.reader);
+            conn.idle.fetch_sub(1, Ordering::AcqRel);
+            if rd.done {
+                break;
+            }
+            match conn.read_request(&mut rd, &mut buf) {
+                Ok(Next::Request(req)) => req,
+                Ok(Next::Disconnect) => {
+                    rd.done = true;
+                    tracing::debug!(conn = conn.id, "NBD client disconnected");
+                    break;
+                }
+                Err(ReadError::Closed(e)) => {
+                    rd.done = true;
+                    tracing::debug!(conn = conn.id, error = %e, "NBD connection ended");
+                    break;
+                }
+                Err(ReadError::Protocol(why)) => {
+                    rd.done = true;
+                    tracing::warn!(
+                        export = conn.slot.name(),
+                        conn = conn.id,
+                        "NBD protocol error, closing: {why}"
+                    );
+                    conn.hang_up();
+                    break;
+                }
+            }
+        };
+        conn.spawn_worker_if_starved();
+        if let Err(e) = conn.execute(req, &mut buf) {
+            tracing::debug!(conn = conn.id, error = %e, "NBD reply failed, closing");
+            conn.hang_up();
+            break;
+        }
+        if buf.len() > KEEP_BUFFER {
+            buf = vec![0u8; REPLY_LEN];
+        }
+    }
+    conn.workers.fetch_sub(1, Ordering::AcqRel);
+}

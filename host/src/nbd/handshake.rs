@@ -1,0 +1,371 @@
+//! The fixed newstyle handshake: greeting, client flags, and option haggling
+//! until the client picks an export (`NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME`),
+//! aborts, or breaks the protocol.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use super::export::{ExportSlot, ExportTable};
+use super::proto::*;
+
+/// Options accepted in one handshake; listing every export and asking for
+/// information on each stays far below this.
+const MAX_OPTIONS: usize = 16_384;
+
+/// The export a client chose, with the transmission flags it was given.
+pub(crate) struct Negotiated {
+    pub(crate) slot: Arc<ExportSlot>,
+    pub(crate) flags: u16,
+}
+
+/// Why a handshake ended without an export.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HandshakeError {
+    /// The socket failed or the client went away.
+    #[error("connection I/O: {0}")]
+    Io(#[from] io::Error),
+    /// The client sent bytes that are not NBD.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The client set flags the server did not offer.
+    #[error("client sent unknown flags {0:#x}")]
+    ClientFlags(u32),
+    /// An option payload over the limit; its bytes cannot be skipped safely.
+    #[error("option {option} carries {length} bytes, more than the limit")]
+    OptionTooLong { option: u32, length: u32 },
+    /// `NBD_OPT_EXPORT_NAME` named an export that does not exist (this
+    /// option has no way to report an error but closing).
+    #[error("client asked for unknown export {0:?}")]
+    UnknownExport(String),
+    /// The client kept sending options.
+    #[error("client sent more than {MAX_OPTIONS} options")]
+    TooManyOptions,
+}
+
+impl HandshakeError {
+    /// Whether this is the client simply going away, not a protocol fault.
+    pub(crate) fn is_disconnect(&self) -> bool {
+        matches!(self, Self::Io(e) if matches!(
+            e.kind(),
+            io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+        ))
+    }
+}
+
+/// Transmission flags of an export.
+pub(crate) fn transmission_flags(read_only: bool) -> u16 {
+    let base = TFLAG_HAS_FLAGS | TFLAG_SEND_FLUSH | TFLAG_CAN_MULTI_CONN;
+    if read_only {
+        base | TFLAG_READ_ONLY
+    } else {
+        base | TFLAG_SEND_FUA | TFLAG_SEND_TRIM | TFLAG_SEND_WRITE_ZEROES
+    }
+}
+
+/// Runs the handshake. `Ok(None)` means the client aborted politely.
+pub(crate) fn negotiate<R: Read, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    table: &ExportTable,
+) -> Result<Option<Negotiated>, HandshakeError> {
+    w.write_all(&greeting())?;
+    w.flush()?;
+    let mut word = [0u8; 4];
+    r.read_exact(&mut word)?;
+    let client_flags = u32::from_be_bytes(word);
+    if client_flags & !(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES) != 0 {
+        return Err(HandshakeError::ClientFlags(client_flags));
+    }
+    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+
+    let mut data = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..MAX_OPTIONS {
+        let mut header = [0u8; OPTION_HEADER_LEN];
+        r.read_exact(&mut header)?;
+        let opt = OptionHeader::parse(&header)?;
+        out.clear();
+        if opt.length > MAX_OPTION_LEN {
+            push_option_reply(
+                &mut out,
+                opt.option,
+                REP_ERR_TOO_BIG,
+                b"option payload too large",
+            );
+            // The session ends either way; the reply is a courtesy.
+            let _ = w.write_all(&out).and_then(|()| w.flush());
+            return Err(HandshakeError::OptionTooLong {
+                option: opt.option,
+                length: opt.length,
+            });
+        }
+        data.clear();
+        data.resize(opt.length as usize, 0);
+        r.read_exact(&mut data)?;
+
+        match opt.option {
+            OPT_EXPORT_NAME => {
+                let name = parse_name(&data)?;
+                let Some(slot) = table.lookup(name) else {
+                    return Err(HandshakeError::UnknownExport(name.to_owned()));
+                };
+                let flags = transmission_flags(slot.read_only());
+                w.write_all(&export_name_reply(slot.size(), flags, no_zeroes))?;
+                w.flush()?;
+                return Ok(Some(Negotiated { slot, flags }));
+            }
+            OPT_ABORT => {
+                push_option_reply(&mut out, OPT_ABORT, REP_ACK, &[]);
+                // The client may already have closed; it owes us nothing.
+                let _ = w.write_all(&out).and_then(|()| w.flush());
+                return Ok(None);
+            }
+            OPT_LIST if !data.is_empty() => {
+                push_option_reply(&mut out, OPT_LIST, REP_ERR_INVALID, b"LIST takes no data");
+            }
+            OPT_LIST => {
+                for name in table.names() {
+                    let mut entry = Vec::with_capacity(4 + name.len());
+                    entry.extend_from_slice(&(name.len() as u32).to_be_bytes());
+                    entry.extend_from_slice(name.as_bytes());
+                    push_option_reply(&mut out, OPT_LIST, REP_SERVER, &entry);
+                }
+                push_option_reply(&mut out, OPT_LIST, REP_ACK, &[]);
+            }
+            OPT_INFO | OPT_GO => {
+                if let Some(chosen) = info_or_go(opt.option, &data, table, &mut out) {
+                    w.write_all(&out)?;
+                    w.flush()?;
+                    return Ok(Some(chosen));
+                }
+            }
+            _ => {
+                push_option_reply(&mut out, opt.option, REP_ERR_UNSUP, b"option not supported");
+            }
+        }
+        w.write_all(&out)?;
+        w.flush()?;
+    }
+    Err(HandshakeError::TooManyOptions)
+}
+
+/// Answers `NBD_OPT_INFO` or `NBD_OPT_GO` into `out`; returns the export
+/// when a GO succeeded.
+fn info_or_go(
+    option: u32,
+    data: &[u8],
+    table: &ExportTable,
+    out: &mut Vec<u8>,
+) -> Option<Negotiated> {
+    let req = match InfoRequest::parse(data) {
+        Ok(req) => req,
+        Err(e) => {
+            tracing::warn!(error = %e, "malformed NBD INFO/GO option");
+            push_option_reply(out, option, REP_ERR_INVALID, e.to_string().as_bytes());
+            return None;
+        }
+    };
+    let Some(slot) = table.lookup(req.name) else {
+        push_option_reply(out, option, REP_ERR_UNKNOWN, b"no such export");
+        return None;
+    };
+    let flags = transmission_flags(slot.read_only());
+    push_option_reply(out, option, REP_INFO, &info_export(slot.size(), flags));
+    push_option_reply(out, option, REP_INFO, &info_block_size());
+    if req.infos.contains(&INFO_NAME) {
+        let mut name = INFO_NAME.to_be_bytes().to_vec();
+        name.extend_from_slice(slot.name().as_bytes());
+        push_option_reply(out, option, REP_INFO, &name);
+    }
+    push_option_reply(out, option, REP_ACK, &[]);
+    (option == OPT_GO).then_some(Negotiated { slot, flags })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nbd::export::Export;
+    use crate::nbd::testdev::MemDevice;
+    use std::io::Cursor;
+
+    fn table() -> ExportTable {
+        let t = ExportTable::new();
+        t.add(
+            "rw",
+            Export {
+                device: Arc::new(MemDevice::new(1 << 20)),
+                read_only: false,
+            },
+        );
+        t.add(
+            "ro",
+            Export {
+                device: Arc::new(MemDevice::new(4096)),
+                read_only: true,
+            },
+        );
+        t
+    }
+
+    fn option(code: u32, data: &[u8]) -> Vec<u8> {
+        let mut b = b"IHAVEOPT".to_vec();
+        b.extend_from_slice(&code.to_be_bytes());
+        b.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        b.extend_from_slice(data);
+        b
+    }
+
+    fn go_data(name: &str, infos: &[u16]) -> Vec<u8> {
+        let mut d = (name.len() as u32).to_be_bytes().to_vec();
+        d.extend_from_slice(name.as_bytes());
+        d.extend_from_slice(&(infos.len() as u16).to_be_bytes());
+        for i in infos {
+            d.extend_from_slice(&i.to_be_bytes());
+        }
+        d
+    }
+
+    /// Option replies as (option, type, data).
+    type Replies = Vec<(u32, u32, Vec<u8>)>;
+
+    /// Runs a handshake on scripted client bytes; returns the outcome, the
+    /// option replies after the greeting, and whatever followed them.
+    fn run(
+        client_flags: u32,
+        options: &[Vec<u8>],
+    ) -> (Result<Option<Negotiated>, HandshakeError>, Replies, Vec<u8>) {
+        let mut input = client_flags.to_be_bytes().to_vec();
+        for o in options {
+            input.extend_from_slice(o);
+        }
+        let mut r = Cursor::new(input);
+        let mut w = Vec::new();
+        let res = negotiate(&mut r, &mut w, &table());
+        assert_eq!(&w[..18], &greeting());
+        let mut replies = Vec::new();
+        let mut rest = &w[18..];
+        while rest.len() >= 20 && rest[..8] == OPT_REPLY_MAGIC.to_be_bytes() {
+            let opt = u32::from_be_bytes(rest[8..12].try_into().unwrap());
+            let ty = u32::from_be_bytes(rest[12..16].try_into().unwrap());
+            let len = u32::from_be_bytes(rest[16..20].try_into().unwrap()) as usize;
+            replies.push((opt, ty, rest[20..20 + len].to_vec()));
+            rest = &rest[20 + len..];
+        }
+        (res, replies, rest.to_vec())
+    }
+
+    #[test]
+    fn go_reports_export_and_block_size() {
+        let (res, replies, rest) = run(
+            3,
+            &[option(
+                OPT_GO,
+                &go_data("ro", &[INFO_NAME, INFO_BLOCK_SIZE]),
+            )],
+        );
+        let n = res.unwrap().unwrap();
+        assert_eq!(n.slot.name(), "ro");
+        assert_ne!(n.flags & TFLAG_READ_ONLY, 0);
+        assert!(rest.is_empty());
+        let types: Vec<u32> = replies.iter().map(|r| r.1).collect();
+        assert_eq!(types, vec![REP_INFO, REP_INFO, REP_INFO, REP_ACK]);
+        assert_eq!(replies[0].2, info_export(4096, n.flags).to_vec());
+        assert_eq!(replies[1].2, info_block_size().to_vec());
+        assert_eq!(&replies[2].2[..2], &INFO_NAME.to_be_bytes());
+        assert_eq!(&replies[2].2[2..], b"ro");
+        assert!(replies.iter().all(|r| r.0 == OPT_GO));
+    }
+
+    #[test]
+    fn info_list_unsupported_then_go() {
+        let (res, replies, _) = run(
+            1,
+            &[
+                option(OPT_INFO, &go_data("rw", &[])),
+                option(8, &[]),
+                option(OPT_LIST, &[]),
+                option(OPT_LIST, b"x"),
+                option(OPT_GO, &go_data("nope", &[])),
+                option(OPT_GO, &go_data("rw", &[])),
+            ],
+        );
+        let n = res.unwrap().unwrap();
+        assert_eq!(n.slot.name(), "rw");
+        assert_eq!(n.flags & TFLAG_READ_ONLY, 0);
+        assert_ne!(n.flags & TFLAG_SEND_WRITE_ZEROES, 0);
+        let kinds: Vec<(u32, u32)> = replies.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (OPT_INFO, REP_INFO),
+                (OPT_INFO, REP_INFO),
+                (OPT_INFO, REP_ACK),
+                (8, REP_ERR_UNSUP),
+                (OPT_LIST, REP_SERVER),
+                (OPT_LIST, REP_SERVER),
+                (OPT_LIST, REP_ACK),
+                (OPT_LIST, REP_ERR_INVALID),
+                (OPT_GO, REP_ERR_UNKNOWN),
+                (OPT_GO, REP_INFO),
+                (OPT_GO, REP_INFO),
+                (OPT_GO, REP_ACK),
+            ]
+        );
+        assert_eq!(replies[4].2, b"\0\0\0\x02ro".to_vec());
+        assert_eq!(replies[5].2, b"\0\0\0\x02rw".to_vec());
+    }
+
+    #[test]
+    fn export_name_with_and_without_zeroes() {
+        let (res, replies, rest) = run(3, &[option(OPT_EXPORT_NAME, b"rw")]);
+        let n = res.unwrap().unwrap();
+        assert!(replies.is_empty());
+        assert_eq!(rest, export_name_reply(1 << 20, n.flags, true));
+        let (res, _, rest) = run(1, &[option(OPT_EXPORT_NAME, b"rw")]);
+        assert!(res.unwrap().is_some());
+        assert_eq!(rest.len(), 134);
+        let (res, _, rest) = run(3, &[option(OPT_EXPORT_NAME, b"nope")]);
+        assert!(matches!(res, Err(HandshakeError::UnknownExport(_))));
+        assert!(rest.is_empty());
+    }
+
+    #[test]
+    fn abort_acks_and_ends() {
+        let (res, replies, _) = run(3, &[option(OPT_ABORT, &[])]);
+        assert!(res.unwrap().is_none());
+        assert_eq!(replies, vec![(OPT_ABORT, REP_ACK, vec![])]);
+    }
+
+    #[test]
+    fn protocol_violations_end_the_handshake() {
+        let (res, _, _) = run(4, &[]);
+        assert!(matches!(res, Err(HandshakeError::ClientFlags(4))));
+        let mut bad = option(OPT_GO, &go_data("rw", &[]));
+        bad[0] = b'X';
+        let (res, _, _) = run(3, &[bad]);
+        assert!(matches!(res, Err(HandshakeError::Wire(_))));
+        let mut huge = b"IHAVEOPT".to_vec();
+        huge.extend_from_slice(&OPT_GO.to_be_bytes());
+        huge.extend_from_slice(&u32::MAX.to_be_bytes());
+        let (res, replies, _) = run(3, &[huge]);
+        assert!(matches!(res, Err(HandshakeError::OptionTooLong { .. })));
+        assert_eq!(replies[0].1, REP_ERR_TOO_BIG);
+        let mut cut = option(OPT_GO, &go_data("rw", &[]));
+        cut.truncate(cut.len() - 3);
+        let (res, _, _) = run(3, &[cut]);
+        assert!(res.as_ref().is_err_and(|e| e.is_disconnect()));
+    }
+
+    #[test]
+    fn malformed_go_payload_is_an_error_reply_not_a_close() {
+        let (res, replies, _) = run(
+            3,
+            &[
+                option(OPT_GO, &[0, 0, 0, 9, b'r']),
+                option(OPT_GO, &go_data("rw", &[])),
+            ],
+        );
+        assert!(res.unwrap().is_some());
+        assert_eq!(replies[0].1, REP_ERR_INVALID);
+    }
+}

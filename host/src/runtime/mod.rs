@@ -1,0 +1,714 @@
+//! The sandboxed driver runtime (design sections 2 and 5): one wasmtime
+//! engine; driver components validated against the `driver-world` WIT and
+//! compiled once per SHA-256 digest; a fresh, pre-instantiated store per call
+//! with a deadline (epoch interruption), memory and table limits, and no WASI
+//! files, sockets or environment. A trapping, looping or memory-hungry
+//! driver fails only its own call.
+
+mod bindings;
+mod call;
+mod engine;
+mod host_impl;
+mod state;
+mod types;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::Component;
+use wasmtime::{Engine, Store, UpdateDeadline};
+
+use self::bindings::DriverWorldPre;
+use self::bindings::exports::ferry::driver::driver::Guest;
+use self::bindings::ferry::driver::types as wit;
+use self::call::{CallState, MAX_MESSAGE_BYTES, Scope, truncate};
+use self::host_impl::{LunHandle, PeerArrayHandle};
+use self::state::StateOverlay;
+use crate::array::{Array, Lun, validate_name};
+use crate::config::DriverLimits;
+use crate::service::ErrorKind;
+
+pub use self::engine::AllocatorKind;
+pub use self::host_impl::MAX_IO_BYTES;
+pub use self::state::{DriverStateStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStateStore};
+pub use self::types::{
+    Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverErrorKind,
+    MigrateOutcome, Source, TargetOutcome, VolumeRef,
+};
+
+/// Longest provider location (model update) a driver may return, in bytes.
+pub const MAX_MODEL_UPDATE_BYTES: usize = 4096;
+
+/// Receives progress reports (`done`, `total` bytes) of a running call.
+pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Deadline and memory limit of every call.
+    pub limits: DriverLimits,
+    /// Largest component accepted by [`DriverRuntime::install`].
+    pub max_component_bytes: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            limits: DriverLimits::default(),
+            max_component_bytes: 64 << 20,
+        }
+    }
+}
+
+/// What one call may reach: the driver to run and the array it works for.
+#[derive(Clone)]
+pub struct CallScope {
+    /// Name of the driver to call.
+    pub driver: String,
+    /// The array the call works for; the only array whose LUNs it can name.
+    pub array: Arc<Array>,
+    /// Arrays zoned with `array`.
+    pub zoned_with: Vec<String>,
+    /// Receives the driver's `report-progress` calls.
+    pub progress: Option<ProgressFn>,
+}
+
+impl CallScope {
+    /// A scope for `array`'s own driver, without progress reporting.
+    pub fn new(array: Arc<Array>, zoned_with: Vec<String>) -> Self {
+        Self {
+            driver: array.driver().to_owned(),
+            array,
+            zoned_with,
+            progress: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for CallScope {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallScope")
+            .field("driver", &self.driver)
+            .field("array", &self.array.name())
+            .field("zoned_with", &self.zoned_with)
+            .field("progress", &self.progress.is_some())
+            .finish()
+    }
+}
+
+/// A driver version that passed validation and is now active.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstalledDriver {
+    /// Lowercase hex SHA-256 of the component bytes.
+    pub digest: String,
+    /// What it answered to `capabilities`.
+    pub capabilities: Capabilities,
+}
+
+/// Why a driver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The driver answered with an error.
+    #[error("{kind}: {message}")]
+    Driver {
+        /// Its class.
+        kind: DriverErrorKind,
+        /// The driver's message.
+        message: String,
+    },
+    /// The driver trapped (crashed); its instance was dropped.
+    #[error("driver {driver} crashed: {message}")]
+    Trap {
+        /// Driver name.
+        driver: String,
+        /// What happened.
+        message: String,
+    },
+    /// The driver ran past its deadline and was stopped.
+    #[error("driver {driver} did not finish within its {deadline_ms} ms deadline and was stopped")]
+    Timeout {
+        /// Driver name.
+        driver: String,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The driver tried to use more memory than allowed.
+    #[error(
+        "driver {driver} ran out of memory: it tried to grow past its limit of {limit_bytes} bytes"
+    )]
+    OutOfMemory {
+        /// Driver name.
+        driver: String,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// No version of the driver is loaded.
+    #[error("driver {0:?} is not loaded")]
+    NotLoaded(String),
+}
+
+impl CallError {
+    /// A stable snake_case code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Driver { kind, .. } => kind.code(),
+            Self::Trap { .. } => "driver_trap",
+            Self::Timeout { .. } => "driver_timeout",
+            Self::OutOfMemory { .. } => "driver_out_of_memory",
+            Self::NotLoaded(_) => "driver_not_loaded",
+        }
+    }
+
+    /// The kind of failure, which the API maps to an HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Driver { kind, .. } => match kind {
+                DriverErrorKind::Unsupported | DriverErrorKind::NoSpace => ErrorKind::Unprocessable,
+                DriverErrorKind::InvalidArgument => ErrorKind::BadRequest,
+                DriverErrorKind::NotFound => ErrorKind::NotFound,
+                DriverErrorKind::BackendError => ErrorKind::BadGateway,
+            },
+            Self::Trap { .. } | Self::Timeout { .. } | Self::OutOfMemory { .. } => {
+                ErrorKind::BadGateway
+            }
+            Self::NotLoaded(_) => ErrorKind::Unavailable,
+        }
+    }
+
+    fn contract(message: String) -> Self {
+        Self::Driver {
+            kind: DriverErrorKind::BackendError,
+            message,
+        }
+    }
+}
+
+/// Why a component was refused or the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The component is larger than allowed.
+    #[error("component is {size} bytes, more than the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component does not target the driver world.
+    #[error("component does not target the ferry:driver@0.1.0 driver-world: {0}")]
+    WrongWorld(String),
+    /// The component is malformed.
+    #[error("component failed to compile: {0}")]
+    Compile(String),
+    /// The component failed its first `capabilities` call.
+    #[error("component failed its first capabilities call: {0}")]
+    SmokeFailed(CallError),
+    /// The engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+impl RuntimeError {
+    /// A stable snake_case code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "component_too_large",
+            Self::NotAComponent(_) => "not_a_component",
+            Self::WrongWorld(_) => "wrong_world",
+            Self::Compile(_) => "compile_failed",
+            Self::SmokeFailed(_) => "smoke_call_failed",
+            Self::Engine(_) => "engine_error",
+        }
+    }
+}
+
+/// Runs driver components. Cheap to clone; every clone shares the engine,
+/// the compiled components and the active versions.
+#[derive(Clone)]
+pub struct DriverRuntime {
+    inner: Arc<Inner>,
+}
+
+/// A validated, compiled driver version, ready to instantiate.
+struct Loaded {
+    digest: String,
+    pre: DriverWorldPre<CallState>,
+    capabilities: Capabilities,
+}
+
+struct Inner {
+    engine: Engine,
+    allocator: AllocatorKind,
+    linker: wasmtime::component::Linker<CallState>,
+    cfg: RuntimeConfig,
+    memory_limit: usize,
+    state: Arc<dyn DriverStateStore>,
+    /// Every version compiled so far, by digest.
+    compiled: Mutex<HashMap<String, Arc<Loaded>>>,
+    /// The active version of each driver name.
+    active: RwLock<HashMap<String, Arc<Loaded>>>,
+    slots: Slots,
+    _ticker: engine::Ticker,
+}
+
+impl DriverRuntime {
+    /// Sets up the engine (pooling allocator where the address space allows)
+    /// and its epoch ticker. No driver is loaded yet.
+    pub fn new(cfg: RuntimeConfig, state: Arc<dyn DriverStateStore>) -> Result<Self, RuntimeError> {
+        let engine::Built {
+            engine,
+            allocator,
+            slots,
+        } = engine::build(&cfg.limits).map_err(RuntimeError::Engine)?;
+        let linker = call::linker(&engine).map_err(|e| RuntimeError::Engine(chain(&e)))?;
+        let ticker = engine::Ticker::start(&engine).map_err(RuntimeError::Engine)?;
+        tracing::debug!(allocator = ?allocator, slots, "driver runtime ready");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                memory_limit: engine::memory_limit_bytes(&cfg.limits),
+                engine,
+                allocator,
+                linker,
+                cfg,
+                state,
+                compiled: Mutex::new(HashMap::new()),
+                active: RwLock::new(HashMap::new()),
+                slots: Slots::new(slots),
+                _ticker: ticker,
+            }),
+        })
+    }
+
+    /// Which allocator the engine ended up with.
+    pub fn allocator(&self) -> AllocatorKind {
+        self.inner.allocator
+    }
+
+    /// Validates `bytes` as a driver component, compiles it (once per
+    /// digest), makes a first `capabilities` call and then makes it the
+    /// active version of `name`. Calls already running finish on the version
+    /// they started with. On any failure the active version is unchanged.
+    pub fn install(&self, name: &str, bytes: &[u8]) -> Result<InstalledDriver, RuntimeError> {
+        let max = self.inner.cfg.max_component_bytes;
+        if bytes.len() > max {
+            return Err(RuntimeError::TooLarge {
+                size: bytes.len(),
+                max,
+            });
+        }
+        check_header(bytes)?;
+        let digest = hex::encode(Sha256::digest(bytes));
+        let cached = lock(&self.inner.compiled).get(&digest).cloned();
+        let loaded = match cached {
+            Some(l) => l,
+            None => {
+                let fresh = Arc::new(self.inner.load(name, digest.clone(), bytes)?);
+                lock(&self.inner.compiled)
+                    .entry(digest.clone())
+                    .or_insert(fresh)
+                    .clone()
+            }
+        };
+        let capabilities = loaded.capabilities;
+        self.inner
+            .active
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), loaded);
+        tracing::info!(driver = %name, digest = %digest, "driver version activated");
+        Ok(InstalledDriver {
+            digest,
+            capabilities,
+        })
+    }
+
+    /// Digest of the active version of `name`.
+    pub fn active_digest(&self, name: &str) -> Option<String> {
+        self.inner
+            .active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|l| l.digest.clone())
+    }
+
+    /// What the driver supports.
+    pub fn capabilities(&self, scope: &CallScope) -> Result<Capabilities, CallError> {
+        self.run(scope, |g, s| g.call_capabilities(s))
+            .map(Capabilities::from)
+    }
+
+    /// Creates the storage of `vol`; returns the driver's model update.
+    pub fn create_volume(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+    ) -> Result<Option<String>, CallError> {
+        let v = wit::Volume::from(vol);
+        let update = answer(self.run(scope, |g, s| g.call_create_volume(s, &v))?)?;
+        check_model_update(update)
+    }
+
+    /// Deletes the storage of `vol`.
+    pub fn delete_volume(&self, scope: &CallScope, vol: &VolumeRef) -> Result<(), CallError> {
+        let v = wit::Volume::from(vol);
+        answer(self.run(scope, |g, s| g.call_delete_volume(s, &v))?)
+    }
+
+    /// Asks which LUN of the scope's array to expose to `connector`.
+    pub fn initialize_connection(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        connector: &Connector,
+    ) -> Result<ConnectionInfo, CallError> {
+        let v = wit::Volume::from(vol);
+        let c = wit::Connector::from(connector);
+        let info = answer(self.run(scope, |g, s| g.call_initialize_connection(s, &v, &c))?)?;
+        let lun = crate::model::LunAddress::from(info.lun);
+        let usable = validate_name(&lun.pool)
+            .and_then(|()| validate_name(&lun.name))
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                if scope.array.pools().contains(&lun.pool) {
+                    Ok(())
+                } else {
+                    Err(format!(
+                        "array {} has no pool {:?}",
+                        scope.array.name(),
+                        lun.pool
+                    ))
+                }
+            });
+        if let Err(why) = usable {
+            return Err(CallError::contract(format!(
+                "driver {} answered initialize-connection with an unusable LUN address: {why}",
+                scope.driver
+            )));
+        }
+        Ok(ConnectionInfo {
+            lun,
+            read_only: info.read_only,
+        })
+    }
+
+    /// Ends an exposure made by [`Self::initialize_connection`].
+    pub fn terminate_connection(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        connector: &Connector,
+    ) -> Result<(), CallError> {
+        let v = wit::Volume::from(vol);
+        let c = wit::Connector::from(connector);
+        answer(self.run(scope, |g, s| g.call_terminate_connection(s, &v, &c))?)
+    }
+
+    /// Source side of a migration. `peer` is the destination array when the
+    /// same driver manages it; the driver may then create and open LUNs
+    /// there (and nowhere else besides its own array).
+    pub fn migrate_volume(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        dest: &Destination,
+        peer: Option<Arc<Array>>,
+    ) -> Result<MigrateOutcome, CallError> {
+        if let Some(p) = &peer
+            && (p.driver() != scope.driver || p.name() == scope.array.name())
+        {
+            return Err(CallError::Driver {
+                kind: DriverErrorKind::InvalidArgument,
+                message: format!(
+                    "array {} (driver {}) cannot be a peer of array {} (driver {})",
+                    p.name(),
+                    p.driver(),
+                    scope.array.name(),
+                    scope.driver
+                ),
+            });
+        }
+        let v = wit::Volume::from(vol);
+        let d = wit::Destination::from(dest);
+        let out = answer(self.run(scope, |g, s| {
+            let peer = match peer {
+                Some(a) => Some(s.data_mut().table.push(PeerArrayHandle::new(a))?),
+                None => None,
+            };
+            g.call_migrate_volume(s, &v, &d, peer)
+        })?)?;
+        Ok(MigrateOutcome {
+            moved: out.moved,
+            model_update: check_model_update(out.model_update)?,
+        })
+    }
+
+    /// Target side: take over `remote`, a LUN of a zoned array.
+    pub fn take_over_remote_lun(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        remote: Arc<Lun>,
+    ) -> Result<(), CallError> {
+        let v = wit::Volume::from(vol);
+        answer(self.run(scope, |g, s| {
+            let r = s.data_mut().table.push(LunHandle::from_host(remote))?;
+            g.call_take_over_remote_lun(s, &v, r)
+        })?)
+    }
+
+    /// Target side, after a take-over: move `vol` from `source`.
+    pub fn migrate_volume_target(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        source: &Source,
+        remote: Arc<Lun>,
+    ) -> Result<TargetOutcome, CallError> {
+        let v = wit::Volume::from(vol);
+        let src = wit::Source::from(source);
+        let out = answer(self.run(scope, |g, s| {
+            let r = s.data_mut().table.push(LunHandle::from_host(remote))?;
+            g.call_migrate_volume_target(s, &v, &src, r)
+        })?)?;
+        Ok(TargetOutcome {
+            moved: out.moved,
+            is_async: out.is_async,
+            model_update: check_model_update(out.model_update)?,
+        })
+    }
+
+    /// Target side: one poll of an asynchronous migration.
+    pub fn complete_migration_target(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        source: &Source,
+        remote: Arc<Lun>,
+    ) -> Result<Completion, CallError> {
+        let v = wit::Volume::from(vol);
+        let src = wit::Source::from(source);
+        let c = answer(self.run(scope, |g, s| {
+            let r = s.data_mut().table.push(LunHandle::from_host(remote))?;
+            g.call_complete_migration_target(s, &v, &src, r)
+        })?)?;
+        Ok(Completion {
+            done: c.done,
+            done_bytes: c.done_bytes,
+            total_bytes: c.total_bytes,
+        })
+    }
+
+    fn run<R>(
+        &self,
+        scope: &CallScope,
+        f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let loaded = self
+            .inner
+            .active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&scope.driver)
+            .cloned()
+            .ok_or_else(|| CallError::NotLoaded(scope.driver.clone()))?;
+        let s = Scope {
+            array: scope.array.clone(),
+            zoned_with: scope.zoned_with.clone(),
+            progress: scope.progress.clone(),
+        };
+        self.inner.execute(&loaded.pre, &scope.driver, Some(s), f)
+    }
+}
+
+impl Inner {
+    fn load(&self, name: &str, digest: String, bytes: &[u8]) -> Result<Loaded, RuntimeError> {
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile(chain(&e)))?;
+        let pre = self
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| RuntimeError::WrongWorld(chain(&e)))?;
+        let pre = DriverWorldPre::new(pre).map_err(|e| RuntimeError::WrongWorld(chain(&e)))?;
+        let caps = self
+            .execute(&pre, name, None, |g, s| g.call_capabilities(s))
+            .map_err(RuntimeError::SmokeFailed)?;
+        Ok(Loaded {
+            digest,
+            pre,
+            capabilities: caps.into(),
+        })
+    }
+
+    /// Runs one call in a fresh store. State writes are committed when the
+    /// call returns (with the driver's `ok` or `err`) and scope is set;
+    /// on a trap, timeout or memory blow-up the store and its writes are
+    /// dropped.
+    fn execute<R>(
+        &self,
+        pre: &DriverWorldPre<CallState>,
+        driver: &str,
+        scope: Option<Scope>,
+        f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        let _slot = self.slots.take();
+        let deadline_ms = self.cfg.limits.deadline_ms;
+        let started = Instant::now();
+        let deadline = started
+            .checked_add(Duration::from_millis(deadline_ms))
+            .unwrap_or(started + Duration::from_secs(365 * 86_400));
+        let commit = scope.is_some();
+        let overlay = StateOverlay::new(driver.to_owned(), self.state.clone());
+        let data = CallState::new(
+            driver.to_owned(),
+            scope,
+            overlay,
+            deadline,
+            self.memory_limit,
+        );
+        let mut store = Store::new(&self.engine, data);
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(engine::ticks(deadline - started));
+        store.epoch_deadline_callback(|cx| {
+            let now = Instant::now();
+            let deadline = cx.data().deadline;
+            Ok(if now >= deadline {
+                UpdateDeadline::Interrupt
+            } else {
+                UpdateDeadline::Continue(engine::ticks(deadline - now))
+            })
+        });
+        let result = pre
+            .instantiate(&mut store)
+            .and_then(|world| f(world.ferry_driver_driver(), &mut store));
+        match result {
+            Ok(r) => {
+                let data = store.data_mut();
+                if commit {
+                    data.state.commit().map_err(|m| {
+                        CallError::contract(format!(
+                            "the host could not save the state written by driver {driver}: {m}"
+                        ))
+                    })?;
+                }
+                let console = data.console.text();
+                if !console.is_empty() {
+                    tracing::debug!(driver = %driver, output = %console, "driver console output");
+                }
+                Ok(r)
+            }
+            Err(e) => {
+                let err = call::classify(&e, store.data(), deadline_ms);
+                let array = store.data().array_name();
+                let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                // A driver's own error is an answer; a fault is news for
+                // the operator.
+                if matches!(err, CallError::Driver { .. }) {
+                    tracing::debug!(driver = %driver, array = %array, elapsed_ms, error = %err, "driver call failed");
+                } else {
+                    tracing::warn!(driver = %driver, array = %array, elapsed_ms, error = %err, "driver call failed");
+                }
+                Err(err)
+            }
+        }
+    }
+}
+
+/// Counts live instances so that calls beyond the pool's size wait for a
+/// free slot instead of failing.
+struct Slots {
+    live: Mutex<u32>,
+    freed: Condvar,
+    max: u32,
+}
+
+struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    fn new(max: u32) -> Self {
+        Self {
+            live: Mutex::new(0),
+            freed: Condvar::new(),
+            max,
+        }
+    }
+
+    fn take(&self) -> Slot<'_> {
+        let mut live = lock(&self.live);
+        while *live >= self.max {
+            live = self.freed.wait(live).unwrap_or_else(|p| p.into_inner());
+        }
+        *live += 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.live) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The full cause chain of an engine error, on one line.
+fn chain(e: &wasmtime::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Refuses what is not a component before it reaches the compiler, with a
+/// specific reason.
+fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(RuntimeError::NotAComponent(
+            "the bytes are not WebAssembly (no \\0asm header)".into(),
+        ));
+    }
+    match bytes[4..8] {
+        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
+        [0x01, 0x00, 0x00, 0x00] => Err(RuntimeError::NotAComponent(
+            "this is a core WebAssembly module; a driver must be a component \
+             (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+                .into(),
+        )),
+        _ => Err(RuntimeError::NotAComponent(format!(
+            "unknown WebAssembly version/layer {:02x?}",
+            &bytes[4..8]
+        ))),
+    }
+}
+
+/// Turns the driver's WIT answer into ours, capping its message.
+fn answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> {
+    r.map_err(|e| {
+        let (kind, message) = types::split_driver_error(e);
+        CallError::Driver {
+            kind,
+            message: truncate(&message, MAX_MESSAGE_BYTES),
+        }
+    })
+}
+
+fn check_model_update(update: Option<String>) -> Result<Option<String>, CallError> {
+    match update {
+        Some(u) if u.len() > MAX_MODEL_UPDATE_BYTES => Err(CallError::contract(format!(
+            "the driver returned a model update of {} bytes; the limit is {MAX_MODEL_UPDATE_BYTES}",
+            u.len()
+        ))),
+        other => Ok(other),
+    }
+}

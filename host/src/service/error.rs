@@ -1,0 +1,175 @@
+//! The errors the volume service answers with, each with a stable code that
+//! the API sends to clients and the CLI prints.
+
+use uuid::Uuid;
+
+use crate::array::ArrayError;
+use crate::runtime::CallError;
+use crate::store::StoreError;
+
+/// Why a service call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    /// No volume with this id.
+    #[error("volume {0} not found")]
+    VolumeNotFound(Uuid),
+    /// No attachment with this id on the volume.
+    #[error("attachment {attachment} not found on volume {volume}")]
+    AttachmentNotFound {
+        /// Volume id.
+        volume: Uuid,
+        /// Attachment id.
+        attachment: Uuid,
+    },
+    /// No array of this name.
+    #[error("array {0:?} not found")]
+    ArrayNotFound(String),
+    /// The array has no pool of this name.
+    #[error("array {array} has no pool {pool:?}")]
+    PoolNotFound {
+        /// Array name.
+        array: String,
+        /// Pool asked for.
+        pool: String,
+    },
+    /// The size is zero, not a multiple of 512, or too large.
+    #[error("invalid size {0}: must be a positive multiple of 512 bytes")]
+    InvalidSize(u64),
+    /// The name is empty, too long or has control characters.
+    #[error("invalid name: {0}")]
+    InvalidName(String),
+    /// Some other argument is wrong.
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// The array cannot hold the volume.
+    #[error("not enough space: {0}")]
+    NoSpace(String),
+    /// The volume's status forbids the operation.
+    #[error("volume {id} is {status}: {reason}")]
+    InvalidState {
+        /// Volume id.
+        id: Uuid,
+        /// Its status, as the API shows it.
+        status: String,
+        /// Why that forbids the operation.
+        reason: String,
+    },
+    /// The volume is on that array and pool already.
+    #[error("nothing to migrate: {0}")]
+    SameLocation(String),
+    /// A migration of the volume runs already.
+    #[error("volume {0} is migrating already; wait for it to end or abort it")]
+    MigrationInProgress(Uuid),
+    /// The volume's status does not allow a migration.
+    #[error("volume {id} is {status} and cannot be migrated: {reason}")]
+    NotMigratable {
+        /// Volume id.
+        id: Uuid,
+        /// Its status.
+        status: String,
+        /// Why.
+        reason: String,
+    },
+    /// No migration of the volume is running.
+    #[error("no migration of volume {0} is running")]
+    NoMigrationRunning(Uuid),
+    /// The migration can no longer be aborted.
+    #[error("the migration of volume {id} cannot be aborted: {reason}")]
+    AbortNotPossible {
+        /// Volume id.
+        id: Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// The array's driver is not loaded.
+    #[error("driver {0:?} is not loaded")]
+    DriverNotLoaded(String),
+    /// The driver answered with an error or failed.
+    #[error("driver {driver} failed: {source}")]
+    Driver {
+        /// Driver name.
+        driver: String,
+        /// What happened.
+        #[source]
+        source: CallError,
+    },
+    /// A file-backed array failed.
+    #[error(transparent)]
+    Array(#[from] ArrayError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Something unexpected inside the host.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ServiceError {
+    /// A stable, machine-readable code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::VolumeNotFound(_) => "volume_not_found",
+            Self::AttachmentNotFound { .. } => "attachment_not_found",
+            Self::ArrayNotFound(_) => "array_not_found",
+            Self::PoolNotFound { .. } => "pool_not_found",
+            Self::InvalidSize(_) => "invalid_size",
+            Self::InvalidName(_) => "invalid_name",
+            Self::InvalidArgument(_) => "invalid_argument",
+            Self::NoSpace(_) => "no_space",
+            Self::InvalidState { .. } => "invalid_state",
+            Self::SameLocation(_) => "same_location",
+            Self::MigrationInProgress(_) => "migration_in_progress",
+            Self::NotMigratable { .. } => "not_migratable",
+            Self::NoMigrationRunning(_) => "no_migration_running",
+            Self::AbortNotPossible { .. } => "abort_not_possible",
+            Self::DriverNotLoaded(_) => "driver_not_loaded",
+            Self::Driver { source, .. } => source.code(),
+            Self::Array(ArrayError::NoSpace { .. }) => "no_space",
+            Self::Array(_) => "array_error",
+            Self::Store(_) => "store_error",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    /// The kind of failure, which the API maps to an HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::VolumeNotFound(_)
+            | Self::AttachmentNotFound { .. }
+            | Self::ArrayNotFound(_)
+            | Self::PoolNotFound { .. } => ErrorKind::NotFound,
+            Self::InvalidSize(_)
+            | Self::InvalidName(_)
+            | Self::InvalidArgument(_)
+            | Self::SameLocation(_) => ErrorKind::BadRequest,
+            Self::MigrationInProgress(_)
+            | Self::NotMigratable { .. }
+            | Self::NoMigrationRunning(_)
+            | Self::AbortNotPossible { .. } => ErrorKind::Conflict,
+            Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
+            Self::InvalidState { .. } => ErrorKind::Conflict,
+            Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
+            Self::Driver { source, .. } => source.kind(),
+            Self::Array(_) | Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+/// Broad classes of failure, independent of HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed.
+    BadRequest,
+    /// What it names does not exist.
+    NotFound,
+    /// The current state forbids it.
+    Conflict,
+    /// Well-formed but cannot be done (no space).
+    Unprocessable,
+    /// A dependency (a driver) is not available.
+    Unavailable,
+    /// A driver failed (trap, timeout, backend error).
+    BadGateway,
+    /// The host failed.
+    Internal,
+}

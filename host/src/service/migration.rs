@@ -1,0 +1,407 @@
+//! Migration admission, status query and abort (seed 003), and the recovery
+//! of migrations a crash interrupted. The steps themselves are in
+//! `migration_run`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::events::NewEvent;
+use super::{Service, ServiceError};
+use crate::model::{
+    Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus,
+    now_rfc3339,
+};
+use crate::store::UpdateError;
+
+/// A request to migrate a volume.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MigrateVolume {
+    /// Destination array.
+    pub array: String,
+    /// Destination pool (the array's first pool when absent).
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// Skip the driver paths and copy in the host.
+    #[serde(default)]
+    pub force_host_copy: bool,
+    /// Refuse other operations on the volume while it migrates. A migrating
+    /// volume is always locked against delete and attach (but for the async
+    /// path), so this is accepted for compatibility and recorded.
+    #[serde(default)]
+    pub lock_volume: Option<bool>,
+}
+
+/// The answer to an admitted migration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MigrationAccepted {
+    /// Migration id.
+    pub migration_id: Uuid,
+    /// What will happen, in words.
+    pub message: String,
+}
+
+/// Progress of a migration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Bytes moved.
+    pub done_bytes: u64,
+    /// Bytes to move.
+    pub total_bytes: u64,
+    /// `done / total` in percent (100 when there is nothing to move).
+    pub percent: f64,
+}
+
+/// The last migration of a volume, as the status query shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MigrationView {
+    /// Volume id.
+    pub volume_id: Uuid,
+    /// Migration id; null if never migrated.
+    pub migration_id: Option<Uuid>,
+    /// Null if never migrated.
+    pub migration_status: Option<MigrationStatus>,
+    /// The path taken, once known.
+    pub path: Option<MigrationPath>,
+    /// Journal step.
+    pub phase: Option<MigrationPhase>,
+    /// Where the volume came from.
+    pub source: Option<Placement>,
+    /// Where it goes.
+    pub destination: Option<Placement>,
+    /// Progress.
+    pub progress: Progress,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// When it started.
+    pub started_at: Option<String>,
+    /// When it ended.
+    pub finished_at: Option<String>,
+}
+
+pub(super) fn progress(done: u64, total: u64) -> Progress {
+    let percent = if total == 0 {
+        100.0
+    } else {
+        ((done.min(total) as f64 / total as f64) * 10_000.0).round() / 100.0
+    };
+    Progress {
+        done_bytes: done,
+        total_bytes: total,
+        percent,
+    }
+}
+
+fn view(volume: &Volume) -> MigrationView {
+    let m = volume.migration.as_ref();
+    MigrationView {
+        volume_id: volume.id,
+        migration_id: m.map(|m| m.id),
+        migration_status: m.map(|m| m.status),
+        path: m.and_then(|m| m.path),
+        phase: m.map(|m| m.phase),
+        source: m.map(|m| m.source.clone()),
+        destination: m.map(|m| m.destination.clone()),
+        progress: m.map_or_else(|| progress(0, 0), |m| progress(m.done_bytes, m.total_bytes)),
+        error: m.and_then(|m| m.error.clone()),
+        started_at: m.map(|m| m.started_at.clone()),
+        finished_at: m.and_then(|m| m.finished_at.clone()),
+    }
+}
+
+/// Whether an abort can still undo the migration at this step.
+fn abortable(phase: MigrationPhase) -> bool {
+    matches!(
+        phase,
+        MigrationPhase::Admitted
+            | MigrationPhase::SourceDriver
+            | MigrationPhase::TargetDriver
+            | MigrationPhase::HostCopyPrepare
+            | MigrationPhase::HostCopy
+    )
+}
+
+impl Service {
+    /// Admits a migration, synchronously and atomically, or says exactly why
+    /// it won't proceed. The migration then runs in the background.
+    pub async fn migrate(&self, id: Uuid, req: MigrateVolume) -> Result<MigrationAccepted, ServiceError> {
+        let volume = self.volume(id)?;
+        let dest = self.array(&req.array)?.clone();
+        let pool = match req.pool {
+            Some(p) if dest.pools().contains(&p) => p,
+            Some(p) => {
+                return Err(ServiceError::PoolNotFound {
+                    array: req.array,
+                    pool: p,
+                });
+            }
+            None if dest.name() == volume.array => volume.pool.clone(),
+            None => dest.pools().first().cloned().ok_or_else(|| {
+                ServiceError::Internal(format!("array {} has no pool", dest.name()))
+            })?,
+        };
+        if dest.name() == volume.array && pool == volume.pool {
+            return Err(ServiceError::SameLocation(format!(
+                "volume {id} already lives on array {} pool {pool}",
+                volume.array
+            )));
+        }
+        let source = self.array(&volume.array)?.clone();
+        self.scope(&source)?;
+        self.scope(&dest)?;
+        let free = dest.capacity_bytes().saturating_sub(dest.used_bytes()?);
+        if volume.size_bytes > free {
+            return Err(ServiceError::NoSpace(format!(
+                "destination array {} has {free} bytes free, the volume needs {}",
+                dest.name(),
+                volume.size_bytes
+            )));
+        }
+        let migration_id = Uuid::new_v4();
+        let destination = Placement {
+            array: dest.name().to_owned(),
+            pool: pool.clone(),
+            provider_location: None,
+        };
+        let force = req.force_host_copy;
+        let lock = req.lock_volume.unwrap_or(true);
+        let mut original = VolumeStatus::Available;
+        let admitted = self.inner.store.update_volume(id, |v| {
+            if v.status == VolumeStatus::Migrating {
+                return Err(ServiceError::MigrationInProgress(v.id));
+            }
+            if v.status != VolumeStatus::Available {
+                return Err(ServiceError::NotMigratable {
+                    id: v.id,
+                    status: super::volumes::status_name(v.status),
+                    reason: if v.status == VolumeStatus::InUse {
+                        "detach it first: an attached volume cannot be copied safely".into()
+                    } else {
+                        "only an available volume can be migrated".into()
+                    },
+                });
+            }
+            original = v.status;
+            v.migration = Some(Migration {
+                id: migration_id,
+                source: Placement {
+                    array: v.array.clone(),
+                    pool: v.pool.clone(),
+                    provider_location: v.provider_location.clone(),
+                },
+                destination: destination.clone(),
+                original_status: v.status,
+                force_host_copy: force,
+                lock_volume: lock,
+                phase: MigrationPhase::Admitted,
+                path: None,
+                status: MigrationStatus::Starting,
+                done_bytes: 0,
+                total_bytes: v.size_bytes,
+                checkpoint: 0,
+                abort_requested: false,
+                error: None,
+                started_at: now_rfc3339(),
+                finished_at: None,
+            });
+            v.status = VolumeStatus::Migrating;
+            v.migration_status = Some(MigrationStatus::Starting);
+            Ok(())
+        });
+        let volume = match admitted {
+            Ok(v) => v,
+            Err(UpdateError::NotFound) => return Err(ServiceError::VolumeNotFound(id)),
+            Err(UpdateError::Refused(e)) => return Err(e),
+            Err(UpdateError::Store(e)) => return Err(e.into()),
+        };
+        let reason = format!(
+            "migrate to {}/{}{}",
+            destination.array,
+            destination.pool,
+            if force { " (host copy forced)" } else { "" }
+        );
+        self.emit_volume(&volume, Some(original), Some(reason.clone()));
+        self.emit_migration(&volume, None, MigrationStatus::Starting, Some(reason));
+        self.spawn_migration(id);
+        Ok(MigrationAccepted {
+            migration_id,
+            message: format!(
+                "migration of volume {id} from {}/{} to {}/{pool} accepted{}; \
+                 follow it with GET /v1/volumes/{id}/migration",
+                volume.array,
+                volume.pool,
+                dest.name(),
+                if force { " (host copy forced)" } else { "" }
+            ),
+        })
+    }
+
+    /// The last migration of a volume.
+    pub fn migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
+        let volume = self.volume(id)?;
+        let mut v = view(&volume);
+        if let Some((done, total)) = self.live_progress(id) {
+            if v.phase.is_some_and(|p| p != MigrationPhase::Finished) {
+                v.progress = progress(done, total);
+            }
+        }
+        Ok(v)
+    }
+
+    /// Asks a running migration to stop and roll back.
+    pub async fn abort_migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
+        let updated = self.inner.store.update_volume(id, |v| {
+            let vid = v.id;
+            let Some(m) = v.migration.as_mut().filter(|m| m.phase != MigrationPhase::Finished) else {
+                return Err(ServiceError::NoMigrationRunning(vid));
+            };
+            if m.abort_requested || m.phase == MigrationPhase::RollingBack {
+                return Err(ServiceError::AbortNotPossible {
+                    id: vid,
+                    reason: "the migration is already rolling back".into(),
+                });
+            }
+            if !abortable(m.phase) {
+                return Err(ServiceError::AbortNotPossible {
+                    id: vid,
+                    reason: "the volume already lives on the destination; the migration is finishing"
+                        .into(),
+                });
+            }
+            m.abort_requested = true;
+            Ok(())
+        });
+        let volume = match updated {
+            Ok(v) => v,
+            Err(UpdateError::NotFound) => return Err(ServiceError::VolumeNotFound(id)),
+            Err(UpdateError::Refused(e)) => return Err(e),
+            Err(UpdateError::Store(e)) => return Err(e.into()),
+        };
+        if let Some(flag) = self.cancel_flag(id) {
+            flag.store(true, Ordering::SeqCst);
+        }
+        tracing::info!(volume = %id, "migration abort requested");
+        Ok(view(&volume))
+    }
+
+    /// Starts the runner of a volume's migration unless one runs already.
+    pub(super) fn spawn_migration(&self, id: Uuid) {
+        let flag = Arc::new(AtomicBool::new(false));
+        {
+            let mut running = self.inner.running.lock().unwrap_or_else(|p| p.into_inner());
+            if running.contains_key(&id) {
+                return;
+            }
+            running.insert(id, super::RunningMigration {
+                cancel: flag.clone(),
+                progress: None,
+            });
+        }
+        let service = self.clone();
+        self.inner.tasks.spawn(async move {
+            service.run_migration(id, flag).await;
+            service
+                .inner
+                .running
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
+        });
+    }
+
+    fn cancel_flag(&self, id: Uuid) -> Option<Arc<AtomicBool>> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .map(|r| r.cancel.clone())
+    }
+
+    pub(super) fn set_live_progress(&self, id: Uuid, done: u64, total: u64) {
+        if let Some(r) = self
+            .inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(&id)
+        {
+            r.progress = Some((done, total));
+        }
+    }
+
+    fn live_progress(&self, id: Uuid) -> Option<(u64, u64)> {
+        self.inner
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&id)
+            .and_then(|r| r.progress)
+    }
+
+    /// Resumes or rolls back every migration a crash interrupted. A step
+    /// that drivers repeat idempotently resumes; the target driver's step
+    /// (whose partial work the host cannot inspect) rolls back.
+    pub(super) fn recover_migrations(&self) -> Result<(), ServiceError> {
+        for volume in self.inner.store.list_volumes()? {
+            let Some(m) = volume.migration.as_ref() else {
+                continue;
+            };
+            if m.phase == MigrationPhase::Finished {
+                continue;
+            }
+            if m.phase == MigrationPhase::TargetDriver {
+                let _ = self.inner.store.update_volume(volume.id, |v| {
+                    if let Some(m) = v.migration.as_mut() {
+                        m.phase = MigrationPhase::RollingBack;
+                        m.error = Some(
+                            "the host restarted while the target driver was migrating; rolled back"
+                                .into(),
+                        );
+                    }
+                    Ok::<(), ServiceError>(())
+                });
+            }
+            tracing::warn!(volume = %volume.id, phase = ?m.phase, "resuming an interrupted migration");
+            self.spawn_migration(volume.id);
+        }
+        Ok(())
+    }
+
+    pub(super) fn emit_volume(&self, v: &Volume, from: Option<VolumeStatus>, reason: Option<String>) {
+        self.inner.events.emit(NewEvent {
+            kind: "volume",
+            volume: Some(v.id),
+            migration: v.migration.as_ref().map(|m| m.id),
+            from: from.map(super::volumes::status_name),
+            to: super::volumes::status_name(v.status),
+            reason,
+        });
+    }
+
+    pub(super) fn emit_migration(
+        &self,
+        v: &Volume,
+        from: Option<MigrationStatus>,
+        to: MigrationStatus,
+        reason: Option<String>,
+    ) {
+        let name = |s: MigrationStatus| {
+            serde_json::to_value(s)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        };
+        self.inner.events.emit(NewEvent {
+            kind: "migration",
+            volume: Some(v.id),
+            migration: v.migration.as_ref().map(|m| m.id),
+            from: from.map(name),
+            to: name(to),
+            reason,
+        });
+    }
+}

@@ -1,0 +1,593 @@
+//! The migration runner: the paths of seed 000 in order (source driver,
+//! target driver, host copy), each step persisted before its side effect, and
+//! automatic rollback (seed 003) when a step fails or an operator aborts.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::volumes::volume_ref;
+use super::{Service, ServiceError};
+use crate::array::{CopyError, CopyOptions, copy_lun};
+use crate::model::{
+    Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus,
+    now_rfc3339,
+};
+use crate::runtime::{CallError, Connector, Destination, DriverErrorKind, Source, VolumeRef};
+use crate::store::UpdateError;
+
+/// The connector name the host uses when it opens LUNs for its own copy.
+const HOST_COPY_CONNECTOR: &str = "ferry-host-copy";
+
+/// How often a cleanup call is tried before the runner gives up on it.
+const CLEANUP_ATTEMPTS: u32 = 4;
+
+/// Why a step did not complete.
+enum StepError {
+    /// The migration must roll back, for this reason.
+    Failed(String),
+    /// The host itself failed (store); retried after a pause.
+    Host(ServiceError),
+}
+
+impl From<ServiceError> for StepError {
+    fn from(e: ServiceError) -> Self {
+        StepError::Host(e)
+    }
+}
+
+fn declined(e: &CallError) -> bool {
+    matches!(
+        e,
+        CallError::Driver {
+            kind: DriverErrorKind::Unsupported,
+            ..
+        }
+    )
+}
+
+/// The volume as the driver of `at` sees it.
+fn vref_at(v: &Volume, at: &Placement) -> VolumeRef {
+    VolumeRef {
+        pool: at.pool.clone(),
+        provider_location: at.provider_location.clone(),
+        ..volume_ref(v)
+    }
+}
+
+impl Service {
+    /// Runs a migration from its persisted phase to the end.
+    pub(super) async fn run_migration(&self, id: Uuid, cancel: Arc<AtomicBool>) {
+        let mut host_failures = 0u32;
+        loop {
+            let volume = match self.volume(id) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::error!(volume = %id, error = %e, "migration runner lost its volume");
+                    return;
+                }
+            };
+            let Some(m) = volume.migration.clone() else {
+                return;
+            };
+            if m.abort_requested
+                && !matches!(
+                    m.phase,
+                    MigrationPhase::RollingBack
+                        | MigrationPhase::CleanupSource
+                        | MigrationPhase::Finished
+                )
+            {
+                if let Err(e) = self.begin_rollback(id, None) {
+                    tracing::error!(volume = %id, error = %e, "cannot start rollback");
+                }
+                continue;
+            }
+            let step = match m.phase {
+                MigrationPhase::Admitted => self.step_admitted(id, &m),
+                MigrationPhase::SourceDriver => self.step_source_driver(&volume, &m).await,
+                MigrationPhase::TargetDriver => self.step_target_driver(&volume, &m).await,
+                MigrationPhase::HostCopyPrepare => self.step_host_copy_prepare(&volume, &m).await,
+                MigrationPhase::HostCopy => self.step_host_copy(&volume, &m, &cancel).await,
+                MigrationPhase::CleanupSource => self.step_cleanup_source(&volume, &m).await,
+                MigrationPhase::RollingBack => self.step_roll_back(&volume, &m).await,
+                MigrationPhase::Finished => return,
+            };
+            match step {
+                Ok(()) => host_failures = 0,
+                Err(StepError::Failed(reason)) => {
+                    tracing::warn!(volume = %id, phase = ?m.phase, %reason, "migration step failed; rolling back");
+                    if let Err(e) = self.begin_rollback(id, Some(reason)) {
+                        tracing::error!(volume = %id, error = %e, "cannot start rollback");
+                    }
+                }
+                Err(StepError::Host(e)) => {
+                    host_failures += 1;
+                    tracing::error!(volume = %id, error = %e, "migration step hit a host error; retrying");
+                    let pause = Duration::from_millis(200 << host_failures.min(6));
+                    tokio::time::sleep(pause).await;
+                }
+            }
+        }
+    }
+
+    /// Applies a change to the volume and its migration in one transaction
+    /// and emits events for the status changes it made.
+    fn transition(
+        &self,
+        id: Uuid,
+        change: impl FnOnce(&mut Volume, &mut Migration),
+        reason: Option<String>,
+    ) -> Result<Volume, ServiceError> {
+        let mut before = None;
+        let updated = self.inner.store.update_volume(id, |v| {
+            let Some(mut m) = v.migration.take() else {
+                return Err(ServiceError::NoMigrationRunning(v.id));
+            };
+            before = Some((v.status, m.status));
+            change(v, &mut m);
+            v.migration_status = Some(m.status);
+            v.migration = Some(m);
+            Ok(())
+        });
+        let volume = match updated {
+            Ok(v) => v,
+            Err(UpdateError::NotFound) => return Err(ServiceError::VolumeNotFound(id)),
+            Err(UpdateError::Refused(e)) => return Err(e),
+            Err(UpdateError::Store(e)) => return Err(e.into()),
+        };
+        if let (Some((old_status, old_mstatus)), Some(m)) = (before, volume.migration.as_ref()) {
+            if m.status != old_mstatus {
+                self.emit_migration(&volume, Some(old_mstatus), m.status, reason.clone());
+            }
+            if volume.status != old_status {
+                self.emit_volume(&volume, Some(old_status), reason);
+            }
+        }
+        Ok(volume)
+    }
+
+    fn begin_rollback(&self, id: Uuid, error: Option<String>) -> Result<Volume, ServiceError> {
+        self.transition(
+            id,
+            |_, m| {
+                m.phase = MigrationPhase::RollingBack;
+                if error.is_some() {
+                    m.error = error.clone();
+                }
+            },
+            None,
+        )
+    }
+
+    fn step_admitted(&self, id: Uuid, m: &Migration) -> Result<(), StepError> {
+        let force = m.force_host_copy;
+        self.transition(
+            id,
+            |_, m| {
+                m.status = MigrationStatus::Migrating;
+                m.phase = if force {
+                    MigrationPhase::HostCopyPrepare
+                } else {
+                    MigrationPhase::SourceDriver
+                };
+            },
+            Some(if force { "host copy forced" } else { "asking the source driver" }.into()),
+        )?;
+        Ok(())
+    }
+
+    /// Path 1: the source driver's `migrate-volume`.
+    async fn step_source_driver(&self, v: &Volume, m: &Migration) -> Result<(), StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let dest = self.array(&m.destination.array)?.clone();
+        let scope = self.progress_scope(&src, v.id)?;
+        let peer = (dest.driver() == src.driver()).then(|| dest.clone());
+        let destination = Destination {
+            array: m.destination.array.clone(),
+            pool: m.destination.pool.clone(),
+            driver: dest.driver().to_owned(),
+        };
+        let vref = vref_at(v, &m.source);
+        let outcome = self
+            .call(src.driver(), move |rt| {
+                rt.migrate_volume(&scope, &vref, &destination, peer)
+            })
+            .await;
+        match outcome {
+            Ok(o) if o.moved => {
+                let dest_place = Placement {
+                    provider_location: o.model_update,
+                    ..m.destination.clone()
+                };
+                self.transition(
+                    v.id,
+                    |v, m| {
+                        m.path = Some(MigrationPath::SourceDriver);
+                        place(v, &dest_place);
+                        m.destination = dest_place.clone();
+                        finish(v, m, MigrationStatus::Success);
+                    },
+                    Some("the source driver moved the volume".into()),
+                )?;
+                Ok(())
+            }
+            Ok(_) => self.after_source_declined(v, m, &src, &dest).await,
+            Err(ServiceError::Driver { source, .. }) if declined(&source) => {
+                self.after_source_declined(v, m, &src, &dest).await
+            }
+            Err(ServiceError::Driver { driver, source }) => Err(StepError::Failed(format!(
+                "source driver {driver}: migrate-volume failed: {source}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn after_source_declined(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        src: &Arc<crate::array::Array>,
+        dest: &Arc<crate::array::Array>,
+    ) -> Result<(), StepError> {
+        let zoned = self.inner.arrays.zoned(src.name(), dest.name());
+        let takes_over = if zoned {
+            let scope = self.scope(dest)?;
+            self.call(dest.driver(), move |rt| rt.capabilities(&scope))
+                .await
+                .map(|c| c.take_over)
+                .unwrap_or(false)
+        } else {
+            false
+        };
+        let next = if takes_over {
+            MigrationPhase::TargetDriver
+        } else {
+            MigrationPhase::HostCopyPrepare
+        };
+        let why = if takes_over {
+            "the source driver declined; the target array takes over the LUN"
+        } else if zoned {
+            "the source driver declined and the target cannot take over; host copy"
+        } else {
+            "the source driver declined and the arrays are not zoned; host copy"
+        };
+        tracing::info!(volume = %v.id, migration = %m.id, "{why}");
+        self.transition(v.id, |_, m| m.phase = next, Some(why.into()))?;
+        Ok(())
+    }
+
+    /// Path 2: the source exposes its LUN, the target takes it over and
+    /// migrates it.
+    async fn step_target_driver(&self, v: &Volume, m: &Migration) -> Result<(), StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let dest = self.array(&m.destination.array)?.clone();
+        let src_scope = self.scope(&src)?;
+        let vsrc = vref_at(v, &m.source);
+        let to_dest = Connector::Array(dest.name().to_owned());
+        let exposed = self
+            .call(src.driver(), move |rt| {
+                rt.initialize_connection(&src_scope, &vsrc, &to_dest)
+            })
+            .await
+            .map_err(|e| StepError::Failed(format!("source could not expose its LUN: {e}")))?;
+        let remote = Arc::new(
+            src.open_lun(&exposed.lun)
+                .map_err(|e| StepError::Failed(format!("exposed LUN cannot be opened: {e}")))?,
+        );
+        let scope = self.progress_scope(&dest, v.id)?;
+        let vdest = vref_at(v, &m.destination);
+        let source = Source {
+            array: m.source.array.clone(),
+            pool: m.source.pool.clone(),
+            driver: src.driver().to_owned(),
+        };
+        let outcome = self
+            .call(dest.driver(), move |rt| {
+                rt.take_over_remote_lun(&scope, &vdest, remote.clone())?;
+                rt.migrate_volume_target(&scope, &vdest, &source, remote)
+            })
+            .await;
+        match outcome {
+            Ok(o) if o.moved && !o.is_async => {
+                let dest_place = Placement {
+                    provider_location: o.model_update,
+                    ..m.destination.clone()
+                };
+                self.transition(
+                    v.id,
+                    |v, m| {
+                        m.path = Some(MigrationPath::TargetDriver);
+                        m.destination = dest_place.clone();
+                        place(v, &dest_place);
+                        m.phase = MigrationPhase::CleanupSource;
+                        m.status = MigrationStatus::Completing;
+                    },
+                    Some("the target driver moved the volume".into()),
+                )?;
+                Ok(())
+            }
+            Ok(o) => {
+                if o.moved {
+                    // The asynchronous data path is not wired in yet: undo what
+                    // the target started and copy in the host instead.
+                    tracing::warn!(volume = %v.id, "target driver answered async; not supported by this host yet, treated as declined");
+                    self.cleanup_destination(v, m).await;
+                }
+                self.release_exposure(v, m).await;
+                self.transition(
+                    v.id,
+                    |_, m| m.phase = MigrationPhase::HostCopyPrepare,
+                    Some("the target driver declined; host copy".into()),
+                )?;
+                Ok(())
+            }
+            Err(ServiceError::Driver { source, .. }) if declined(&source) => {
+                self.release_exposure(v, m).await;
+                self.transition(
+                    v.id,
+                    |_, m| m.phase = MigrationPhase::HostCopyPrepare,
+                    Some("the target driver declined; host copy".into()),
+                )?;
+                Ok(())
+            }
+            Err(ServiceError::Driver { driver, source }) => Err(StepError::Failed(format!(
+                "target driver {driver}: take-over or migrate-volume-target failed: {source}"
+            ))),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Path 3, first half: the target driver makes the hidden destination.
+    async fn step_host_copy_prepare(&self, v: &Volume, m: &Migration) -> Result<(), StepError> {
+        let dest = self.array(&m.destination.array)?.clone();
+        let scope = self.scope(&dest)?;
+        let vdest = vref_at(v, &m.destination);
+        let created = self
+            .call(dest.driver(), move |rt| rt.create_volume(&scope, &vdest))
+            .await
+            .map_err(|e| StepError::Failed(format!("destination could not be created: {e}")))?;
+        self.transition(
+            v.id,
+            |_, m| {
+                m.path = Some(MigrationPath::HostCopy);
+                m.destination.provider_location = created;
+                m.phase = MigrationPhase::HostCopy;
+                m.checkpoint = 0;
+            },
+            Some("destination created; copying".into()),
+        )?;
+        Ok(())
+    }
+
+    /// Path 3, second half: the native copy, resumable from its checkpoint.
+    async fn step_host_copy(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<(), StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let dest = self.array(&m.destination.array)?.clone();
+        let connector = Connector::Server(HOST_COPY_CONNECTOR.into());
+        let (src_scope, dest_scope) = (self.scope(&src)?, self.scope(&dest)?);
+        let (vsrc, vdest) = (vref_at(v, &m.source), vref_at(v, &m.destination));
+        let c = connector.clone();
+        let src_info = self
+            .call(src.driver(), move |rt| rt.initialize_connection(&src_scope, &vsrc, &c))
+            .await
+            .map_err(|e| StepError::Failed(format!("source LUN unavailable: {e}")))?;
+        let c = connector.clone();
+        let dest_info = self
+            .call(dest.driver(), move |rt| {
+                rt.initialize_connection(&dest_scope, &vdest, &c)
+            })
+            .await
+            .map_err(|e| StepError::Failed(format!("destination LUN unavailable: {e}")))?;
+        let src_lun = src
+            .open_lun(&src_info.lun)
+            .map_err(|e| StepError::Failed(format!("source LUN cannot be opened: {e}")))?;
+        let dest_lun = dest
+            .open_lun(&dest_info.lun)
+            .map_err(|e| StepError::Failed(format!("destination LUN cannot be opened: {e}")))?;
+        let opts = CopyOptions {
+            resume_from: m.checkpoint,
+            bandwidth: self.inner.copy_bandwidth,
+        };
+        let (service, id, flag) = (self.clone(), v.id, cancel.clone());
+        let copied = tokio::task::spawn_blocking(move || {
+            copy_lun(&src_lun, &dest_lun, opts, &flag, |cp| {
+                service.set_live_progress(id, cp.done_bytes, cp.total_bytes);
+                service
+                    .inner
+                    .store
+                    .update_volume(id, |v| {
+                        if let Some(m) = v.migration.as_mut() {
+                            m.checkpoint = cp.position;
+                            m.done_bytes = cp.done_bytes;
+                            m.total_bytes = cp.total_bytes;
+                        }
+                        Ok::<(), ()>(())
+                    })
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot persist the copy checkpoint: {e:?}"))
+            })
+        })
+        .await
+        .map_err(|e| StepError::Host(ServiceError::Internal(format!("copy task failed: {e}"))))?;
+        match copied {
+            Ok(_) => {}
+            // The runner loop sees the abort request and rolls back.
+            Err(CopyError::Cancelled) => return Ok(()),
+            Err(e) => return Err(StepError::Failed(format!("host copy failed: {e}"))),
+        }
+        self.release_host_copy(v, m).await;
+        self.transition(
+            v.id,
+            |v, m| {
+                let dest_place = m.destination.clone();
+                place(v, &dest_place);
+                m.phase = MigrationPhase::CleanupSource;
+                m.status = MigrationStatus::Completing;
+            },
+            Some("copy complete; the volume lives on the destination".into()),
+        )?;
+        Ok(())
+    }
+
+    /// After the switch: remove the source LUN, then report success. Never
+    /// goes back: the destination holds the volume now.
+    async fn step_cleanup_source(&self, v: &Volume, m: &Migration) -> Result<(), StepError> {
+        self.release_exposure(v, m).await;
+        let src = self.array(&m.source.array)?.clone();
+        let vsrc = vref_at(v, &m.source);
+        let mut warning = None;
+        for attempt in 0..CLEANUP_ATTEMPTS {
+            let scope = self.scope(&src)?;
+            let vr = vsrc.clone();
+            match self
+                .call(src.driver(), move |rt| rt.delete_volume(&scope, &vr))
+                .await
+            {
+                Ok(()) => {
+                    warning = None;
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(volume = %v.id, attempt, error = %e, "source cleanup failed");
+                    warning = Some(format!("the source LUN could not be removed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                }
+            }
+        }
+        self.transition(
+            v.id,
+            |v, m| {
+                m.error = warning.clone();
+                finish(v, m, MigrationStatus::Success);
+            },
+            Some("migration complete".into()),
+        )?;
+        Ok(())
+    }
+
+    /// Undo: remove whatever the destination holds, release the source's
+    /// exposure, and put the volume back as it was.
+    async fn step_roll_back(&self, v: &Volume, m: &Migration) -> Result<(), StepError> {
+        self.release_host_copy(v, m).await;
+        self.release_exposure(v, m).await;
+        self.cleanup_destination(v, m).await;
+        let end = if m.abort_requested {
+            MigrationStatus::Aborted
+        } else {
+            MigrationStatus::Error
+        };
+        let reason = m.error.clone().or_else(|| m.abort_requested.then(|| "aborted".into()));
+        self.transition(
+            v.id,
+            |v, m| {
+                let src = m.source.clone();
+                place(v, &src);
+                finish(v, m, end);
+            },
+            reason,
+        )?;
+        Ok(())
+    }
+
+    /// Deletes the destination volume through the target driver (idempotent),
+    /// retrying a little; a failure leaves an orphan LUN, logged, never a
+    /// stuck volume.
+    async fn cleanup_destination(&self, v: &Volume, m: &Migration) {
+        let Ok(dest) = self.array(&m.destination.array).cloned() else {
+            return;
+        };
+        let vdest = vref_at(v, &m.destination);
+        for attempt in 0..CLEANUP_ATTEMPTS {
+            let Ok(scope) = self.scope(&dest) else {
+                return;
+            };
+            let vr = vdest.clone();
+            match self
+                .call(dest.driver(), move |rt| rt.delete_volume(&scope, &vr))
+                .await
+            {
+                Ok(()) => return,
+                Err(e) => {
+                    tracing::warn!(volume = %v.id, attempt, error = %e, "destination cleanup failed");
+                    tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                }
+            }
+        }
+        tracing::error!(volume = %v.id, array = %dest.name(), "destination LUN left behind after rollback");
+    }
+
+    /// Ends the source's exposure to the destination array (take-over).
+    async fn release_exposure(&self, v: &Volume, m: &Migration) {
+        let connector = Connector::Array(m.destination.array.clone());
+        self.terminate_at(v, &m.source, connector).await;
+    }
+
+    /// Ends the host copy's connections on both sides.
+    async fn release_host_copy(&self, v: &Volume, m: &Migration) {
+        let connector = Connector::Server(HOST_COPY_CONNECTOR.into());
+        self.terminate_at(v, &m.source, connector.clone()).await;
+        self.terminate_at(v, &m.destination, connector).await;
+    }
+
+    async fn terminate_at(&self, v: &Volume, at: &Placement, connector: Connector) {
+        let Ok(array) = self.array(&at.array).cloned() else {
+            return;
+        };
+        let Ok(scope) = self.scope(&array) else {
+            return;
+        };
+        let vr = vref_at(v, at);
+        if let Err(e) = self
+            .call(array.driver(), move |rt| {
+                rt.terminate_connection(&scope, &vr, &connector)
+            })
+            .await
+        {
+            tracing::warn!(volume = %v.id, array = %at.array, error = %e, "terminate-connection failed");
+        }
+    }
+
+    /// A call scope whose progress reports update the live progress.
+    fn progress_scope(
+        &self,
+        array: &Arc<crate::array::Array>,
+        id: Uuid,
+    ) -> Result<crate::runtime::CallScope, ServiceError> {
+        let mut scope = self.scope(array)?;
+        let service = self.clone();
+        scope.progress = Some(Arc::new(move |done, total| {
+            service.set_live_progress(id, done, total);
+        }));
+        Ok(scope)
+    }
+}
+
+/// Puts the volume record at `at`.
+fn place(v: &mut Volume, at: &Placement) {
+    v.array = at.array.clone();
+    v.pool = at.pool.clone();
+    v.provider_location = at.provider_location.clone();
+}
+
+/// Ends a migration: final status, timestamps, the volume's status restored.
+fn finish(v: &mut Volume, m: &mut Migration, end: MigrationStatus) {
+    m.status = end;
+    m.phase = MigrationPhase::Finished;
+    m.finished_at = Some(now_rfc3339());
+    if end == MigrationStatus::Success {
+        m.done_bytes = m.total_bytes;
+    }
+    v.status = if m.original_status == VolumeStatus::Migrating {
+        VolumeStatus::Available
+    } else {
+        m.original_status
+    };
+}

@@ -1,0 +1,251 @@
+//! The volume service: validates requests, drives the drivers through
+//! `runtime`, keeps records in `store` and exports attached volumes over
+//! `nbd`. The API and the CLI's server side call only this.
+
+mod drivers;
+mod error;
+mod events;
+mod migration;
+mod migration_run;
+mod views;
+mod volumes;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use uuid::Uuid;
+
+pub use error::{ErrorKind, ServiceError};
+pub use events::Event;
+pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
+pub use views::{ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, VolumeView};
+
+use crate::array::{Array, Arrays};
+use crate::config::Config;
+use crate::model::{Attachment, Volume};
+use crate::nbd::{ExportTable, NbdServer};
+use crate::runtime::{CallError, CallScope, DriverRuntime, RuntimeConfig};
+use crate::store::Store;
+
+/// How to start the service.
+#[derive(Debug, Clone)]
+pub struct ServiceOptions {
+    /// Data directory: the database, the arrays' files, the tokens.
+    pub data_dir: PathBuf,
+    /// Arrays, zoning, drivers and limits.
+    pub config: Config,
+    /// Address the NBD server listens on.
+    pub nbd_listen: SocketAddr,
+}
+
+/// The running volume service. Cheap to clone.
+#[derive(Clone)]
+pub struct Service {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    arrays: Arrays,
+    runtime: DriverRuntime,
+    exports: Arc<ExportTable>,
+    nbd: Mutex<Option<NbdServer>>,
+    nbd_addr: SocketAddr,
+    events: events::EventBus,
+    /// Migrations running in this process, by volume id.
+    running: Mutex<HashMap<Uuid, RunningMigration>>,
+    copy_bandwidth: Option<u64>,
+    /// The async runtime background work (migrations) runs on.
+    tasks: tokio::runtime::Handle,
+}
+
+/// What the host keeps in memory about a running migration.
+struct RunningMigration {
+    /// Raised by an abort: stops a host copy at its next chunk.
+    cancel: Arc<AtomicBool>,
+    /// The last progress reported (driver or copy), done and total bytes.
+    progress: Option<(u64, u64)>,
+}
+
+impl Service {
+    /// Opens the store and the arrays, loads the drivers, starts the NBD
+    /// server, restores the exports of attached volumes and resumes
+    /// interrupted migrations. Blocking; must run inside a tokio runtime
+    /// (e.g. in `spawn_blocking`), which runs the background work.
+    pub fn start(opts: ServiceOptions) -> Result<Service, ServiceError> {
+        let tasks = tokio::runtime::Handle::try_current().map_err(|_| {
+            ServiceError::Internal("Service::start must run inside a tokio runtime".into())
+        })?;
+        let io = |what: &str, e: std::io::Error| {
+            ServiceError::Internal(format!("{what} {}: {e}", opts.data_dir.display()))
+        };
+        std::fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
+        let store = Store::open(&opts.data_dir.join("ferry.redb"))?;
+        check_config_keeps_volumes(&store, &opts.config)?;
+        store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;
+        let arrays = Arrays::open(&opts.data_dir.join("arrays"), &opts.config)?;
+        let runtime = DriverRuntime::new(
+            RuntimeConfig {
+                limits: opts.config.limits,
+                ..RuntimeConfig::default()
+            },
+            Arc::new(store.clone()),
+        )
+        .map_err(|e| ServiceError::Internal(format!("driver runtime: {e}")))?;
+        drivers::load_all(&store, &runtime, &opts.config)?;
+
+        let exports = Arc::new(ExportTable::new());
+        let nbd = NbdServer::start(opts.nbd_listen, exports.clone()).map_err(|e| {
+            ServiceError::Internal(format!("cannot listen for NBD on {}: {e}", opts.nbd_listen))
+        })?;
+        let mut nbd_addr = nbd.local_addr();
+        if nbd_addr.ip().is_unspecified() {
+            nbd_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+        }
+        let store_for_events = store.clone();
+        let service = Service {
+            inner: Arc::new(Inner {
+                store,
+                arrays,
+                runtime,
+                exports,
+                nbd: Mutex::new(Some(nbd)),
+                nbd_addr,
+                events: events::EventBus::new(store_for_events),
+                running: Mutex::new(HashMap::new()),
+                copy_bandwidth: opts.config.copy_bandwidth_bytes_per_sec,
+                tasks,
+            }),
+        };
+        service.recover()?;
+        service.recover_migrations()?;
+        Ok(service)
+    }
+
+    /// Where the NBD server listens (as put in attachment URIs).
+    pub fn nbd_addr(&self) -> SocketAddr {
+        self.inner.nbd_addr
+    }
+
+    /// Stops the NBD server after flushing every export.
+    pub fn shutdown(&self) {
+        for name in self.inner.exports.names() {
+            self.inner.exports.remove(&name);
+        }
+        let server = self
+            .inner
+            .nbd
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(server) = server {
+            server.shutdown();
+        }
+    }
+
+    /// Every array with its capacity use.
+    pub fn arrays(&self) -> Result<Vec<ArrayView>, ServiceError> {
+        let mut out = Vec::new();
+        for a in self.inner.arrays.iter() {
+            out.push(ArrayView {
+                name: a.name().to_owned(),
+                driver: a.driver().to_owned(),
+                pools: a.pools().to_vec(),
+                zoned_with: self.inner.arrays.zoned_with(a.name()),
+                capacity_bytes: a.capacity_bytes(),
+                used_bytes: a.used_bytes()?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Events after `seq` (oldest first, at most `limit`).
+    pub fn events_since(&self, seq: u64, limit: usize) -> Result<Vec<Event>, ServiceError> {
+        Ok(self.inner.events.since(seq, limit)?)
+    }
+
+    /// A receiver of the events emitted from now on.
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Every driver with its versions.
+    pub fn drivers(&self) -> Result<Vec<DriverView>, ServiceError> {
+        Ok(self
+            .inner
+            .store
+            .list_drivers()?
+            .into_iter()
+            .map(|d| DriverView {
+                name: d.name,
+                active_digest: d.active_digest,
+                versions: d.versions,
+            })
+            .collect())
+    }
+
+    fn array(&self, name: &str) -> Result<&Arc<Array>, ServiceError> {
+        self.inner
+            .arrays
+            .get(name)
+            .ok_or_else(|| ServiceError::ArrayNotFound(name.to_owned()))
+    }
+
+    fn scope(&self, array: &Arc<Array>) -> Result<CallScope, ServiceError> {
+        if self.inner.runtime.active_digest(array.driver()).is_none() {
+            return Err(ServiceError::DriverNotLoaded(array.driver().to_owned()));
+        }
+        Ok(CallScope {
+            driver: array.driver().to_owned(),
+            array: array.clone(),
+            zoned_with: self.inner.arrays.zoned_with(array.name()),
+            progress: None,
+        })
+    }
+
+    /// Runs a blocking driver call off the async runtime.
+    async fn call<T, F>(&self, driver: &str, f: F) -> Result<T, ServiceError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&DriverRuntime) -> Result<T, CallError> + Send + 'static,
+    {
+        let runtime = self.inner.runtime.clone();
+        let joined = tokio::task::spawn_blocking(move || f(&runtime)).await;
+        match joined {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(source)) => Err(ServiceError::Driver {
+                driver: driver.to_owned(),
+                source,
+            }),
+            Err(e) => Err(ServiceError::Internal(format!(
+                "driver call task failed: {e}"
+            ))),
+        }
+    }
+
+    fn view(&self, v: &Volume) -> VolumeView {
+        views::volume_view(v, self.inner.nbd_addr)
+    }
+
+    fn attachment_view(&self, a: &Attachment) -> AttachmentView {
+        views::attachment_view(a, self.inner.nbd_addr)
+    }
+}
+
+/// Refuses a configuration that drops an array still holding volumes: the
+/// volumes would become unreachable.
+fn check_config_keeps_volumes(store: &Store, config: &Config) -> Result<(), ServiceError> {
+    for v in store.list_volumes()? {
+        if !config.arrays.iter().any(|a| a.name == v.array) {
+            return Err(ServiceError::InvalidArgument(format!(
+                "the configuration has no array {:?}, but volume {} lives there; \
+                 add the array back or delete the volume first",
+                v.array, v.id
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! What the service returns to its callers: volumes, attachments, arrays.
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::model::{AttachMode, MigrationStatus, VolumeStatus};
+
+/// A request to create a volume.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolume {
+    /// Display name.
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Array to create it on.
+    pub array: String,
+    /// Pool (the array's first pool when absent).
+    #[serde(default)]
+    pub pool: Option<String>,
+}
+
+/// A request to attach a volume.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttachVolume {
+    /// The server's name.
+    pub server: String,
+    /// Access mode (rw when absent).
+    #[serde(default)]
+    pub mode: Option<AttachMode>,
+}
+
+/// An attachment as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttachmentView {
+    /// Attachment id.
+    pub id: Uuid,
+    /// The server's name.
+    pub server: String,
+    /// Access mode.
+    pub mode: AttachMode,
+    /// `nbd://host:port/export`.
+    pub uri: String,
+}
+
+/// A volume as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VolumeView {
+    /// UUID.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// Life-cycle status.
+    pub status: VolumeStatus,
+    /// Status of the last migration, null if never migrated.
+    pub migration_status: Option<MigrationStatus>,
+    /// Whether a server may attach it now.
+    pub attachable: bool,
+    /// Array it lives on.
+    pub array: String,
+    /// Pool it lives in.
+    pub pool: String,
+    /// Attachments.
+    pub attachments: Vec<AttachmentView>,
+    /// Creation time (RFC 3339).
+    pub created_at: String,
+}
+
+/// An array as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArrayView {
+    /// Array name.
+    pub name: String,
+    /// Driver name.
+    pub driver: String,
+    /// Pool names.
+    pub pools: Vec<String>,
+    /// Arrays zoned with it.
+    pub zoned_with: Vec<String>,
+    /// Capacity in bytes.
+    pub capacity_bytes: u64,
+    /// Provisioned bytes.
+    pub used_bytes: u64,
+}
+
+/// A driver as clients see it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverView {
+    /// Driver name.
+    pub name: String,
+    /// Digest new calls use.
+    pub active_digest: String,
+    /// Installed versions.
+    pub versions: Vec<crate::model::DriverVersion>,
+}
+
+/// The NBD URI of an attachment served at `nbd_addr`.
+pub(crate) fn nbd_uri(nbd_addr: std::net::SocketAddr, attachment: Uuid) -> String {
+    format!("nbd://{nbd_addr}/{attachment}")
+}
+
+pub(crate) fn attachment_view(
+    a: &crate::model::Attachment,
+    nbd_addr: std::net::SocketAddr,
+) -> AttachmentView {
+    AttachmentView {
+        id: a.id,
+        server: a.server.clone(),
+        mode: a.mode,
+        uri: nbd_uri(nbd_addr, a.id),
+    }
+}
+
+/// Whether a volume in this state may be attached: ready, or migrating on
+/// the async path where the destination already serves it.
+pub(crate) fn attachable(v: &crate::model::Volume) -> bool {
+    match v.status {
+        VolumeStatus::Available | VolumeStatus::InUse => true,
+        VolumeStatus::Migrating => v.migration_status == Some(MigrationStatus::MigratingAttachable),
+        _ => false,
+    }
+}
+
+pub(crate) fn volume_view(v: &crate::model::Volume, nbd_addr: std::net::SocketAddr) -> VolumeView {
+    VolumeView {
+        id: v.id,
+        name: v.name.clone(),
+        size_bytes: v.size_bytes,
+        status: v.status,
+        migration_status: v.migration_status,
+        attachable: attachable(v),
+        array: v.array.clone(),
+        pool: v.pool.clone(),
+        attachments: v
+            .attachments
+            .iter()
+            .map(|a| attachment_view(a, nbd_addr))
+            .collect(),
+        created_at: v.created_at.clone(),
+    }
+}

@@ -1,0 +1,380 @@
+//! Volume life cycle: create, show, delete, attach, detach, and recovery of
+//! calls a crash interrupted.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
+use crate::model::{AttachMode, Attachment, Volume, VolumeStatus, now_rfc3339};
+use crate::nbd::Export;
+use crate::runtime::{Connector, VolumeRef};
+use crate::store::UpdateError;
+
+/// Longest volume or server name accepted.
+const MAX_NAME: usize = 255;
+
+fn validate_display_name(what: &str, name: &str) -> Result<(), ServiceError> {
+    if name.trim().is_empty() {
+        return Err(ServiceError::InvalidName(format!(
+            "{what} must not be empty"
+        )));
+    }
+    if name.len() > MAX_NAME {
+        return Err(ServiceError::InvalidName(format!(
+            "{what} must be at most {MAX_NAME} bytes"
+        )));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(ServiceError::InvalidName(format!(
+            "{what} must not contain control characters"
+        )));
+    }
+    Ok(())
+}
+
+pub(super) fn volume_ref(v: &Volume) -> VolumeRef {
+    VolumeRef {
+        id: v.id,
+        name: v.name.clone(),
+        size_bytes: v.size_bytes,
+        pool: v.pool.clone(),
+        provider_location: v.provider_location.clone(),
+    }
+}
+
+pub(super) fn status_name(s: VolumeStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{s:?}"))
+}
+
+fn invalid_state(v: &Volume, reason: &str) -> ServiceError {
+    ServiceError::InvalidState {
+        id: v.id,
+        status: status_name(v.status),
+        reason: reason.to_owned(),
+    }
+}
+
+fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
+    match e {
+        UpdateError::NotFound => ServiceError::VolumeNotFound(id),
+        UpdateError::Refused(e) => e,
+        UpdateError::Store(e) => ServiceError::Store(e),
+    }
+}
+
+impl Service {
+    /// Creates a volume on an array through its driver.
+    pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
+        validate_display_name("volume name", &req.name)?;
+        if req.size_bytes == 0 || req.size_bytes % 512 != 0 {
+            return Err(ServiceError::InvalidSize(req.size_bytes));
+        }
+        let array = self.array(&req.array)?.clone();
+        let pool = match req.pool {
+            Some(p) if array.pools().contains(&p) => p,
+            Some(p) => {
+                return Err(ServiceError::PoolNotFound {
+                    array: req.array,
+                    pool: p,
+                });
+            }
+            None => array.pools().first().cloned().ok_or_else(|| {
+                ServiceError::Internal(format!("array {} has no pool", array.name()))
+            })?,
+        };
+        let free = array.capacity_bytes().saturating_sub(array.used_bytes()?);
+        if req.size_bytes > free {
+            return Err(ServiceError::NoSpace(format!(
+                "array {} has {free} bytes free, {} wanted",
+                array.name(),
+                req.size_bytes
+            )));
+        }
+        let scope = self.scope(&array)?;
+        let mut volume = Volume {
+            id: Uuid::new_v4(),
+            name: req.name,
+            size_bytes: req.size_bytes,
+            status: VolumeStatus::Creating,
+            migration_status: None,
+            array: array.name().to_owned(),
+            pool,
+            provider_location: None,
+            attachments: Vec::new(),
+            created_at: now_rfc3339(),
+            migration: None,
+        };
+        // Persist first: a crash during the driver call leaves a record that
+        // recovery can clean up, never an orphan LUN nobody knows about.
+        self.inner.store.insert_volume(&volume)?;
+        let vref = volume_ref(&volume);
+        let created = self
+            .call(array.driver(), move |rt| rt.create_volume(&scope, &vref))
+            .await;
+        match created {
+            Ok(location) => {
+                volume.provider_location = location;
+                volume.status = VolumeStatus::Available;
+                self.inner.store.put_volume(&volume)?;
+                tracing::info!(volume = %volume.id, array = %volume.array, size = volume.size_bytes, "volume created");
+                Ok(self.view(&volume))
+            }
+            Err(e) => {
+                self.discard_failed_create(&volume).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Undoes a create whose driver call failed: asks the driver to remove
+    /// whatever it made, then forgets the record.
+    async fn discard_failed_create(&self, volume: &Volume) {
+        if let Ok(array) = self.array(&volume.array).cloned() {
+            if let Ok(scope) = self.scope(&array) {
+                let vref = volume_ref(volume);
+                if let Err(e) = self
+                    .call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
+                    .await
+                {
+                    tracing::warn!(volume = %volume.id, error = %e, "cleanup after failed create failed");
+                }
+            }
+        }
+        if let Err(e) = self.inner.store.delete_volume(volume.id) {
+            tracing::warn!(volume = %volume.id, error = %e, "cannot forget failed volume");
+        }
+    }
+
+    /// Every volume (never a migration's hidden destination).
+    pub fn list_volumes(&self) -> Result<Vec<VolumeView>, ServiceError> {
+        Ok(self
+            .inner
+            .store
+            .list_volumes()?
+            .iter()
+            .map(|v| self.view(v))
+            .collect())
+    }
+
+    /// One volume.
+    pub fn get_volume(&self, id: Uuid) -> Result<VolumeView, ServiceError> {
+        Ok(self.view(&self.volume(id)?))
+    }
+
+    pub(super) fn volume(&self, id: Uuid) -> Result<Volume, ServiceError> {
+        self.inner
+            .store
+            .get_volume(id)?
+            .ok_or(ServiceError::VolumeNotFound(id))
+    }
+
+    /// Deletes a volume that has no attachments and no running migration.
+    pub async fn delete_volume(&self, id: Uuid) -> Result<(), ServiceError> {
+        let volume = self
+            .inner
+            .store
+            .update_volume(id, |v| {
+                if !v.attachments.is_empty() {
+                    return Err(invalid_state(v, "detach it before deleting it"));
+                }
+                match v.status {
+                    VolumeStatus::Available | VolumeStatus::Error | VolumeStatus::Deleting => {
+                        v.status = VolumeStatus::Deleting;
+                        Ok(())
+                    }
+                    _ => Err(invalid_state(v, "only an available volume can be deleted")),
+                }
+            })
+            .map_err(|e| from_update(id, e))?;
+        self.finish_delete(volume).await
+    }
+
+    async fn finish_delete(&self, volume: Volume) -> Result<(), ServiceError> {
+        let array = self.array(&volume.array)?.clone();
+        let scope = self.scope(&array)?;
+        let vref = volume_ref(&volume);
+        let deleted = self
+            .call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
+            .await;
+        match deleted {
+            Ok(()) => {
+                self.inner.store.delete_volume(volume.id)?;
+                tracing::info!(volume = %volume.id, "volume deleted");
+                Ok(())
+            }
+            Err(e) => {
+                // Error keeps the volume deletable: the operator can retry.
+                let _ = self.inner.store.update_volume(volume.id, |v| {
+                    v.status = VolumeStatus::Error;
+                    Ok::<(), ServiceError>(())
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// Attaches a volume: the driver names the LUN to expose, the host
+    /// serves it over NBD under the attachment's id.
+    pub async fn attach(
+        &self,
+        id: Uuid,
+        req: AttachVolume,
+    ) -> Result<AttachmentView, ServiceError> {
+        validate_display_name("server name", &req.server)?;
+        let volume = self.volume(id)?;
+        if !super::views::attachable(&volume) {
+            return Err(invalid_state(&volume, "the volume is not attachable now"));
+        }
+        let array = self.array(&volume.array)?.clone();
+        let scope = self.scope(&array)?;
+        let vref = volume_ref(&volume);
+        let connector = Connector::Server(req.server.clone());
+        let info = self
+            .call(array.driver(), move |rt| {
+                rt.initialize_connection(&scope, &vref, &connector)
+            })
+            .await?;
+        let lun = Arc::new(array.open_lun(&info.lun)?);
+        let mode = if info.read_only {
+            AttachMode::Ro
+        } else {
+            req.mode.unwrap_or_default()
+        };
+        let attachment = Attachment {
+            id: Uuid::new_v4(),
+            server: req.server,
+            mode,
+            lun: info.lun,
+            created_at: now_rfc3339(),
+        };
+        let export_name = attachment.id.to_string();
+        self.inner.exports.add(
+            &export_name,
+            Export {
+                device: lun,
+                read_only: mode == AttachMode::Ro,
+            },
+        );
+        let added = attachment.clone();
+        let updated = self.inner.store.update_volume(id, move |v| {
+            if !super::views::attachable(v) {
+                return Err(invalid_state(v, "the volume changed state during attach"));
+            }
+            v.attachments.push(added);
+            if v.status == VolumeStatus::Available {
+                v.status = VolumeStatus::InUse;
+            }
+            Ok(())
+        });
+        if let Err(e) = updated {
+            self.inner.exports.remove(&export_name);
+            self.terminate(&volume, &attachment.server).await;
+            return Err(from_update(id, e));
+        }
+        tracing::info!(volume = %id, attachment = %attachment.id, server = %attachment.server, "attached");
+        Ok(self.attachment_view(&attachment))
+    }
+
+    async fn terminate(&self, volume: &Volume, server: &str) {
+        let Ok(array) = self.array(&volume.array).cloned() else {
+            return;
+        };
+        let Ok(scope) = self.scope(&array) else {
+            return;
+        };
+        let vref = volume_ref(volume);
+        let connector = Connector::Server(server.to_owned());
+        if let Err(e) = self
+            .call(array.driver(), move |rt| {
+                rt.terminate_connection(&scope, &vref, &connector)
+            })
+            .await
+        {
+            tracing::warn!(volume = %volume.id, error = %e, "terminate-connection failed");
+        }
+    }
+
+    /// Detaches: flushes and closes the export, then tells the driver.
+    pub async fn detach(&self, id: Uuid, attachment: Uuid) -> Result<(), ServiceError> {
+        let volume = self.volume(id)?;
+        let Some(a) = volume
+            .attachments
+            .iter()
+            .find(|a| a.id == attachment)
+            .cloned()
+        else {
+            return Err(ServiceError::AttachmentNotFound {
+                volume: id,
+                attachment,
+            });
+        };
+        self.inner.exports.remove(&attachment.to_string());
+        self.terminate(&volume, &a.server).await;
+        self.inner
+            .store
+            .update_volume(id, |v| {
+                v.attachments.retain(|x| x.id != attachment);
+                if v.attachments.is_empty() && v.status == VolumeStatus::InUse {
+                    v.status = VolumeStatus::Available;
+                }
+                Ok::<(), ServiceError>(())
+            })
+            .map_err(|e| from_update(id, e))?;
+        tracing::info!(volume = %id, attachment = %attachment, "detached");
+        Ok(())
+    }
+
+    /// Brings the host back to where it was: re-exports attached volumes and
+    /// settles life-cycle calls a crash interrupted.
+    pub(super) fn recover(&self) -> Result<(), ServiceError> {
+        for volume in self.inner.store.list_volumes()? {
+            match volume.status {
+                VolumeStatus::Creating => {
+                    // The driver may or may not have made the LUN; Error lets
+                    // the operator delete it, which the driver does idempotently.
+                    self.inner
+                        .store
+                        .update_volume(volume.id, |v| {
+                            v.status = VolumeStatus::Error;
+                            Ok::<(), ServiceError>(())
+                        })
+                        .map_err(|e| from_update(volume.id, e))?;
+                    tracing::warn!(volume = %volume.id, "creation was interrupted; volume set to error");
+                }
+                VolumeStatus::Deleting => {
+                    self.inner
+                        .store
+                        .update_volume(volume.id, |v| {
+                            v.status = VolumeStatus::Error;
+                            Ok::<(), ServiceError>(())
+                        })
+                        .map_err(|e| from_update(volume.id, e))?;
+                    tracing::warn!(volume = %volume.id, "deletion was interrupted; delete it again");
+                }
+                _ => {}
+            }
+            let Some(array) = self.inner.arrays.get(&volume.array) else {
+                continue;
+            };
+            for a in &volume.attachments {
+                match array.open_lun(&a.lun) {
+                    Ok(lun) => self.inner.exports.add(
+                        &a.id.to_string(),
+                        Export {
+                            device: Arc::new(lun),
+                            read_only: a.mode == AttachMode::Ro,
+                        },
+                    ),
+                    Err(e) => {
+                        tracing::error!(volume = %volume.id, attachment = %a.id, error = %e, "cannot restore export")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

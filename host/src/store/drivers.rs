@@ -1,0 +1,125 @@
+//! Drivers: their records (versions, active digest) by name, and the
+//! component bytes of every version by digest.
+
+use redb::ReadableTable;
+
+use super::tables::{DRIVER_BLOBS, DRIVERS};
+use super::{Store, StoreError, decode, encode};
+use crate::model::DriverRecord;
+
+const KIND: &str = "driver";
+
+impl Store {
+    /// Stores component bytes under their digest. Content-addressed: a digest
+    /// already present is left as it is.
+    pub fn put_driver_blob(&self, digest: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        self.write(|txn| {
+            let mut table = txn.open_table(DRIVER_BLOBS)?;
+            if table.get(digest)?.is_none() {
+                table.insert(digest, bytes)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The component bytes stored under `digest`, if any.
+    pub fn driver_blob(&self, digest: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVER_BLOBS)?;
+            Ok(table.get(digest)?.map(|g| g.value().to_vec()))
+        })
+    }
+
+    /// Writes a driver record, replacing the one with the same name.
+    pub fn put_driver(&self, d: &DriverRecord) -> Result<(), StoreError> {
+        let bytes = encode(d)?;
+        self.write(|txn| {
+            txn.open_table(DRIVERS)?
+                .insert(d.name.as_str(), bytes.as_slice())?;
+            Ok(())
+        })
+    }
+
+    /// The driver record of this name, if any.
+    pub fn driver(&self, name: &str) -> Result<Option<DriverRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVERS)?;
+            let found = table.get(name)?;
+            found.map(|g| decode(KIND, name, g.value())).transpose()
+        })
+    }
+
+    /// Every driver record, by name.
+    pub fn list_drivers(&self) -> Result<Vec<DriverRecord>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVERS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push(decode(KIND, k.value(), v.value())?);
+            }
+            Ok(out)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::DriverVersion;
+
+    fn record(name: &str, digests: &[&str]) -> DriverRecord {
+        DriverRecord {
+            name: name.into(),
+            active_digest: digests.last().unwrap().to_string(),
+            versions: digests
+                .iter()
+                .map(|d| DriverVersion {
+                    digest: d.to_string(),
+                    installed_at: "2024-01-01T00:00:00.000Z".into(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn blobs_are_content_addressed_and_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("ferry.redb")).unwrap();
+        assert_eq!(s.driver_blob("aa").unwrap(), None);
+        // Large enough to span many pages.
+        let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        s.put_driver_blob("aa", &big).unwrap();
+        s.put_driver_blob("aa", &big).unwrap();
+        s.put_driver_blob("bb", b"\0asm").unwrap();
+        assert_eq!(s.driver_blob("aa").unwrap().unwrap(), big);
+        assert_eq!(s.driver_blob("bb").unwrap().unwrap(), b"\0asm");
+    }
+
+    #[test]
+    fn driver_records_round_trip_sorted_and_survive_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.redb");
+        {
+            let s = Store::open(&path).unwrap();
+            assert_eq!(s.driver("plain").unwrap(), None);
+            s.put_driver(&record("takeover", &["d1"])).unwrap();
+            s.put_driver(&record("plain", &["d2"])).unwrap();
+            s.put_driver(&record("takeover", &["d1", "d3"])).unwrap();
+            s.put_driver_blob("d3", b"component").unwrap();
+        }
+        let s = Store::open(&path).unwrap();
+        assert_eq!(
+            s.driver("takeover").unwrap(),
+            Some(record("takeover", &["d1", "d3"]))
+        );
+        let names: Vec<String> = s
+            .list_drivers()
+            .unwrap()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        assert_eq!(names, vec!["plain", "takeover"]);
+        assert_eq!(s.driver_blob("d3").unwrap().unwrap(), b"component");
+    }
+}

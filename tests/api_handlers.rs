@@ -1,0 +1,556 @@
+//! The HTTP API against a real service on a temporary data directory with
+//! the embedded default configuration. Requests go through the router
+//! without a socket, except the last test, which serves on loopback.
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Method, Request, StatusCode, header};
+use ferry::api::{self, Tokens};
+use ferry::config::Config;
+use ferry::service::{Service, ServiceOptions};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+const READER: &str = "reader-token-for-tests-0123456789";
+
+struct Harness {
+    app: Router,
+    service: Service,
+    admin: String,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: Value,
+}
+
+impl Answer {
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("<none>")
+    }
+    fn message(&self) -> &str {
+        self.body["error"]["message"].as_str().unwrap_or("")
+    }
+}
+
+impl Harness {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        std::fs::create_dir_all(&data_dir).unwrap();
+        std::fs::write(data_dir.join("reader.token"), format!("{READER}\n")).unwrap();
+        let opts = ServiceOptions {
+            data_dir: data_dir.clone(),
+            config: Config::embedded_default(),
+            nbd_listen: "127.0.0.1:0".parse().unwrap(),
+        };
+        let service = tokio::task::spawn_blocking(move || Service::start(opts))
+            .await
+            .unwrap()
+            .unwrap();
+        let tokens = Tokens::load_or_create(&data_dir).unwrap();
+        let admin = api::auth::read_first_token(&api::auth::admin_token_path(&data_dir)).unwrap();
+        Self {
+            app: api::app(service.clone(), tokens),
+            service,
+            admin,
+            _dir: dir,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> Answer {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                panic!(
+                    "{status}: not JSON ({e}): {}",
+                    String::from_utf8_lossy(&bytes)
+                )
+            })
+        };
+        if status.is_client_error() || status.is_server_error() {
+            assert!(
+                headers[header::CONTENT_TYPE]
+                    .to_str()
+                    .unwrap()
+                    .starts_with("application/json"),
+                "{status} without JSON"
+            );
+            assert!(body["error"]["code"].is_string(), "{status}: {body}");
+            assert!(body["error"]["message"].is_string(), "{status}: {body}");
+        }
+        Answer {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// A request with an optional token and an optional raw JSON body.
+    async fn raw(
+        &self,
+        method: Method,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(uri);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let req = match body {
+            Some(b) => req
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(b.to_owned())),
+            None => req.body(Body::empty()),
+        };
+        self.send(req.unwrap()).await
+    }
+
+    async fn admin(&self, method: Method, uri: &str, body: Option<Value>) -> Answer {
+        let text = body.map(|b| b.to_string());
+        self.raw(method, uri, Some(&self.admin.clone()), text.as_deref())
+            .await
+    }
+
+    async fn create(&self, name: &str, size: u64, array: &str) -> Value {
+        let a = self
+            .admin(
+                Method::POST,
+                "/v1/volumes",
+                Some(json!({"name": name, "size_bytes": size, "array": array})),
+            )
+            .await;
+        assert_eq!(a.status, StatusCode::CREATED, "{}", a.body);
+        a.body
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.service.shutdown();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn arrays_and_drivers_of_the_embedded_default() {
+    let h = Harness::start().await;
+    let a = h.raw(Method::GET, "/v1/arrays", Some(READER), None).await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.body);
+    let arrays = a.body["arrays"].as_array().unwrap();
+    let pairs: Vec<(&str, &str)> = arrays
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["driver"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        pairs,
+        [
+            ("t1", "takeover"),
+            ("v1", "vendor-copy"),
+            ("v2", "vendor-copy"),
+            ("p1", "plain")
+        ]
+    );
+    for a in arrays {
+        assert_eq!(a["pools"], json!(["default"]), "{a}");
+        assert!(a["capacity_bytes"].as_u64().unwrap() > 0);
+        assert_eq!(a["used_bytes"], 0);
+    }
+    let zoned = |name: &str| {
+        let a = arrays.iter().find(|a| a["name"] == name).unwrap();
+        let mut z: Vec<String> = serde_json::from_value(a["zoned_with"].clone()).unwrap();
+        z.sort();
+        z
+    };
+    assert_eq!(zoned("t1"), ["p1", "v1"]);
+    assert_eq!(zoned("p1"), ["t1"]);
+    assert!(zoned("v2").is_empty());
+
+    let d = h.raw(Method::GET, "/v1/drivers", Some(READER), None).await;
+    assert_eq!(d.status, StatusCode::OK, "{}", d.body);
+    let mut names: Vec<&str> = d.body["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["plain", "takeover", "vendor-copy"]);
+    for d in d.body["drivers"].as_array().unwrap() {
+        let digest = d["active_digest"].as_str().unwrap();
+        assert_eq!(digest.len(), 64);
+        assert!(
+            digest
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        );
+        assert!(
+            d["versions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v["digest"] == digest)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_list_show_delete() {
+    let h = Harness::start().await;
+    let size = 64 << 20;
+    let res = h
+        .admin(
+            Method::POST,
+            "/v1/volumes",
+            Some(json!({"name": "db", "size_bytes": size, "array": "t1", "pool": "default"})),
+        )
+        .await;
+    assert_eq!(res.status, StatusCode::CREATED, "{}", res.body);
+    let v = res.body;
+    let id = v["id"].as_str().unwrap().to_owned();
+    assert_eq!(res.headers[header::LOCATION], format!("/v1/volumes/{id}"));
+    assert_eq!(v["name"], "db");
+    assert_eq!(v["size_bytes"], size);
+    assert_eq!(v["status"], "available");
+    assert_eq!(v["migration_status"], Value::Null);
+    assert_eq!(
+        (v["array"].as_str(), v["pool"].as_str()),
+        (Some("t1"), Some("default"))
+    );
+    assert_eq!(v["attachments"], json!([]));
+
+    // Without a pool, the array's first pool.
+    let other = h.create("logs", 1 << 20, "p1").await;
+    assert_eq!(other["pool"], "default");
+
+    let list = h.raw(Method::GET, "/v1/volumes", Some(READER), None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    let ids: Vec<&str> = list.body["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2);
+    assert!(ids.contains(&id.as_str()));
+
+    let shown = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(shown.status, StatusCode::OK);
+    assert_eq!(shown.body, v);
+
+    let arrays = h.raw(Method::GET, "/v1/arrays", Some(READER), None).await;
+    let t1 = &arrays.body["arrays"][0];
+    assert_eq!(t1["name"], "t1");
+    assert!(t1["used_bytes"].as_u64().unwrap() >= size, "{t1}");
+
+    let del = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.body);
+    assert_eq!(del.body, Value::Null);
+    let gone = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (gone.status, gone.code()),
+        (StatusCode::NOT_FOUND, "volume_not_found")
+    );
+    let again = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(
+        (again.status, again.code()),
+        (StatusCode::NOT_FOUND, "volume_not_found")
+    );
+    let list = h.raw(Method::GET, "/v1/volumes", Some(READER), None).await;
+    assert_eq!(list.body["volumes"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_gets_its_status_and_code() {
+    let h = Harness::start().await;
+    let admin = h.admin.clone();
+    let missing = uuid::Uuid::new_v4();
+    let existing = h.create("x", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let arrays = h.raw(Method::GET, "/v1/arrays", Some(READER), None).await;
+    let too_big = arrays.body["arrays"][0]["capacity_bytes"].as_u64().unwrap() + 512;
+
+    let a = Some(admin.as_str());
+    let r = Some(READER);
+    let vols = "/v1/volumes".to_owned();
+    let one = |id: &dyn std::fmt::Display| format!("/v1/volumes/{id}");
+    let atts = |id: &dyn std::fmt::Display| format!("/v1/volumes/{id}/attachments");
+    let body = |b: &str| Some(b.to_owned());
+    let create = |size: u64, array: &str, pool: &str| {
+        body(&format!(
+            r#"{{"name":"a","size_bytes":{size},"array":"{array}"{pool}}}"#
+        ))
+    };
+    let huge = Some(format!("\"{}\"", "a".repeat(2 << 20)));
+    // (method, uri, token, body, status, code, words the message must hold)
+    #[rustfmt::skip]
+    let cases: Vec<(Method, String, Option<&str>, Option<String>, u16, &str, &str)> = vec![
+        (Method::POST, vols.clone(), a, body(r#"{"name": "#), 400, "invalid_json", "JSON"),
+        (Method::POST, vols.clone(), a, body(""), 400, "invalid_json", "JSON"),
+        (Method::POST, vols.clone(), a, body(r#"{"name":"a","array":"t1"}"#), 400, "invalid_body", "size_bytes"),
+        (Method::POST, vols.clone(), a, body(r#"{"name":"a","size_bytes":"big","array":"t1"}"#), 400, "invalid_body", "size_bytes"),
+        (Method::POST, vols.clone(), a, create(512, "t1", r#","colour":"red""#), 400, "invalid_body", "colour"),
+        (Method::POST, vols.clone(), a, body("[1,2]"), 400, "invalid_body", ""),
+        (Method::POST, vols.clone(), a, create(0, "t1", ""), 400, "invalid_size", "0"),
+        (Method::POST, vols.clone(), a, create(1000, "t1", ""), 400, "invalid_size", "1000"),
+        (Method::POST, vols.clone(), a, create(too_big, "t1", ""), 422, "no_space", ""),
+        (Method::POST, vols.clone(), a, body(r#"{"name":"","size_bytes":512,"array":"t1"}"#), 400, "invalid_name", ""),
+        (Method::POST, vols.clone(), a, create(512, "nope", ""), 404, "array_not_found", "nope"),
+        (Method::POST, vols.clone(), a, create(512, "t1", r#","pool":"gold""#), 404, "pool_not_found", "gold"),
+        (Method::GET, one(&missing), a, None, 404, "volume_not_found", ""),
+        (Method::DELETE, one(&missing), a, None, 404, "volume_not_found", ""),
+        (Method::GET, one(&"not-a-uuid"), a, None, 400, "invalid_id", "not-a-uuid"),
+        (Method::DELETE, format!("{}/zzz", atts(&existing)), a, None, 400, "invalid_id", "zzz"),
+        (Method::DELETE, format!("{}/{missing}", atts(&existing)), a, None, 404, "attachment_not_found", ""),
+        (Method::POST, atts(&missing), a, body(r#"{"server":"web1"}"#), 404, "volume_not_found", ""),
+        (Method::POST, atts(&existing), a, body(r#"{"server":"web1","mode":"rx"}"#), 400, "invalid_body", "mode"),
+        (Method::GET, vols.clone(), None, None, 401, "unauthorized", "token"),
+        (Method::GET, vols.clone(), Some("not-a-valid-token-at-all"), None, 401, "unauthorized", "not valid"),
+        (Method::POST, vols.clone(), r, create(512, "t1", ""), 403, "forbidden", "admin"),
+        (Method::DELETE, one(&existing), r, None, 403, "forbidden", "admin"),
+        (Method::GET, "/v1/nothing-here".into(), a, None, 404, "not_found", "/v1/nothing-here"),
+        (Method::GET, "/".into(), None, None, 404, "not_found", ""),
+        (Method::PATCH, vols.clone(), a, None, 405, "method_not_allowed", "PATCH"),
+        (Method::POST, "/healthz".into(), None, None, 405, "method_not_allowed", ""),
+        (Method::POST, vols.clone(), a, huge, 413, "body_too_large", ""),
+    ];
+    for (method, uri, token, body, status, code, words) in cases {
+        let status = StatusCode::from_u16(status).unwrap();
+        let what = format!("{method} {uri} {:.60}", body.clone().unwrap_or_default());
+        let ans = h.raw(method, &uri, token, body.as_deref()).await;
+        assert_eq!(
+            (ans.status, ans.code()),
+            (status, code),
+            "{what}: {}",
+            ans.body
+        );
+        assert!(ans.message().contains(words), "{what}: {}", ans.body);
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = ans.headers[header::WWW_AUTHENTICATE].to_str().unwrap();
+            assert!(challenge.starts_with("Bearer"), "{challenge}");
+        }
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            assert!(ans.headers.contains_key(header::ALLOW), "{what}");
+        }
+    }
+
+    // A body that is not declared as JSON.
+    let req = Request::post("/v1/volumes")
+        .header(header::AUTHORIZATION, format!("Bearer {admin}"))
+        .header(header::CONTENT_TYPE, "text/plain")
+        .body(Body::from(r#"{"name":"a","size_bytes":512,"array":"t1"}"#))
+        .unwrap();
+    let ans = h.send(req).await;
+    assert_eq!(
+        (ans.status, ans.code()),
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+    );
+
+    // None of the refused creations left a volume behind.
+    let list = h.raw(Method::GET, "/v1/volumes", Some(READER), None).await;
+    assert_eq!(list.body["volumes"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_endpoints_need_no_token() {
+    let h = Harness::start().await;
+    let health = h.raw(Method::GET, "/healthz", None, None).await;
+    assert_eq!(
+        (health.status, health.body),
+        (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let doc = h.raw(Method::GET, "/openapi.json", None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(doc.body["openapi"], "3.1.0");
+    for path in [
+        "/v1/arrays",
+        "/v1/volumes",
+        "/v1/volumes/{id}/attachments",
+        "/v1/drivers",
+    ] {
+        assert!(doc.body["paths"][path].is_object(), "{path} undocumented");
+    }
+    // Every documented route answers with something other than "no route".
+    for route in api::routes_table() {
+        let uri = route
+            .path
+            .replace("{id}", &uuid::Uuid::nil().to_string())
+            .replace("{attachment_id}", &uuid::Uuid::nil().to_string());
+        let ans = h.raw(route.method.clone(), &uri, Some(READER), None).await;
+        assert_ne!(ans.code(), "not_found", "{} {}", route.method, route.path);
+        assert_ne!(
+            ans.status,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "{} {}",
+            route.method,
+            route.path
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_detach_and_delete_rules() {
+    let h = Harness::start().await;
+    let v = h.create("web-data", 8 << 20, "t1").await;
+    let id = v["id"].as_str().unwrap().to_owned();
+
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    assert_eq!(att.status, StatusCode::CREATED, "{}", att.body);
+    let att_id = att.body["id"].as_str().unwrap().to_owned();
+    assert_eq!(att.body["server"], "web1");
+    assert_eq!(att.body["mode"], "rw");
+    let nbd: SocketAddr = h.service.nbd_addr();
+    let uri = att.body["uri"].as_str().unwrap();
+    assert_eq!(uri, format!("nbd://{nbd}/{att_id}"), "{}", att.body);
+    // The export's server is really there.
+    std::net::TcpStream::connect(nbd).unwrap();
+
+    let shown = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["status"], "in-use");
+    assert_eq!(shown.body["attachments"][0]["id"], att_id.as_str());
+
+    let ro = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "backup", "mode": "ro"})),
+        )
+        .await;
+    assert_eq!(ro.status, StatusCode::CREATED, "{}", ro.body);
+    assert_eq!(ro.body["mode"], "ro");
+    let ro_id = ro.body["id"].as_str().unwrap().to_owned();
+
+    let refused = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(
+        (refused.status, refused.code()),
+        (StatusCode::CONFLICT, "invalid_state")
+    );
+
+    for a in [&att_id, &ro_id] {
+        let d = h
+            .admin(
+                Method::DELETE,
+                &format!("/v1/volumes/{id}/attachments/{a}"),
+                None,
+            )
+            .await;
+        assert_eq!(d.status, StatusCode::NO_CONTENT, "{}", d.body);
+    }
+    let twice = h
+        .admin(
+            Method::DELETE,
+            &format!("/v1/volumes/{id}/attachments/{att_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (twice.status, twice.code()),
+        (StatusCode::NOT_FOUND, "attachment_not_found")
+    );
+    let shown = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(shown.body["status"], "available");
+
+    let del = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(del.status, StatusCode::NO_CONTENT, "{}", del.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_on_loopback_for_the_cli_client_and_stops_gracefully() {
+    let h = Harness::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(api::serve(listener, h.app.clone(), async move {
+        let _ = stop_rx.await;
+    }));
+
+    let admin = h.admin.clone();
+    tokio::task::spawn_blocking(move || {
+        let c = ferry::cli::Client::new(&format!("http://{addr}"), admin);
+        let arrays = c.get("/v1/arrays").unwrap();
+        assert_eq!(arrays["arrays"].as_array().unwrap().len(), 4);
+        let v = c
+            .post(
+                "/v1/volumes",
+                &json!({"name": "cli", "size_bytes": 4096, "array": "v2"}),
+            )
+            .unwrap();
+        let id = v["id"].as_str().unwrap();
+        c.delete(&format!("/v1/volumes/{id}")).unwrap();
+        let e = c.get(&format!("/v1/volumes/{id}")).unwrap_err();
+        match e {
+            ferry::cli::ClientError::Api { status, code, .. } => {
+                assert_eq!((status, code.as_str()), (404, "volume_not_found"));
+            }
+            other => panic!("{other}"),
+        }
+        let bad =
+            ferry::cli::Client::new(&format!("http://{addr}"), "wrong-token-0123456789".into());
+        let e = bad.get("/v1/volumes").unwrap_err();
+        assert!(e.to_string().ends_with("(unauthorized)"), "{e}");
+    })
+    .await
+    .unwrap();
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(std::time::Duration::from_secs(10), server)
+        .await
+        .expect("server did not stop")
+        .unwrap()
+        .unwrap();
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -1,0 +1,119 @@
+//! The misbehaviours, each written so the optimizer cannot remove it.
+
+use std::hint::black_box;
+
+use ferry_sdk::{DriverError, LunAddress, Volume, block, state};
+
+/// State key written by [`write_state_then_trap`].
+pub const STATE_KEY: &str = "misbehave/state";
+
+/// Spins until the host interrupts the call.
+pub fn spin() -> ! {
+    let mut counter = 0u64;
+    loop {
+        counter = black_box(counter.wrapping_add(1));
+    }
+}
+
+/// Holds on to ever more memory until an allocation fails, which aborts the
+/// call with a trap.
+pub fn bloat() -> ! {
+    let mut hoard: Vec<Vec<u8>> = Vec::new();
+    loop {
+        // Touch every page so the memory is really committed.
+        let chunk = vec![1u8; 1 << 20];
+        hoard.push(black_box(chunk));
+    }
+}
+
+/// Recurses until the stack is exhausted.
+pub fn overflow_stack() -> ! {
+    fn descend(depth: u64) -> u64 {
+        // A frame-sized buffer the optimizer must keep, and work after the
+        // call so the recursion is not a tail call it could turn into a loop.
+        let frame = black_box([depth as u8; 256]);
+        // Never true, but the compiler cannot know.
+        if black_box(depth) == u64::MAX {
+            return depth;
+        }
+        let below = descend(black_box(depth + 1));
+        below.wrapping_add(u64::from(frame[(depth % 256) as usize]))
+    }
+    let depth = descend(0);
+    // Unreachable in practice: the recursion never returns.
+    panic!("recursion returned after {depth}");
+}
+
+/// Tries to open, list, create and delete LUNs of other arrays through
+/// names that climb out of the pool.
+pub fn escape(volume: &Volume) -> Result<Option<String>, DriverError> {
+    let pools = [
+        "../v1/default",
+        "../../v1",
+        "..",
+        "../..",
+        "/",
+        "/etc",
+        "default/../../v1/default",
+    ];
+    let names = [
+        "../../v1/default/volume-x",
+        "../volume-x",
+        "/etc/passwd",
+        "volume-x/../../x",
+    ];
+    let mut refusals = Vec::new();
+    let mut escaped = false;
+    let mut note = |what: String, result: Result<(), DriverError>| match result {
+        Ok(()) => escaped = true,
+        Err(e) => refusals.push(format!("{what}: {}", e.message())),
+    };
+
+    for pool in pools {
+        let result = block::list_luns(pool).map(|_| ());
+        note(format!("list {pool}"), result);
+        for name in ["volume-x", &format!("volume-{}", volume.id)] {
+            let address = LunAddress::new(pool, name);
+            note(
+                format!("open {pool}/{name}"),
+                block::open_lun(&address).map(|_| ()),
+            );
+        }
+        let address = LunAddress::new(pool, format!("escape-{}", volume.id));
+        note(
+            format!("create {pool}/{}", address.name),
+            block::create_lun(&address, 512).map(|_| ()),
+        );
+    }
+    for name in names {
+        let address = LunAddress::new("default", name);
+        note(
+            format!("open default/{name}"),
+            block::open_lun(&address).map(|_| ()),
+        );
+        note(
+            format!("create default/{name}"),
+            block::create_lun(&address, 512).map(|_| ()),
+        );
+        note(
+            format!("delete default/{name}"),
+            block::delete_lun(&address),
+        );
+    }
+
+    if escaped {
+        Ok(Some("ESCAPED".into()))
+    } else {
+        Err(DriverError::BackendError(format!(
+            "escape blocked: {}",
+            refusals.join("; ")
+        )))
+    }
+}
+
+/// Writes [`STATE_KEY`] and traps, so the host must drop the write.
+pub fn write_state_then_trap() -> ! {
+    // Even if the host refused the write, the trap is what is under test.
+    let _ = state::set(STATE_KEY, b"written by a call that trapped");
+    std::process::abort()
+}

@@ -1,0 +1,64 @@
+//! A hostile driver for the host's isolation tests. It behaves like the
+//! `plain` example driver, except that `create-volume` misbehaves on purpose
+//! when the volume's name asks for it:
+//!
+//! | name      | what `create-volume` does                                      |
+//! | --------- | -------------------------------------------------------------- |
+//! | `loop`    | spins forever                                                  |
+//! | `grow`    | allocates memory until allocation fails, which traps           |
+//! | `recurse` | recurses without bound until the stack overflows               |
+//! | `panic`   | panics                                                         |
+//! | `escape`  | tries to reach LUNs of other arrays; answers `Ok("ESCAPED")` if any attempt succeeded, else `backend-error` starting `escape blocked: ` with the host's refusals |
+//! | `state`   | writes the state key `misbehave/state`, then traps             |
+//!
+//! Any other name creates a normal volume.
+
+mod hostile;
+
+use ferry_sdk::{
+    Capabilities, ConnectionInfo, Connector, Driver, DriverError, Volume, block, layout,
+};
+
+/// The driver.
+pub struct Misbehave;
+
+impl Driver for Misbehave {
+    fn capabilities() -> Capabilities {
+        Capabilities {
+            sparse: true,
+            ..Capabilities::NONE
+        }
+    }
+
+    fn create_volume(volume: Volume) -> Result<Option<String>, DriverError> {
+        match volume.name.as_str() {
+            "loop" => hostile::spin(),
+            "grow" => hostile::bloat(),
+            "recurse" => hostile::overflow_stack(),
+            "panic" => panic!("volume {} asked for a panic", volume.id),
+            "escape" => hostile::escape(&volume),
+            "state" => hostile::write_state_then_trap(),
+            _ => {
+                let address = layout::new_volume_lun(&volume)?;
+                block::ensure_lun(&address, volume.size_bytes)?;
+                Ok(Some(layout::provider_location(&address)))
+            }
+        }
+    }
+
+    fn delete_volume(volume: Volume) -> Result<(), DriverError> {
+        block::delete_lun_if_present(&layout::volume_lun(&volume)?)
+    }
+
+    fn initialize_connection(
+        volume: Volume,
+        _connector: Connector,
+    ) -> Result<ConnectionInfo, DriverError> {
+        Ok(ConnectionInfo {
+            lun: layout::volume_lun(&volume)?,
+            read_only: false,
+        })
+    }
+}
+
+ferry_sdk::export_driver!(Misbehave);

@@ -1,0 +1,328 @@
+//! Migration through a real `ferry serve`: every path of seed 000 on the
+//! embedded default arrays, the refusals of seed 003, abort, and kill -9 in
+//! the middle of a host copy.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Server, qemu_io};
+
+const MIB: u64 = 1 << 20;
+
+fn create(server: &Server, name: &str, array: &str, size: u64) -> String {
+    let (status, body) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": name, "size_bytes": size, "array": array})),
+    );
+    assert_eq!(status, 201, "create {name} on {array}: {body}");
+    body["id"].as_str().unwrap().to_owned()
+}
+
+fn with_attachment<T>(server: &Server, id: &str, f: impl FnOnce(&str) -> T) -> T {
+    let (status, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "host-a"})),
+    );
+    assert_eq!(status, 201, "attach {id}: {a}");
+    let out = f(a["uri"].as_str().unwrap());
+    let (status, _) = server.call(
+        "DELETE",
+        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
+        None,
+    );
+    assert_eq!(status, 204);
+    out
+}
+
+/// Writes a recognisable pattern: three extents with holes between them.
+fn write_pattern(uri: &str) {
+    qemu_io(
+        uri,
+        &[
+            "write -P 0x11 0 4M",
+            "write -P 0x22 40M 8M",
+            "write -P 0x33 200M 1M",
+            "flush",
+        ],
+    );
+}
+
+fn check_pattern(uri: &str) {
+    qemu_io(
+        uri,
+        &[
+            "read -P 0x11 0 4M",
+            "read -P 0 4M 36M",
+            "read -P 0x22 40M 8M",
+            "read -P 0 48M 152M",
+            "read -P 0x33 200M 1M",
+            "read -P 0 201M 55M",
+        ],
+    );
+}
+
+fn migrate(server: &Server, id: &str, body: Value) -> (u16, Value) {
+    server.call("POST", &format!("/v1/volumes/{id}/migrate"), Some(body))
+}
+
+/// Polls the status query until the migration ends; returns the last view
+/// and every status seen on the way (volume, migration).
+fn wait_end(server: &Server, id: &str, limit: Duration) -> (Value, Vec<(String, String)>) {
+    let start = Instant::now();
+    let mut seen = Vec::new();
+    loop {
+        let (status, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        assert_eq!(status, 200, "{m}");
+        let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+        let pair = (
+            v["status"].as_str().unwrap_or("").to_owned(),
+            m["migration_status"].as_str().unwrap_or("").to_owned(),
+        );
+        if seen.last() != Some(&pair) {
+            seen.push(pair);
+        }
+        if matches!(
+            m["migration_status"].as_str(),
+            Some("success" | "error" | "aborted")
+        ) {
+            return (m, seen);
+        }
+        assert!(start.elapsed() < limit, "migration did not end: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn lun_path(dir: &Path, array: &str, id: &str) -> std::path::PathBuf {
+    dir.join("arrays").join(array).join("default").join(format!("volume-{id}"))
+}
+
+fn allocated(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+}
+
+/// Each path of seed 000 with the example drivers: the data arrives intact,
+/// the source LUN is gone, the destination is no fatter than the source,
+/// the list never shows a second volume.
+#[test]
+fn every_path_moves_the_data_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let cases = [
+        ("v1", "v2", "source-driver"),
+        ("p1", "t1", "target-driver"),
+        ("v2", "t1", "host-copy"),
+        ("t1", "p1", "host-copy"),
+    ];
+    for (from, to, path) in cases {
+        let id = create(&server, &format!("{from}-to-{to}"), from, 256 * MIB);
+        with_attachment(&server, &id, write_pattern);
+        let src_file = lun_path(dir.path(), from, &id);
+        let src_alloc = allocated(&src_file);
+        assert!(src_alloc > 0, "{}", src_file.display());
+
+        let (status, accepted) = migrate(&server, &id, json!({"array": to}));
+        assert_eq!(status, 202, "{from}->{to}: {accepted}");
+        assert!(accepted["migration_id"].is_string());
+        assert!(accepted["message"].as_str().unwrap().contains(to));
+        let mut listed_during = 0;
+        let (m, seen) = {
+            let (_, l) = server.call("GET", "/v1/volumes", None);
+            listed_during = listed_during.max(l["volumes"].as_array().unwrap().len());
+            wait_end(&server, &id, Duration::from_secs(120))
+        };
+        assert_eq!(m["migration_status"], "success", "{from}->{to}: {m}");
+        assert_eq!(m["path"], path, "{from}->{to}: {m}");
+        assert_eq!(m["progress"]["percent"], 100.0, "{m}");
+        assert!(m["finished_at"].is_string() && m["started_at"].is_string());
+        assert!(
+            seen.iter().all(|(s, ms)| s == "migrating" || ms == "success"),
+            "status must be migrating for the whole migration: {seen:?}"
+        );
+
+        let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+        assert_eq!(v["array"], to, "{v}");
+        assert_eq!(v["status"], "available", "{v}");
+        assert_eq!(v["migration_status"], "success");
+        assert!(!src_file.exists(), "{from}->{to}: source LUN still there");
+        let dst_alloc = allocated(&lun_path(dir.path(), to, &id));
+        assert!(
+            dst_alloc <= src_alloc,
+            "{from}->{to}: destination allocates {dst_alloc} > source {src_alloc}"
+        );
+        with_attachment(&server, &id, check_pattern);
+        let (_, l) = server.call("GET", "/v1/volumes", None);
+        let ids: Vec<&str> = l["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids.iter().filter(|x| **x == id).count(), 1);
+        assert!(listed_during <= ids.len());
+    }
+}
+
+/// Admission says exactly why a migration won't proceed.
+#[test]
+fn refusals_are_specific_and_concurrent_requests_race_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        "zoning = [[\"a\", \"b\"]]\n\
+         [[array]]\nname = \"a\"\ndriver = \"plain\"\n\
+         [[array]]\nname = \"b\"\ndriver = \"plain\"\npools = [\"default\", \"gold\"]\n\
+         [[array]]\nname = \"tiny\"\ndriver = \"plain\"\ncapacity_bytes = 1048576\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let id = create(&server, "v", "a", 64 * MIB);
+    let unknown = "7b0c5a52-8a43-4c1e-9a5e-6c0f2f4d9b11";
+    let cases = [
+        (unknown, json!({"array": "b"}), 404, "volume_not_found"),
+        (id.as_str(), json!({"array": "zz"}), 404, "array_not_found"),
+        (id.as_str(), json!({"array": "b", "pool": "zz"}), 404, "pool_not_found"),
+        (id.as_str(), json!({"array": "a"}), 400, "same_location"),
+        (id.as_str(), json!({"array": "tiny"}), 422, "no_space"),
+        (id.as_str(), json!({"pool": "gold"}), 400, "invalid_body"),
+    ];
+    for (vol, body, status, code) in cases {
+        let (got, answer) = migrate(&server, vol, body.clone());
+        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{body}: {answer}");
+    }
+    // Attached: not migratable.
+    let (_, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "s"})),
+    );
+    let (got, answer) = migrate(&server, &id, json!({"array": "b"}));
+    assert_eq!((got, answer["error"]["code"].as_str()), (409, Some("not_migratable")), "{answer}");
+    server.call(
+        "DELETE",
+        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
+        None,
+    );
+    // Nothing to abort.
+    let (got, answer) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert_eq!((got, answer["error"]["code"].as_str()), (409, Some("no_migration_running")));
+    let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+    assert_eq!(m["migration_status"], Value::Null, "never migrated: {m}");
+
+    // Two concurrent requests: exactly one wins.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
+        let hs: Vec<_> = ["b", "b"]
+            .iter()
+            .map(|to| s.spawn(|| migrate(&server, &id, json!({"array": to, "pool": "gold"}))))
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let mut codes: Vec<u16> = answers.iter().map(|(s, _)| *s).collect();
+    codes.sort();
+    assert_eq!(codes, [202, 409], "{answers:?}");
+    let loser = answers.iter().find(|(s, _)| *s == 409).unwrap();
+    assert_eq!(loser.1["error"]["code"], "migration_in_progress");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!((v["array"].as_str(), v["pool"].as_str()), (Some("b"), Some("gold")));
+}
+
+fn throttled_config(dir: &Path, bytes_per_sec: u64) -> std::path::PathBuf {
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "copy_bandwidth_bytes_per_sec = {bytes_per_sec}\n\
+             [[array]]\nname = \"a\"\ndriver = \"plain\"\n\
+             [[array]]\nname = \"b\"\ndriver = \"plain\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Abort during a host copy rolls back: the source is intact, the hidden
+/// destination is gone, the status is restored.
+#[test]
+fn abort_rolls_back_a_host_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = throttled_config(dir.path(), 32 * MIB);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = create(&server, "big", "a", 256 * MIB);
+    with_attachment(&server, &id, |uri| qemu_io(uri, &["write -P 0x44 0 128M", "flush"]));
+    let (status, _) = migrate(&server, &id, json!({"array": "b"}));
+    assert_eq!(status, 202);
+    // Wait until the copy has made progress, then abort.
+    let start = Instant::now();
+    loop {
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        if m["progress"]["done_bytes"].as_u64().unwrap_or(0) > 0 {
+            assert_eq!(m["path"], "host-copy");
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no progress: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (status, answer) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert_eq!(status, 202, "{answer}");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "aborted", "{m}");
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!((v["status"].as_str(), v["array"].as_str()), (Some("available"), Some("a")));
+    assert!(!lun_path(&data, "b", &id).exists(), "destination left behind");
+    with_attachment(&server, &id, |uri| qemu_io(uri, &["read -P 0x44 0 128M"]));
+}
+
+/// kill -9 during a host copy, again and again: after each restart the
+/// migration resumes from its checkpoint; in the end it succeeds with the
+/// data intact.
+#[test]
+fn kill_9_during_host_copy_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = throttled_config(dir.path(), 96 * MIB);
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, Some(&config));
+    let id = create(&server, "crash", "a", 512 * MIB);
+    with_attachment(&server, &id, |uri| {
+        qemu_io(uri, &["write -P 0x55 0 192M", "write -P 0x66 300M 64M", "flush"])
+    });
+    let (status, _) = migrate(&server, &id, json!({"array": "b"}));
+    assert_eq!(status, 202);
+    let mut rng = 0x2545f4914f6cdd1du64;
+    let mut kills = 0;
+    let start = Instant::now();
+    loop {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        std::thread::sleep(Duration::from_millis(150 + rng % 500));
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        if matches!(m["migration_status"].as_str(), Some("success" | "error" | "aborted")) {
+            break;
+        }
+        let dir = server.kill();
+        kills += 1;
+        server = Server::start(&dir, Some(&config));
+        assert!(start.elapsed() < Duration::from_secs(120), "never finished");
+    }
+    assert!(kills >= 2, "the copy ended before it could be killed twice");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "after {kills} kills: {m}");
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!((v["status"].as_str(), v["array"].as_str()), (Some("available"), Some("b")));
+    assert!(!lun_path(&data, "a", &id).exists());
+    with_attachment(&server, &id, |uri| {
+        qemu_io(
+            uri,
+            &["read -P 0x55 0 192M", "read -P 0 192M 108M", "read -P 0x66 300M 64M", "read -P 0 364M 148M"],
+        )
+    });
+}

@@ -1,0 +1,249 @@
+//! Shared helpers of the process-level tests: start a real `ferry serve` on
+//! loopback ports, talk to its API, run the CLI and the peer NBD tools.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of the `ferry` binary cargo built for these tests.
+pub fn ferry_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_ferry")
+}
+
+/// Fails with the Debian package to install when a peer tool is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{tool} is not installed: install the Debian package {package} (cargo xtask install-peers)"
+    );
+}
+
+/// A `ferry serve` child process on loopback ports.
+pub struct Server {
+    child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub url: String,
+    pub nbd: String,
+    pub token: String,
+    config: Option<PathBuf>,
+}
+
+impl Server {
+    /// Starts `ferry serve` on `data_dir` (with `config` if given) and waits
+    /// until it answers `/healthz`.
+    pub fn start(data_dir: &Path, config: Option<&Path>) -> Server {
+        let mut cmd = Command::new(ferry_bin());
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(c) = config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd.spawn().expect("spawn ferry serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if !sent && line.contains("ferry serving") {
+                    let _ = tx.send(line.clone());
+                    sent = true;
+                }
+                println!("[ferry] {line}");
+            }
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("ferry serve did not print its serving line within 60 s");
+        let url = word_after(&line, "http://")
+            .map(|a| format!("http://{a}"))
+            .expect("url");
+        let nbd = word_after(&line, "(nbd ").expect("nbd addr");
+        let token = std::fs::read_to_string(data_dir.join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_owned();
+        let server = Server {
+            child: Some(child),
+            data_dir: data_dir.to_owned(),
+            url,
+            nbd,
+            token,
+            config: config.map(Path::to_owned),
+        };
+        server.wait_healthy();
+        server
+    }
+
+    fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok((200, _)) = self.request("GET", "/healthz", None, None) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ferry never became healthy");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends a request with the admin token; returns status and JSON body
+    /// (Null when empty).
+    pub fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.request(method, path, body, Some(&self.token))
+            .expect("request failed")
+    }
+
+    /// Sends a request with the given token (or none).
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        token: Option<&str>,
+    ) -> Result<(u16, Value), String> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(60)))
+            .build()
+            .into();
+        let uri = format!("{}{}", self.url, path);
+        let mut builder = ureq::http::Request::builder().method(method).uri(&uri);
+        if let Some(t) = token {
+            builder = builder.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = match body {
+            Some(b) => {
+                let req = builder
+                    .header("content-type", "application/json")
+                    .body(b.to_string())
+                    .map_err(|e| e.to_string())?;
+                agent.run(req)
+            }
+            None => {
+                let req = builder.body(()).map_err(|e| e.to_string())?;
+                agent.run(req)
+            }
+        }
+        .map_err(|e| e.to_string())?;
+        let status = resp.status().as_u16();
+        let text = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| e.to_string())?;
+        let json = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        Ok((status, json))
+    }
+
+    /// Runs the CLI against this server.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        Command::new(ferry_bin())
+            .args(args)
+            .env("FERRY_URL", &self.url)
+            .env("FERRY_TOKEN", &self.token)
+            .output()
+            .expect("run ferry cli")
+    }
+
+    /// Stops with SIGTERM and waits.
+    pub fn stop(mut self) -> PathBuf {
+        self.signal(libc::SIGTERM);
+        self.data_dir.clone()
+    }
+
+    /// Kills with SIGKILL, as a crash would.
+    pub fn kill(mut self) -> PathBuf {
+        self.signal(libc::SIGKILL);
+        self.data_dir.clone()
+    }
+
+    /// Stops (SIGTERM) and starts again on the same data dir and config.
+    pub fn restart(self) -> Server {
+        let config = self.config.clone();
+        let dir = self.stop();
+        Server::start(&dir, config.as_deref())
+    }
+
+    fn signal(&mut self, sig: i32) {
+        if let Some(mut child) = self.child.take() {
+            // SAFETY: kill(2) on our own child's pid.
+            unsafe { libc::kill(child.id() as i32, sig) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("ferry did not exit within 30 s of signal {sig}");
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn word_after(line: &str, marker: &str) -> Option<String> {
+    let start = line.find(marker)? + marker.len();
+    let rest = &line[start..];
+    let end = rest
+        .find(|c: char| c.is_whitespace() || c == ')' || c == ',')
+        .unwrap_or(rest.len());
+    Some(rest[..end].trim_end_matches('/').to_owned())
+}
+
+/// Runs a peer tool; panics with its output when it fails.
+pub fn run(tool: &str, args: &[&str]) -> String {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{tool}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{tool} {args:?} failed: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// qemu-io on an NBD URI with the given commands; fails the test on any
+/// error, including a pattern mismatch (qemu-io reports it on stdout).
+pub fn qemu_io(uri: &str, commands: &[&str]) -> String {
+    require_tool("qemu-io", "qemu-utils");
+    let mut args = vec!["-f", "raw"];
+    for c in commands {
+        args.push("-c");
+        args.push(c);
+    }
+    args.push(uri);
+    let out = run("qemu-io", &args);
+    assert!(
+        !out.contains("Pattern verification failed") && !out.contains("failed:"),
+        "qemu-io {commands:?} on {uri}: {out}"
+    );
+    out
+}

@@ -1,0 +1,96 @@
+//! Project automation. `cargo xtask test` makes sure the peer tools the tests
+//! drive (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy, fio) are installed, then
+//! runs every test of the workspace in the release profile (the same build
+//! `cargo build --release` makes, so nothing is compiled twice).
+
+use std::process::{Command, ExitCode};
+
+/// A peer tool the tests need and the Debian package that ships it.
+const PEER_TOOLS: &[(&str, &str)] = &[
+    ("qemu-io", "qemu-utils"),
+    ("qemu-img", "qemu-utils"),
+    ("qemu-nbd", "qemu-utils"),
+    ("nbdinfo", "libnbd-bin"),
+    ("nbdcopy", "libnbd-bin"),
+    ("fio", "fio"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("test") => test(&args[1..]),
+        Some("install-peers") => match install_peers() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        _ => {
+            eprintln!("usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask install-peers");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn fail(msg: &str) -> ExitCode {
+    eprintln!("xtask: {msg}");
+    ExitCode::FAILURE
+}
+
+fn on_path(tool: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
+        .unwrap_or(false)
+}
+
+fn install_peers() -> Result<(), String> {
+    let mut missing: Vec<&str> = PEER_TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, pkg)| *pkg)
+        .collect();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing Debian packages {}", missing.join(" "));
+    // apt-get needs root; use sudo when we are not.
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
+    let apt = |args: &[&str]| -> Result<(), String> {
+        let mut cmd = if is_root {
+            Command::new("apt-get")
+        } else {
+            let mut c = Command::new("sudo");
+            c.arg("apt-get");
+            c
+        };
+        cmd.args(args).env("DEBIAN_FRONTEND", "noninteractive");
+        match cmd.status() {
+            Ok(s) if s.success() => Ok(()),
+            Ok(s) => Err(format!("apt-get {} failed with {s}", args.join(" "))),
+            Err(e) => Err(format!("cannot run apt-get: {e}")),
+        }
+    };
+    apt(&["update", "-q"])?;
+    let mut install = vec!["install", "-y", "-q", "--no-install-recommends"];
+    install.extend(missing.iter().copied());
+    apt(&install)
+}
+
+fn test(extra: &[String]) -> ExitCode {
+    if let Err(e) = install_peers() {
+        return fail(&e);
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let status = Command::new(cargo)
+        .args(["test", "--release", "--workspace"])
+        .args(extra)
+        .status();
+    match status {
+        Ok(s) if s.success() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => fail(&format!("cannot run cargo: {e}")),
+    }
+}
