@@ -48,6 +48,11 @@ const GUESTS: &[Guest] = &[
         constant: "MISBEHAVE_PATH",
         driver: None,
     },
+    Guest {
+        package: "ferry-test-faulty",
+        constant: "FAULTY_PATH",
+        driver: None,
+    },
 ];
 
 /// What the components are built from, relative to the workspace root:

@@ -98,12 +98,17 @@ fn wait_end(server: &Server, id: &str, limit: Duration) -> (Value, Vec<(String, 
 }
 
 fn lun_path(dir: &Path, array: &str, id: &str) -> std::path::PathBuf {
-    dir.join("arrays").join(array).join("default").join(format!("volume-{id}"))
+    dir.join("arrays")
+        .join(array)
+        .join("default")
+        .join(format!("volume-{id}"))
 }
 
 fn allocated(path: &Path) -> u64 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).map(|m| m.blocks() * 512).unwrap_or(0)
+    std::fs::metadata(path)
+        .map(|m| m.blocks() * 512)
+        .unwrap_or(0)
 }
 
 /// Each path of seed 000 with the example drivers: the data arrives intact,
@@ -141,7 +146,8 @@ fn every_path_moves_the_data_intact() {
         assert_eq!(m["progress"]["percent"], 100.0, "{m}");
         assert!(m["finished_at"].is_string() && m["started_at"].is_string());
         assert!(
-            seen.iter().all(|(s, ms)| s == "migrating" || ms == "success"),
+            seen.iter()
+                .all(|(s, ms)| s == "migrating" || ms == "success"),
             "status must be migrating for the whole migration: {seen:?}"
         );
 
@@ -187,14 +193,23 @@ fn refusals_are_specific_and_concurrent_requests_race_cleanly() {
     let cases = [
         (unknown, json!({"array": "b"}), 404, "volume_not_found"),
         (id.as_str(), json!({"array": "zz"}), 404, "array_not_found"),
-        (id.as_str(), json!({"array": "b", "pool": "zz"}), 404, "pool_not_found"),
+        (
+            id.as_str(),
+            json!({"array": "b", "pool": "zz"}),
+            404,
+            "pool_not_found",
+        ),
         (id.as_str(), json!({"array": "a"}), 400, "same_location"),
         (id.as_str(), json!({"array": "tiny"}), 422, "no_space"),
         (id.as_str(), json!({"pool": "gold"}), 400, "invalid_body"),
     ];
     for (vol, body, status, code) in cases {
         let (got, answer) = migrate(&server, vol, body.clone());
-        assert_eq!((got, answer["error"]["code"].as_str()), (status, Some(code)), "{body}: {answer}");
+        assert_eq!(
+            (got, answer["error"]["code"].as_str()),
+            (status, Some(code)),
+            "{body}: {answer}"
+        );
     }
     // Attached: not migratable.
     let (_, a) = server.call(
@@ -203,7 +218,11 @@ fn refusals_are_specific_and_concurrent_requests_race_cleanly() {
         Some(json!({"server": "s"})),
     );
     let (got, answer) = migrate(&server, &id, json!({"array": "b"}));
-    assert_eq!((got, answer["error"]["code"].as_str()), (409, Some("not_migratable")), "{answer}");
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (409, Some("not_migratable")),
+        "{answer}"
+    );
     server.call(
         "DELETE",
         &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
@@ -211,15 +230,18 @@ fn refusals_are_specific_and_concurrent_requests_race_cleanly() {
     );
     // Nothing to abort.
     let (got, answer) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
-    assert_eq!((got, answer["error"]["code"].as_str()), (409, Some("no_migration_running")));
+    assert_eq!(
+        (got, answer["error"]["code"].as_str()),
+        (409, Some("no_migration_running"))
+    );
     let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
     assert_eq!(m["migration_status"], Value::Null, "never migrated: {m}");
 
     // Two concurrent requests: exactly one wins.
     let answers: Vec<(u16, Value)> = std::thread::scope(|s| {
-        let hs: Vec<_> = ["b", "b"]
-            .iter()
-            .map(|to| s.spawn(|| migrate(&server, &id, json!({"array": to, "pool": "gold"}))))
+        let (server, id) = (&server, id.as_str());
+        let hs: Vec<_> = (0..2)
+            .map(|_| s.spawn(move || migrate(server, id, json!({"array": "b", "pool": "gold"}))))
             .collect();
         hs.into_iter().map(|h| h.join().unwrap()).collect()
     });
@@ -231,7 +253,10 @@ fn refusals_are_specific_and_concurrent_requests_race_cleanly() {
     let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
     assert_eq!(m["migration_status"], "success", "{m}");
     let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
-    assert_eq!((v["array"].as_str(), v["pool"].as_str()), (Some("b"), Some("gold")));
+    assert_eq!(
+        (v["array"].as_str(), v["pool"].as_str()),
+        (Some("b"), Some("gold"))
+    );
 }
 
 fn throttled_config(dir: &Path, bytes_per_sec: u64) -> std::path::PathBuf {
@@ -257,7 +282,9 @@ fn abort_rolls_back_a_host_copy() {
     let data = dir.path().join("data");
     let server = Server::start(&data, Some(&config));
     let id = create(&server, "big", "a", 256 * MIB);
-    with_attachment(&server, &id, |uri| qemu_io(uri, &["write -P 0x44 0 128M", "flush"]));
+    with_attachment(&server, &id, |uri| {
+        qemu_io(uri, &["write -P 0x44 0 128M", "flush"])
+    });
     let (status, _) = migrate(&server, &id, json!({"array": "b"}));
     assert_eq!(status, 202);
     // Wait until the copy has made progress, then abort.
@@ -268,7 +295,10 @@ fn abort_rolls_back_a_host_copy() {
             assert_eq!(m["path"], "host-copy");
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(30), "no progress: {m}");
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no progress: {m}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (status, answer) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
@@ -276,8 +306,14 @@ fn abort_rolls_back_a_host_copy() {
     let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
     assert_eq!(m["migration_status"], "aborted", "{m}");
     let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
-    assert_eq!((v["status"].as_str(), v["array"].as_str()), (Some("available"), Some("a")));
-    assert!(!lun_path(&data, "b", &id).exists(), "destination left behind");
+    assert_eq!(
+        (v["status"].as_str(), v["array"].as_str()),
+        (Some("available"), Some("a"))
+    );
+    assert!(
+        !lun_path(&data, "b", &id).exists(),
+        "destination left behind"
+    );
     with_attachment(&server, &id, |uri| qemu_io(uri, &["read -P 0x44 0 128M"]));
 }
 
@@ -292,7 +328,10 @@ fn kill_9_during_host_copy_resumes() {
     let mut server = Server::start(&data, Some(&config));
     let id = create(&server, "crash", "a", 512 * MIB);
     with_attachment(&server, &id, |uri| {
-        qemu_io(uri, &["write -P 0x55 0 192M", "write -P 0x66 300M 64M", "flush"])
+        qemu_io(
+            uri,
+            &["write -P 0x55 0 192M", "write -P 0x66 300M 64M", "flush"],
+        )
     });
     let (status, _) = migrate(&server, &id, json!({"array": "b"}));
     assert_eq!(status, 202);
@@ -305,7 +344,10 @@ fn kill_9_during_host_copy_resumes() {
         rng ^= rng << 17;
         std::thread::sleep(Duration::from_millis(150 + rng % 500));
         let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
-        if matches!(m["migration_status"].as_str(), Some("success" | "error" | "aborted")) {
+        if matches!(
+            m["migration_status"].as_str(),
+            Some("success" | "error" | "aborted")
+        ) {
             break;
         }
         let dir = server.kill();
@@ -317,12 +359,106 @@ fn kill_9_during_host_copy_resumes() {
     let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
     assert_eq!(m["migration_status"], "success", "after {kills} kills: {m}");
     let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
-    assert_eq!((v["status"].as_str(), v["array"].as_str()), (Some("available"), Some("b")));
+    assert_eq!(
+        (v["status"].as_str(), v["array"].as_str()),
+        (Some("available"), Some("b"))
+    );
     assert!(!lun_path(&data, "a", &id).exists());
     with_attachment(&server, &id, |uri| {
         qemu_io(
             uri,
-            &["read -P 0x55 0 192M", "read -P 0 192M 108M", "read -P 0x66 300M 64M", "read -P 0 364M 148M"],
+            &[
+                "read -P 0x55 0 192M",
+                "read -P 0 192M 108M",
+                "read -P 0x66 300M 64M",
+                "read -P 0 364M 148M",
+            ],
         )
     });
+}
+
+/// A failure at any step rolls the migration back automatically: the
+/// volume is where it was with its data, its status restored, the
+/// destination gone, `migration_status = error` with the reason. A failure
+/// after the switch (removing the source) never goes back.
+#[test]
+fn failure_at_every_step_rolls_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "zoning = [[\"f1\", \"f2\"]]\n\
+             [limits]\ndeadline_ms = 1000\n\
+             [[array]]\nname = \"f1\"\ndriver = \"faulty\"\n\
+             [[array]]\nname = \"f2\"\ndriver = \"faulty\"\n\
+             [[driver]]\nname = \"faulty\"\npath = {:?}\n",
+            ferry::guests::FAULTY_PATH
+        ),
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let cases = [
+        ("fail:migrate-volume@f1", "migrate-volume failed"),
+        ("trap:migrate-volume@f1", "crashed"),
+        ("loop:migrate-volume@f1", "deadline"),
+        ("fail:take-over-remote-lun@f2", "take-over"),
+        ("trap:migrate-volume-target@f2", "crashed"),
+        (
+            "fail:initialize-connection@f2",
+            "destination LUN unavailable",
+        ),
+        ("fail:create-volume@f2", "destination could not be created"),
+        ("short:create-volume@f2", "host copy failed"),
+    ];
+    for (name, reason) in cases {
+        let id = create(&server, name, "f1", 8 * MIB);
+        with_attachment(&server, &id, |uri| {
+            qemu_io(uri, &["write -P 0x77 0 8M", "flush"])
+        });
+        let (status, body) = migrate(&server, &id, json!({"array": "f2"}));
+        assert_eq!(status, 202, "{name}: {body}");
+        let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+        assert_eq!(m["migration_status"], "error", "{name}: {m}");
+        let err = m["error"].as_str().unwrap_or("");
+        assert!(
+            err.contains(reason),
+            "{name}: error {err:?} should mention {reason:?}"
+        );
+        let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+        assert_eq!(
+            (
+                v["status"].as_str(),
+                v["array"].as_str(),
+                v["migration_status"].as_str()
+            ),
+            (Some("available"), Some("f1"), Some("error")),
+            "{name}: {v}"
+        );
+        assert!(
+            !lun_path(&data, "f2", &id).exists(),
+            "{name}: destination left behind"
+        );
+        with_attachment(&server, &id, |uri| qemu_io(uri, &["read -P 0x77 0 8M"]));
+        // The volume can be migrated and deleted again.
+        let (status, _) = server.call("DELETE", &format!("/v1/volumes/{id}"), None);
+        assert_eq!(status, 204, "{name}: volume not deletable after rollback");
+    }
+
+    // After the switch a failure to remove the source does not go back.
+    let id = create(&server, "fail:delete-volume@f1", "f1", 8 * MIB);
+    let (status, _) = migrate(&server, &id, json!({"array": "f2"}));
+    assert_eq!(status, 202);
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    assert!(
+        m["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("source LUN could not be removed"),
+        "{m}"
+    );
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(v["array"], "f2");
 }

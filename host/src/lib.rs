@@ -8,6 +8,7 @@ pub mod block;
 pub mod cli;
 pub mod config;
 pub mod guests;
+pub mod hydrate;
 pub mod model;
 pub mod nbd;
 pub mod runtime;

@@ -24,7 +24,9 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         _ => {
-            eprintln!("usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask install-peers");
+            eprintln!(
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask install-peers"
+            );
             ExitCode::from(2)
         }
     }

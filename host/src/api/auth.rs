@@ -141,7 +141,7 @@ pub fn read_first_token(path: &Path) -> Result<String, TokenError> {
         None => Err(TokenError::Io {
             action: "cannot read",
             path: path.to_owned(),
-            source: std::io::Error::from(IoKind::NotFound),
+            source: std::io::Error::new(IoKind::NotFound, "no such file"),
         }),
     }
 }

@@ -229,10 +229,16 @@ mod tests {
         s.write_at(&[0u8; 8 << 20], 20 << 20).unwrap(); // allocated zeroes
         s.write_at(&[0x11u8; 4096], (64 << 20) - 4096).unwrap();
         let mut points = Vec::new();
-        let done = copy_lun(&s, &d, CopyOptions::default(), &AtomicBool::new(false), |c| {
-            points.push(c);
-            Ok(())
-        })
+        let done = copy_lun(
+            &s,
+            &d,
+            CopyOptions::default(),
+            &AtomicBool::new(false),
+            |c| {
+                points.push(c);
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(read_all(&s), read_all(&d));
         assert_eq!(done.done_bytes, done.total_bytes);
@@ -262,11 +268,21 @@ mod tests {
     fn cancel_and_checkpoint_failure_stop_the_copy() {
         let (_d, s, d) = luns(8 << 20);
         s.write_at(&[1u8; 8 << 20], 0).unwrap();
-        let err = copy_lun(&s, &d, CopyOptions::default(), &AtomicBool::new(true), |_| Ok(()));
+        let err = copy_lun(
+            &s,
+            &d,
+            CopyOptions::default(),
+            &AtomicBool::new(true),
+            |_| Ok(()),
+        );
         assert!(matches!(err, Err(CopyError::Cancelled)));
-        let err = copy_lun(&s, &d, CopyOptions::default(), &AtomicBool::new(false), |_| {
-            Err("disk full".into())
-        });
+        let err = copy_lun(
+            &s,
+            &d,
+            CopyOptions::default(),
+            &AtomicBool::new(false),
+            |_| Err("disk full".into()),
+        );
         assert!(matches!(err, Err(CopyError::Checkpoint(m)) if m == "disk full"));
     }
 

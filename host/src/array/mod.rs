@@ -209,7 +209,7 @@ impl Array {
 
     /// Creates a sparse LUN of `size` bytes.
     pub fn create_lun(&self, addr: &LunAddress, size: u64) -> Result<Lun, ArrayError> {
-        if size == 0 || size % 512 != 0 {
+        if size == 0 || !size.is_multiple_of(512) {
             return Err(ArrayError::InvalidSize(size));
         }
         let path = self.lun_path(addr)?;
@@ -285,10 +285,10 @@ impl Array {
         let mut names = Vec::new();
         for entry in fs::read_dir(&dir).map_err(|e| self.io(e))? {
             let entry = entry.map_err(|e| self.io(e))?;
-            if let Some(n) = entry.file_name().to_str() {
-                if validate_name(n).is_ok() {
-                    names.push(n.to_owned());
-                }
+            if let Some(n) = entry.file_name().to_str()
+                && validate_name(n).is_ok()
+            {
+                names.push(n.to_owned());
             }
         }
         names.sort();

@@ -314,7 +314,10 @@ mod tests {
             out.contains("size:        1 GiB (1073741824 bytes)\n"),
             "{out}"
         );
-        assert!(out.contains("web1  ro    nbd://127.0.0.1:10809/x"), "{out}");
+        assert!(
+            out.contains("web1    ro    nbd://127.0.0.1:10809/x"),
+            "{out}"
+        );
     }
 
     #[test]

@@ -1,40 +1,20 @@
 //! Parsing sizes given on the command line: `1073741824`, `512`, `1M`,
 //! `1G`, `1GiB`, `1.5T`, `10GB`.
 
-/// Binary multipliers; a bare `K`, `M`, `G`... means the binary unit, as in
-/// most block-storage tools.
-const BINARY: &[(&str, u64)] = &[
-    ("k", 1 << 10),
-    ("m", 1 << 20),
-    ("g", 1 << 30),
-    ("t", 1 << 40),
-    ("p", 1 << 50),
-];
-/// Decimal multipliers, for an explicit `KB`, `MB`, `GB`...
-const DECIMAL: &[(&str, u64)] = &[
-    ("kb", 1_000),
-    ("mb", 1_000_000),
-    ("gb", 1_000_000_000),
-    ("tb", 1_000_000_000_000),
-    ("pb", 1_000_000_000_000_000),
-];
-
+/// Bytes per unit. A bare `K`, `M`, `G`, `T`, `P` or `KiB`... is binary, as
+/// in most block-storage tools; an explicit `KB`, `MB`... is decimal.
 fn multiplier(unit: &str) -> Option<u64> {
     let unit = unit.to_ascii_lowercase();
-    if unit.is_empty() || unit == "b" {
-        return Some(1);
-    }
-    if let Some(&(_, m)) = DECIMAL.iter().find(|(u, _)| *u == unit) {
-        return Some(m);
-    }
-    let bare = unit
-        .strip_suffix("ib")
-        .unwrap_or_else(|| unit.strip_suffix('b').unwrap_or(&unit));
-    // "kb" was handled above; here only "k", "kib" remain valid.
-    if unit.ends_with('b') && !unit.ends_with("ib") {
-        return None;
-    }
-    BINARY.iter().find(|(u, _)| *u == bare).map(|&(_, m)| m)
+    let (prefix, base) = match unit.as_str() {
+        "" | "b" => return Some(1),
+        u if u.ends_with("ib") => (&u[..u.len() - 2], 1024u64),
+        u if u.ends_with('b') => (&u[..u.len() - 1], 1000),
+        u => (u, 1024),
+    };
+    let power = ["k", "m", "g", "t", "p"]
+        .iter()
+        .position(|p| *p == prefix)?;
+    Some(base.pow(u32::try_from(power).ok()? + 1))
 }
 
 /// Parses a size into bytes. Fractions are accepted when they come to a
@@ -72,7 +52,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         let scale = 10u128.checked_pow(digits).ok_or_else(bad)?;
         let numerator: u128 = frac.parse().map_err(|_| bad())?;
         let scaled = numerator * u128::from(mult);
-        if scaled % scale != 0 {
+        if !scaled.is_multiple_of(scale) {
             return Err(format!("size {text:?} is not a whole number of bytes"));
         }
         let extra = u64::try_from(scaled / scale).map_err(|_| too_big())?;

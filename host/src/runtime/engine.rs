@@ -2,7 +2,7 @@
 //! model, epoch interruption, pooling allocator with a fallback for small
 //! address spaces) and the ticker thread that drives call deadlines.
 
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -177,4 +177,44 @@ impl Drop for Ticker {
 pub(crate) fn ticks(d: Duration) -> u64 {
     let t = d.as_nanos().div_ceil(TICK.as_nanos());
     u64::try_from(t).unwrap_or(u64::MAX).max(1)
+}
+
+/// Counts live instances so that calls beyond the pool's size wait for a
+/// free slot instead of failing.
+pub(crate) struct Slots {
+    live: Mutex<u32>,
+    freed: Condvar,
+    max: u32,
+}
+
+pub(crate) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub(crate) fn new(max: u32) -> Self {
+        Self {
+            live: Mutex::new(0),
+            freed: Condvar::new(),
+            max,
+        }
+    }
+
+    pub(crate) fn take(&self) -> Slot<'_> {
+        let mut live = lock(&self.live);
+        while *live >= self.max {
+            live = self.freed.wait(live).unwrap_or_else(|p| p.into_inner());
+        }
+        *live += 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *lock(&self.0.live) -= 1;
+        self.0.freed.notify_one();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }

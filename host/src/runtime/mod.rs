@@ -8,32 +8,36 @@
 mod bindings;
 mod call;
 mod engine;
+mod error;
 mod host_impl;
+mod load;
 mod state;
 mod types;
+mod wasi;
 
 #[cfg(test)]
 mod tests;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
-use wasmtime::component::Component;
 use wasmtime::{Engine, Store, UpdateDeadline};
 
 use self::bindings::DriverWorldPre;
 use self::bindings::exports::ferry::driver::driver::Guest;
 use self::bindings::ferry::driver::types as wit;
-use self::call::{CallState, MAX_MESSAGE_BYTES, Scope, truncate};
+use self::call::{CallState, Scope};
+use self::engine::Slots;
+use self::error::{answer, chain, check_model_update};
 use self::host_impl::{LunHandle, PeerArrayHandle};
 use self::state::StateOverlay;
 use crate::array::{Array, Lun, validate_name};
 use crate::config::DriverLimits;
-use crate::service::ErrorKind;
 
 pub use self::engine::AllocatorKind;
+pub use self::error::{CallError, MAX_MODEL_UPDATE_BYTES, RuntimeError};
 pub use self::host_impl::MAX_IO_BYTES;
 pub use self::state::{DriverStateStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStateStore};
 pub use self::types::{
@@ -41,10 +45,8 @@ pub use self::types::{
     MigrateOutcome, Source, TargetOutcome, VolumeRef,
 };
 
-/// Longest provider location (model update) a driver may return, in bytes.
-pub const MAX_MODEL_UPDATE_BYTES: usize = 4096;
-
-/// Receives progress reports (`done`, `total` bytes) of a running call.
+/// Receives progress reports (`done`, `total` bytes) of a running call. It
+/// runs on the calling thread while the driver waits, so it must be quick.
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// How the runtime is set up.
@@ -110,126 +112,6 @@ pub struct InstalledDriver {
     pub capabilities: Capabilities,
 }
 
-/// Why a driver call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// The driver answered with an error.
-    #[error("{kind}: {message}")]
-    Driver {
-        /// Its class.
-        kind: DriverErrorKind,
-        /// The driver's message.
-        message: String,
-    },
-    /// The driver trapped (crashed); its instance was dropped.
-    #[error("driver {driver} crashed: {message}")]
-    Trap {
-        /// Driver name.
-        driver: String,
-        /// What happened.
-        message: String,
-    },
-    /// The driver ran past its deadline and was stopped.
-    #[error("driver {driver} did not finish within its {deadline_ms} ms deadline and was stopped")]
-    Timeout {
-        /// Driver name.
-        driver: String,
-        /// The deadline.
-        deadline_ms: u64,
-    },
-    /// The driver tried to use more memory than allowed.
-    #[error(
-        "driver {driver} ran out of memory: it tried to grow past its limit of {limit_bytes} bytes"
-    )]
-    OutOfMemory {
-        /// Driver name.
-        driver: String,
-        /// The limit.
-        limit_bytes: u64,
-    },
-    /// No version of the driver is loaded.
-    #[error("driver {0:?} is not loaded")]
-    NotLoaded(String),
-}
-
-impl CallError {
-    /// A stable snake_case code for the error.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::Driver { kind, .. } => kind.code(),
-            Self::Trap { .. } => "driver_trap",
-            Self::Timeout { .. } => "driver_timeout",
-            Self::OutOfMemory { .. } => "driver_out_of_memory",
-            Self::NotLoaded(_) => "driver_not_loaded",
-        }
-    }
-
-    /// The kind of failure, which the API maps to an HTTP status.
-    pub fn kind(&self) -> ErrorKind {
-        match self {
-            Self::Driver { kind, .. } => match kind {
-                DriverErrorKind::Unsupported | DriverErrorKind::NoSpace => ErrorKind::Unprocessable,
-                DriverErrorKind::InvalidArgument => ErrorKind::BadRequest,
-                DriverErrorKind::NotFound => ErrorKind::NotFound,
-                DriverErrorKind::BackendError => ErrorKind::BadGateway,
-            },
-            Self::Trap { .. } | Self::Timeout { .. } | Self::OutOfMemory { .. } => {
-                ErrorKind::BadGateway
-            }
-            Self::NotLoaded(_) => ErrorKind::Unavailable,
-        }
-    }
-
-    fn contract(message: String) -> Self {
-        Self::Driver {
-            kind: DriverErrorKind::BackendError,
-            message,
-        }
-    }
-}
-
-/// Why a component was refused or the runtime could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum RuntimeError {
-    /// The component is larger than allowed.
-    #[error("component is {size} bytes, more than the limit of {max} bytes")]
-    TooLarge {
-        /// Its size.
-        size: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The bytes are not a WebAssembly component.
-    #[error("not a WebAssembly component: {0}")]
-    NotAComponent(String),
-    /// The component does not target the driver world.
-    #[error("component does not target the ferry:driver@0.1.0 driver-world: {0}")]
-    WrongWorld(String),
-    /// The component is malformed.
-    #[error("component failed to compile: {0}")]
-    Compile(String),
-    /// The component failed its first `capabilities` call.
-    #[error("component failed its first capabilities call: {0}")]
-    SmokeFailed(CallError),
-    /// The engine could not be set up.
-    #[error("cannot set up the WebAssembly engine: {0}")]
-    Engine(String),
-}
-
-impl RuntimeError {
-    /// A stable snake_case code for the error.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::TooLarge { .. } => "component_too_large",
-            Self::NotAComponent(_) => "not_a_component",
-            Self::WrongWorld(_) => "wrong_world",
-            Self::Compile(_) => "compile_failed",
-            Self::SmokeFailed(_) => "smoke_call_failed",
-            Self::Engine(_) => "engine_error",
-        }
-    }
-}
-
 /// Runs driver components. Cheap to clone; every clone shares the engine,
 /// the compiled components and the active versions.
 #[derive(Clone)]
@@ -259,6 +141,18 @@ struct Inner {
     _ticker: engine::Ticker,
 }
 
+impl std::fmt::Debug for DriverRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let active = self.inner.active.read().unwrap_or_else(|p| p.into_inner());
+        let mut names: Vec<_> = active.keys().collect();
+        names.sort();
+        f.debug_struct("DriverRuntime")
+            .field("allocator", &self.inner.allocator)
+            .field("active", &names)
+            .finish()
+    }
+}
+
 impl DriverRuntime {
     /// Sets up the engine (pooling allocator where the address space allows)
     /// and its epoch ticker. No driver is loaded yet.
@@ -268,7 +162,7 @@ impl DriverRuntime {
             allocator,
             slots,
         } = engine::build(&cfg.limits).map_err(RuntimeError::Engine)?;
-        let linker = call::linker(&engine).map_err(|e| RuntimeError::Engine(chain(&e)))?;
+        let linker = wasi::linker(&engine).map_err(|e| RuntimeError::Engine(chain(&e)))?;
         let ticker = engine::Ticker::start(&engine).map_err(RuntimeError::Engine)?;
         tracing::debug!(allocator = ?allocator, slots, "driver runtime ready");
         Ok(Self {
@@ -304,7 +198,7 @@ impl DriverRuntime {
                 max,
             });
         }
-        check_header(bytes)?;
+        load::check_header(bytes)?;
         let digest = hex::encode(Sha256::digest(bytes));
         let cached = lock(&self.inner.compiled).get(&digest).cloned();
         let loaded = match cached {
@@ -530,24 +424,6 @@ impl DriverRuntime {
 }
 
 impl Inner {
-    fn load(&self, name: &str, digest: String, bytes: &[u8]) -> Result<Loaded, RuntimeError> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile(chain(&e)))?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
-            .map_err(|e| RuntimeError::WrongWorld(chain(&e)))?;
-        let pre = DriverWorldPre::new(pre).map_err(|e| RuntimeError::WrongWorld(chain(&e)))?;
-        let caps = self
-            .execute(&pre, name, None, |g, s| g.call_capabilities(s))
-            .map_err(RuntimeError::SmokeFailed)?;
-        Ok(Loaded {
-            digest,
-            pre,
-            capabilities: caps.into(),
-        })
-    }
-
     /// Runs one call in a fresh store. State writes are committed when the
     /// call returns (with the driver's `ok` or `err`) and scope is set;
     /// on a trap, timeout or memory blow-up the store and its writes are
@@ -622,93 +498,6 @@ impl Inner {
     }
 }
 
-/// Counts live instances so that calls beyond the pool's size wait for a
-/// free slot instead of failing.
-struct Slots {
-    live: Mutex<u32>,
-    freed: Condvar,
-    max: u32,
-}
-
-struct Slot<'a>(&'a Slots);
-
-impl Slots {
-    fn new(max: u32) -> Self {
-        Self {
-            live: Mutex::new(0),
-            freed: Condvar::new(),
-            max,
-        }
-    }
-
-    fn take(&self) -> Slot<'_> {
-        let mut live = lock(&self.live);
-        while *live >= self.max {
-            live = self.freed.wait(live).unwrap_or_else(|p| p.into_inner());
-        }
-        *live += 1;
-        Slot(self)
-    }
-}
-
-impl Drop for Slot<'_> {
-    fn drop(&mut self) {
-        *lock(&self.0.live) -= 1;
-        self.0.freed.notify_one();
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// The full cause chain of an engine error, on one line.
-fn chain(e: &wasmtime::Error) -> String {
-    e.chain()
-        .map(|c| c.to_string())
-        .collect::<Vec<_>>()
-        .join(": ")
-}
-
-/// Refuses what is not a component before it reaches the compiler, with a
-/// specific reason.
-fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(RuntimeError::NotAComponent(
-            "the bytes are not WebAssembly (no \\0asm header)".into(),
-        ));
-    }
-    match bytes[4..8] {
-        [0x0d, 0x00, 0x01, 0x00] => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => Err(RuntimeError::NotAComponent(
-            "this is a core WebAssembly module; a driver must be a component \
-             (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
-                .into(),
-        )),
-        _ => Err(RuntimeError::NotAComponent(format!(
-            "unknown WebAssembly version/layer {:02x?}",
-            &bytes[4..8]
-        ))),
-    }
-}
-
-/// Turns the driver's WIT answer into ours, capping its message.
-fn answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> {
-    r.map_err(|e| {
-        let (kind, message) = types::split_driver_error(e);
-        CallError::Driver {
-            kind,
-            message: truncate(&message, MAX_MESSAGE_BYTES),
-        }
-    })
-}
-
-fn check_model_update(update: Option<String>) -> Result<Option<String>, CallError> {
-    match update {
-        Some(u) if u.len() > MAX_MODEL_UPDATE_BYTES => Err(CallError::contract(format!(
-            "the driver returned a model update of {} bytes; the limit is {MAX_MODEL_UPDATE_BYTES}",
-            u.len()
-        ))),
-        other => Ok(other),
-    }
 }

@@ -10,6 +10,7 @@ use crate::block::BlockDevice;
 use crate::config::ArrayConfig;
 use crate::guests;
 use crate::model::LunAddress;
+use crate::service::ErrorKind;
 
 fn runtime_with(state: Arc<MemoryStateStore>) -> DriverRuntime {
     DriverRuntime::new(RuntimeConfig::default(), state).unwrap()

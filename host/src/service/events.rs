@@ -86,7 +86,11 @@ impl EventBus {
     }
 
     /// Events after `seq`, oldest first, at most `limit`.
-    pub(crate) fn since(&self, seq: u64, limit: usize) -> Result<Vec<Event>, crate::store::StoreError> {
+    pub(crate) fn since(
+        &self,
+        seq: u64,
+        limit: usize,
+    ) -> Result<Vec<Event>, crate::store::StoreError> {
         Ok(self
             .store
             .events_after(seq, limit)?

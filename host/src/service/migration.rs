@@ -127,7 +127,11 @@ fn abortable(phase: MigrationPhase) -> bool {
 impl Service {
     /// Admits a migration, synchronously and atomically, or says exactly why
     /// it won't proceed. The migration then runs in the background.
-    pub async fn migrate(&self, id: Uuid, req: MigrateVolume) -> Result<MigrationAccepted, ServiceError> {
+    pub async fn migrate(
+        &self,
+        id: Uuid,
+        req: MigrateVolume,
+    ) -> Result<MigrationAccepted, ServiceError> {
         let volume = self.volume(id)?;
         let dest = self.array(&req.array)?.clone();
         let pool = match req.pool {
@@ -243,10 +247,10 @@ impl Service {
     pub fn migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
         let volume = self.volume(id)?;
         let mut v = view(&volume);
-        if let Some((done, total)) = self.live_progress(id) {
-            if v.phase.is_some_and(|p| p != MigrationPhase::Finished) {
-                v.progress = progress(done, total);
-            }
+        if let Some((done, total)) = self.live_progress(id)
+            && v.phase.is_some_and(|p| p != MigrationPhase::Finished)
+        {
+            v.progress = progress(done, total);
         }
         Ok(v)
     }
@@ -255,7 +259,11 @@ impl Service {
     pub async fn abort_migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
         let updated = self.inner.store.update_volume(id, |v| {
             let vid = v.id;
-            let Some(m) = v.migration.as_mut().filter(|m| m.phase != MigrationPhase::Finished) else {
+            let Some(m) = v
+                .migration
+                .as_mut()
+                .filter(|m| m.phase != MigrationPhase::Finished)
+            else {
                 return Err(ServiceError::NoMigrationRunning(vid));
             };
             if m.abort_requested || m.phase == MigrationPhase::RollingBack {
@@ -267,8 +275,9 @@ impl Service {
             if !abortable(m.phase) {
                 return Err(ServiceError::AbortNotPossible {
                     id: vid,
-                    reason: "the volume already lives on the destination; the migration is finishing"
-                        .into(),
+                    reason:
+                        "the volume already lives on the destination; the migration is finishing"
+                            .into(),
                 });
             }
             m.abort_requested = true;
@@ -295,10 +304,13 @@ impl Service {
             if running.contains_key(&id) {
                 return;
             }
-            running.insert(id, super::RunningMigration {
-                cancel: flag.clone(),
-                progress: None,
-            });
+            running.insert(
+                id,
+                super::RunningMigration {
+                    cancel: flag.clone(),
+                    progress: None,
+                },
+            );
         }
         let service = self.clone();
         self.inner.tasks.spawn(async move {
@@ -371,7 +383,12 @@ impl Service {
         Ok(())
     }
 
-    pub(super) fn emit_volume(&self, v: &Volume, from: Option<VolumeStatus>, reason: Option<String>) {
+    pub(super) fn emit_volume(
+        &self,
+        v: &Volume,
+        from: Option<VolumeStatus>,
+        reason: Option<String>,
+    ) {
         self.inner.events.emit(NewEvent {
             kind: "volume",
             volume: Some(v.id),

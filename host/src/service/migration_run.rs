@@ -174,7 +174,14 @@ impl Service {
                     MigrationPhase::SourceDriver
                 };
             },
-            Some(if force { "host copy forced" } else { "asking the source driver" }.into()),
+            Some(
+                if force {
+                    "host copy forced"
+                } else {
+                    "asking the source driver"
+                }
+                .into(),
+            ),
         )?;
         Ok(())
     }
@@ -376,7 +383,9 @@ impl Service {
         let (vsrc, vdest) = (vref_at(v, &m.source), vref_at(v, &m.destination));
         let c = connector.clone();
         let src_info = self
-            .call(src.driver(), move |rt| rt.initialize_connection(&src_scope, &vsrc, &c))
+            .call(src.driver(), move |rt| {
+                rt.initialize_connection(&src_scope, &vsrc, &c)
+            })
             .await
             .map_err(|e| StepError::Failed(format!("source LUN unavailable: {e}")))?;
         let c = connector.clone();
@@ -484,7 +493,10 @@ impl Service {
         } else {
             MigrationStatus::Error
         };
-        let reason = m.error.clone().or_else(|| m.abort_requested.then(|| "aborted".into()));
+        let reason = m
+            .error
+            .clone()
+            .or_else(|| m.abort_requested.then(|| "aborted".into()));
         self.transition(
             v.id,
             |v, m| {

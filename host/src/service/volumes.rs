@@ -70,7 +70,7 @@ impl Service {
     /// Creates a volume on an array through its driver.
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
         validate_display_name("volume name", &req.name)?;
-        if req.size_bytes == 0 || req.size_bytes % 512 != 0 {
+        if req.size_bytes == 0 || !req.size_bytes.is_multiple_of(512) {
             return Err(ServiceError::InvalidSize(req.size_bytes));
         }
         let array = self.array(&req.array)?.clone();
@@ -133,15 +133,15 @@ impl Service {
     /// Undoes a create whose driver call failed: asks the driver to remove
     /// whatever it made, then forgets the record.
     async fn discard_failed_create(&self, volume: &Volume) {
-        if let Ok(array) = self.array(&volume.array).cloned() {
-            if let Ok(scope) = self.scope(&array) {
-                let vref = volume_ref(volume);
-                if let Err(e) = self
-                    .call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
-                    .await
-                {
-                    tracing::warn!(volume = %volume.id, error = %e, "cleanup after failed create failed");
-                }
+        if let Ok(array) = self.array(&volume.array).cloned()
+            && let Ok(scope) = self.scope(&array)
+        {
+            let vref = volume_ref(volume);
+            if let Err(e) = self
+                .call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
+                .await
+            {
+                tracing::warn!(volume = %volume.id, error = %e, "cleanup after failed create failed");
             }
         }
         if let Err(e) = self.inner.store.delete_volume(volume.id) {

@@ -1,0 +1,281 @@
+//! Hydration against a model: every read equals what a plain disk would
+//! return, during and after hydration, under concurrency and across a
+//! simulated crash.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::array::Array;
+use crate::config::ArrayConfig;
+use crate::model::LunAddress;
+
+const MIB: u64 = 1 << 20;
+
+#[derive(Default, Clone)]
+struct MemorySink(Arc<Mutex<Vec<u8>>>);
+
+impl BitmapSink for MemorySink {
+    fn commit(&self, bitmap: &[u8]) -> io::Result<()> {
+        *self.0.lock().unwrap() = bitmap.to_vec();
+        Ok(())
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// An array with a remote LUN holding a pattern in a few extents and an
+/// empty local LUN of the same size.
+fn setup(size: u64) -> (tempfile::TempDir, Arc<Lun>, Arc<Lun>, Vec<u8>) {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = ArrayConfig {
+        name: "a".into(),
+        driver: "plain".into(),
+        pools: vec!["p".into()],
+        capacity_bytes: 1 << 40,
+    };
+    let a = Array::open(dir.path(), &cfg).unwrap();
+    let addr = |n: &str| LunAddress {
+        pool: "p".into(),
+        name: n.into(),
+    };
+    let remote = a.create_lun(&addr("remote"), size).unwrap();
+    let mut model = vec![0u8; size as usize];
+    let mut rng = Rng(7);
+    for k in 0..4u64 {
+        let off = k * size / 4 + 3 * 4096;
+        let len = size / 16;
+        for b in &mut model[off as usize..(off + len) as usize] {
+            *b = (rng.next() as u8) | 1;
+        }
+        remote
+            .write_at(&model[off as usize..(off + len) as usize], off)
+            .unwrap();
+    }
+    let local = a.create_lun(&addr("local"), size).unwrap();
+    (dir, Arc::new(local), Arc::new(remote), model)
+}
+
+fn read_all(d: &dyn BlockDevice) -> Vec<u8> {
+    let mut v = vec![0u8; d.size() as usize];
+    d.read_at(&mut v, 0).unwrap();
+    v
+}
+
+fn apply(model: &mut [u8], h: &Hydration, rng: &mut Rng) {
+    let size = model.len() as u64;
+    let op = rng.next() % 10;
+    let len = match rng.next() % 3 {
+        0 => 512 * (1 + rng.next() % 8),
+        1 => DEFAULT_REGION_SIZE,
+        _ => 512 * (1 + rng.next() % 600),
+    }
+    .min(size);
+    let off = (rng.next() % (size - len + 1)) / 512 * 512;
+    let range = off as usize..(off + len) as usize;
+    match op {
+        0..=4 => {
+            let byte = (rng.next() as u8) | 1;
+            let data = vec![byte; len as usize];
+            h.write_at(&data, off).unwrap();
+            model[range].fill(byte);
+        }
+        5 => {
+            h.discard(off, len).unwrap();
+            model[range].fill(0);
+        }
+        6 => {
+            h.write_zeroes(off, len).unwrap();
+            model[range].fill(0);
+        }
+        _ => {
+            let mut got = vec![0u8; len as usize];
+            h.read_at(&mut got, off).unwrap();
+            assert!(
+                got == model[range],
+                "read at {off}+{len} differs from the model"
+            );
+        }
+    }
+}
+
+#[test]
+fn reads_come_from_the_source_until_hydrated_and_end_equal() {
+    let (_d, local, remote, model) = setup(8 * MIB);
+    let h = Hydration::new(
+        local.clone(),
+        remote,
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(MemorySink::default()),
+    )
+    .unwrap();
+    assert_eq!(read_all(h.as_ref()), model);
+    assert_eq!(h.progress().0, 0);
+    while h.hydrate_step(7).unwrap() > 0 {
+        assert_eq!(read_all(h.as_ref()), model);
+    }
+    assert!(h.is_complete());
+    h.commit().unwrap();
+    assert_eq!(read_all(local.as_ref()), model);
+    // Source holes stayed holes.
+    assert!(local.allocated_bytes().unwrap() <= 8 * MIB / 4 + 4 * DEFAULT_REGION_SIZE);
+}
+
+#[test]
+fn foreground_io_interleaved_with_hydration_matches_the_model() {
+    for seed in 1..6u64 {
+        let (_d, local, remote, mut model) = setup(4 * MIB);
+        let h = Hydration::new(
+            local.clone(),
+            remote,
+            DEFAULT_REGION_SIZE,
+            &[],
+            Box::new(MemorySink::default()),
+        )
+        .unwrap();
+        let mut rng = Rng(seed * 0x9e37_79b9);
+        for step in 0..3000 {
+            apply(&mut model, &h, &mut rng);
+            if step % 5 == 0 {
+                h.hydrate_step(1).unwrap();
+            }
+        }
+        while h.hydrate_step(64).unwrap() > 0 {}
+        assert!(h.is_complete());
+        assert_eq!(read_all(h.as_ref()), model, "seed {seed}");
+        assert_eq!(read_all(local.as_ref()), model, "seed {seed}: local LUN");
+    }
+}
+
+#[test]
+fn concurrent_writers_and_background_worker() {
+    let (_d, local, remote, model) = setup(16 * MIB);
+    let h = Hydration::new(
+        local.clone(),
+        remote,
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(MemorySink::default()),
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let model = Mutex::new(model);
+    std::thread::scope(|s| {
+        let bg = s.spawn(|| h.run_background(&stop));
+        // Each writer owns a quarter of the LUN, so the model stays exact.
+        let writers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (h, model) = (&h, &model);
+                s.spawn(move || {
+                    let quarter = 4 * MIB;
+                    let mut rng = Rng(t + 11);
+                    for _ in 0..400 {
+                        let len = 512 * (1 + rng.next() % 300);
+                        let off = t * quarter + (rng.next() % (quarter - len)) / 512 * 512;
+                        let byte = (rng.next() as u8) | 1;
+                        h.write_at(&vec![byte; len as usize], off).unwrap();
+                        model.lock().unwrap()[off as usize..(off + len) as usize].fill(byte);
+                        let mut got = vec![0u8; len as usize];
+                        h.read_at(&mut got, off).unwrap();
+                        assert!(got.iter().all(|b| *b == byte));
+                    }
+                })
+            })
+            .collect();
+        for w in writers {
+            w.join().unwrap();
+        }
+        while !h.is_complete() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        stop.store(true, Ordering::Relaxed);
+        bg.join().unwrap().unwrap();
+    });
+    let model = model.into_inner().unwrap();
+    assert_eq!(read_all(h.as_ref()), model);
+    assert_eq!(read_all(local.as_ref()), model);
+}
+
+#[test]
+fn resume_from_the_committed_bitmap_keeps_flushed_writes() {
+    let (_d, local, remote, mut model) = setup(4 * MIB);
+    let sink = MemorySink::default();
+    let h = Hydration::new(
+        local.clone(),
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(sink.clone()),
+    )
+    .unwrap();
+    for _ in 0..20 {
+        h.hydrate_step(1).unwrap();
+    }
+    let mut rng = Rng(99);
+    for _ in 0..300 {
+        apply(&mut model, &h, &mut rng);
+    }
+    h.flush().unwrap();
+    let hydrated_before = h.progress().0;
+    assert!(hydrated_before > 0);
+    // "Crash": drop the device, start again from the committed bitmap.
+    drop(h);
+    let bitmap = sink.0.lock().unwrap().clone();
+    let h = Hydration::new(
+        local.clone(),
+        remote,
+        DEFAULT_REGION_SIZE,
+        &bitmap,
+        Box::new(sink),
+    )
+    .unwrap();
+    assert_eq!(h.progress().0, hydrated_before, "resumed from zero");
+    assert_eq!(read_all(h.as_ref()), model);
+    while h.hydrate_step(64).unwrap() > 0 {}
+    assert_eq!(read_all(local.as_ref()), model);
+}
+
+#[test]
+fn mismatched_sizes_and_bad_regions_are_refused() {
+    let (d, local, _remote, _) = setup(4 * MIB);
+    let cfg = ArrayConfig {
+        name: "b".into(),
+        driver: "plain".into(),
+        pools: vec!["p".into()],
+        capacity_bytes: 1 << 40,
+    };
+    let b = Array::open(d.path(), &cfg).unwrap();
+    let small = b
+        .create_lun(
+            &LunAddress {
+                pool: "p".into(),
+                name: "s".into(),
+            },
+            MIB,
+        )
+        .unwrap();
+    let sink = || Box::new(MemorySink::default());
+    assert!(
+        Hydration::new(
+            local.clone(),
+            Arc::new(small),
+            DEFAULT_REGION_SIZE,
+            &[],
+            sink()
+        )
+        .is_err()
+    );
+    assert!(Hydration::new(local.clone(), local.clone(), 1000, &[], sink()).is_err());
+    let h = Hydration::new(local.clone(), local, DEFAULT_REGION_SIZE, &[], sink()).unwrap();
+    assert!(h.write_at(&[1], 4 * MIB).is_err());
+    assert!(h.read_at(&mut [0u8; 2], 4 * MIB - 1).is_err());
+}

@@ -1,0 +1,160 @@
+//! The errors of the runtime: why a call failed ([`CallError`]) and why a
+//! component was refused ([`RuntimeError`]), each with a stable code; and
+//! the checks that turn a driver's answer into one.
+
+use super::bindings::ferry::driver::types as wit;
+use super::call::{MAX_MESSAGE_BYTES, truncate};
+use super::types::{self, DriverErrorKind};
+use crate::service::ErrorKind;
+
+/// Longest provider location (model update) a driver may return, in bytes.
+pub const MAX_MODEL_UPDATE_BYTES: usize = 4096;
+
+/// Why a driver call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// The driver answered with an error.
+    #[error("{kind}: {message}")]
+    Driver {
+        /// Its class.
+        kind: DriverErrorKind,
+        /// The driver's message.
+        message: String,
+    },
+    /// The driver trapped (crashed); its instance was dropped.
+    #[error("driver {driver} crashed: {message}")]
+    Trap {
+        /// Driver name.
+        driver: String,
+        /// What happened.
+        message: String,
+    },
+    /// The driver ran past its deadline and was stopped.
+    #[error("driver {driver} did not finish within its {deadline_ms} ms deadline and was stopped")]
+    Timeout {
+        /// Driver name.
+        driver: String,
+        /// The deadline.
+        deadline_ms: u64,
+    },
+    /// The driver tried to use more memory than allowed.
+    #[error(
+        "driver {driver} ran out of memory: it tried to grow past its limit of {limit_bytes} bytes"
+    )]
+    OutOfMemory {
+        /// Driver name.
+        driver: String,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// No version of the driver is loaded.
+    #[error("driver {0:?} is not loaded")]
+    NotLoaded(String),
+}
+
+impl CallError {
+    /// A stable snake_case code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Driver { kind, .. } => kind.code(),
+            Self::Trap { .. } => "driver_trap",
+            Self::Timeout { .. } => "driver_timeout",
+            Self::OutOfMemory { .. } => "driver_out_of_memory",
+            Self::NotLoaded(_) => "driver_not_loaded",
+        }
+    }
+
+    /// The kind of failure, which the API maps to an HTTP status.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Self::Driver { kind, .. } => match kind {
+                DriverErrorKind::Unsupported | DriverErrorKind::NoSpace => ErrorKind::Unprocessable,
+                DriverErrorKind::InvalidArgument => ErrorKind::BadRequest,
+                DriverErrorKind::NotFound => ErrorKind::NotFound,
+                DriverErrorKind::BackendError => ErrorKind::BadGateway,
+            },
+            Self::Trap { .. } | Self::Timeout { .. } | Self::OutOfMemory { .. } => {
+                ErrorKind::BadGateway
+            }
+            Self::NotLoaded(_) => ErrorKind::Unavailable,
+        }
+    }
+
+    pub(crate) fn contract(message: String) -> Self {
+        Self::Driver {
+            kind: DriverErrorKind::BackendError,
+            message,
+        }
+    }
+}
+
+/// Why a component was refused or the runtime could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The component is larger than allowed.
+    #[error("component is {size} bytes, more than the limit of {max} bytes")]
+    TooLarge {
+        /// Its size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The bytes are not a WebAssembly component.
+    #[error("not a WebAssembly component: {0}")]
+    NotAComponent(String),
+    /// The component does not target the driver world.
+    #[error("component does not target the ferry:driver@0.1.0 driver-world: {0}")]
+    WrongWorld(String),
+    /// The component is malformed.
+    #[error("component failed to compile: {0}")]
+    Compile(String),
+    /// The component failed its first `capabilities` call.
+    #[error("component failed its first capabilities call: {0}")]
+    SmokeFailed(CallError),
+    /// The engine could not be set up.
+    #[error("cannot set up the WebAssembly engine: {0}")]
+    Engine(String),
+}
+
+impl RuntimeError {
+    /// A stable snake_case code for the error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::TooLarge { .. } => "component_too_large",
+            Self::NotAComponent(_) => "not_a_component",
+            Self::WrongWorld(_) => "wrong_world",
+            Self::Compile(_) => "compile_failed",
+            Self::SmokeFailed(_) => "smoke_call_failed",
+            Self::Engine(_) => "engine_error",
+        }
+    }
+}
+
+/// The full cause chain of an engine error, on one line.
+pub(crate) fn chain(e: &wasmtime::Error) -> String {
+    e.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// Turns the driver's WIT answer into ours, capping its message.
+pub(crate) fn answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> {
+    r.map_err(|e| {
+        let (kind, message) = types::split_driver_error(e);
+        CallError::Driver {
+            kind,
+            message: truncate(&message, MAX_MESSAGE_BYTES),
+        }
+    })
+}
+
+pub(crate) fn check_model_update(update: Option<String>) -> Result<Option<String>, CallError> {
+    match update {
+        Some(u) if u.len() > MAX_MODEL_UPDATE_BYTES => Err(CallError::contract(format!(
+            "the driver returned a model update of {} bytes; the limit is {MAX_MODEL_UPDATE_BYTES}",
+            u.len()
+        ))),
+        other => Ok(other),
+    }
+}
