@@ -120,7 +120,7 @@ fn every_path_moves_the_data_intact() {
     let server = Server::start(dir.path(), None);
     let cases = [
         ("v1", "v2", "source-driver"),
-        ("p1", "t1", "target-driver"),
+        ("p1", "t1", "target-driver-async"),
         ("v2", "t1", "host-copy"),
         ("t1", "p1", "host-copy"),
     ];
@@ -342,7 +342,7 @@ fn kill_9_during_host_copy_resumes() {
         rng ^= rng << 13;
         rng ^= rng >> 7;
         rng ^= rng << 17;
-        std::thread::sleep(Duration::from_millis(150 + rng % 500));
+        std::thread::sleep(Duration::from_millis(400 + rng % 800));
         let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
         if matches!(
             m["migration_status"].as_str(),

@@ -97,6 +97,10 @@ pub struct Config {
     /// Host copy bandwidth limit in bytes per second (none when absent).
     #[serde(default)]
     pub copy_bandwidth_bytes_per_sec: Option<u64>,
+    /// Background hydration bandwidth limit in bytes per second of the
+    /// volume scanned (none when absent).
+    #[serde(default)]
+    pub hydration_bandwidth_bytes_per_sec: Option<u64>,
 }
 
 fn default_pools() -> Vec<String> {

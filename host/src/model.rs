@@ -149,6 +149,9 @@ pub enum MigrationPhase {
     HostCopyPrepare,
     /// The host copies; `checkpoint` says how far it got durably.
     HostCopy,
+    /// Async target path: the volume lives on the destination and is
+    /// attachable while it hydrates; the host polls the target driver.
+    Hydrating,
     /// The volume lives on the destination; the source is being removed.
     CleanupSource,
     /// Undoing: the destination is being removed.
@@ -187,6 +190,10 @@ pub struct Migration {
     pub checkpoint: u64,
     /// An operator asked to abort.
     pub abort_requested: bool,
+    /// The source LUN the source driver exposed to the destination array
+    /// (target paths), handed again to every `complete-migration-target`.
+    #[serde(default)]
+    pub remote: Option<LunAddress>,
     /// Why it failed, if it did.
     pub error: Option<String>,
     /// When it was admitted (RFC 3339).

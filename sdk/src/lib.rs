@@ -11,9 +11,10 @@
 //!   [`Driver::delete_volume`] and [`Driver::initialize_connection`];
 //! - register it with [`export_driver!`];
 //! - reach the host through [`block`] (LUNs of the driver's array),
-//!   [`fabric`] (arrays and zoning), [`state`] (key-value state that outlives
-//!   a call) and [`context`] (logging, progress and a clock, also as the
-//!   [`info!`]-style macros).
+//!   [`fabric`] (arrays and zoning), [`hydration`] (asynchronous target
+//!   migrations), [`state`] (key-value state that outlives a call) and
+//!   [`context`] (logging, progress and a clock, also as the [`info!`]-style
+//!   macros).
 //!
 //! The host instantiates the component afresh for every call: keep nothing in
 //! statics between calls, put it in [`state`]. Return errors as
@@ -79,6 +80,7 @@ pub mod block;
 pub mod context;
 mod export;
 pub mod fabric;
+pub mod hydration;
 pub mod layout;
 mod outcome;
 pub mod state;
@@ -100,6 +102,7 @@ pub mod bindings {
 
 pub use bindings::ferry::driver::block::Lun;
 pub use bindings::ferry::driver::fabric::PeerArray;
+pub use bindings::ferry::driver::hydration::HydrationProgress;
 pub use bindings::ferry::driver::types::{
     Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverError, Extent,
     LogLevel, LunAddress, MigrateOutcome, Source, TargetOutcome, Volume,

@@ -1,7 +1,9 @@
 //! The `takeover` example driver: takes over LUNs of zoned arrays and moves
-//! volumes onto its own array as the migration target. As a source it
-//! declines.
+//! volumes onto its own array as the migration target, asynchronously: the
+//! volume is usable here at once while the host hydrates it from the remote
+//! LUN. As a source it declines.
 
+mod hydrating;
 mod record;
 mod target;
 
@@ -33,11 +35,7 @@ impl Driver for Takeover {
     }
 
     fn delete_volume(volume: Volume) -> Result<(), DriverError> {
-        let address = layout::volume_lun(&volume)?;
-        block::delete_lun_if_present(&address)?;
-        TakeOver::forget(&volume.id);
-        ferry_sdk::info!("deleted {}", address.name);
-        Ok(())
+        target::delete(&volume)
     }
 
     fn initialize_connection(

@@ -10,6 +10,7 @@ pub mod auth;
 mod drivers;
 pub mod error;
 mod extract;
+mod migrations;
 mod openapi;
 pub mod routes;
 mod system;
@@ -52,6 +53,7 @@ fn all_routes() -> routes::Routes {
     let r = system::register(r);
     let r = arrays::register(r);
     let r = volumes::register(r);
+    let r = migrations::register(r);
     drivers::register(r)
 }
 

@@ -123,6 +123,29 @@ fn paths() -> Value {
                     ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
                 ]]),
         },
+        "/v1/volumes/{id}/migrate": {"post": operation(
+            "migrateVolume",
+            "Migrate a volume to another array or pool. Admission is synchronous and atomic: 202 when it will proceed, else the exact reason.",
+            &["id"], Some("MigrateVolume"),
+            ("202", ok("Accepted; follow it at `Location`.", "MigrationAccepted")),
+            &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
+                ("400", "Same array and pool (`same_location`)."),
+                ("409", "A migration runs (`migration_in_progress`) or the status forbids it (`not_migratable`)."),
+                ("422", "The destination has not enough space (`no_space`)."),
+                ("503", "A driver is not loaded (`driver_not_loaded`)."),
+            ]])},
+        "/v1/volumes/{id}/migration": {"get": operation(
+            "getMigration", "The last migration of a volume: status, path, progress, error.",
+            &["id"], None,
+            ("200", ok("The last migration (`migration_status` null if never migrated).", "Migration")),
+            &[AUTH_ERRORS, ID_ERRORS])},
+        "/v1/volumes/{id}/migration/abort": {"post": operation(
+            "abortMigration", "Stop a running migration and roll it back.",
+            &["id"], None,
+            ("202", ok("Abort requested; the migration ends `aborted`.", "Migration")),
+            &[AUTH_ERRORS, ADMIN_ERRORS, ID_ERRORS, &[
+                ("409", "Nothing to abort (`no_migration_running`) or too late (`abort_not_possible`)."),
+            ]])},
         "/v1/volumes/{id}": {
             "get": operation(
                 "getVolume", "Show a volume.", &["id"], None,
@@ -248,6 +271,50 @@ fn schemas() -> Value {
                 "pool": {"type": "string"},
                 "attachments": {"type": "array", "items": schema("Attachment")},
                 "created_at": time
+            }
+        },
+        "MigrateVolume": {
+            "type": "object", "required": ["array"], "additionalProperties": false,
+            "properties": {
+                "array": {"type": "string"},
+                "pool": {"type": ["string", "null"]},
+                "force_host_copy": {"type": "boolean"},
+                "lock_volume": {"type": ["boolean", "null"]}
+            }
+        },
+        "MigrationAccepted": {
+            "type": "object", "required": ["migration_id", "message"],
+            "properties": {
+                "migration_id": {"type": "string", "format": "uuid"},
+                "message": {"type": "string"}
+            }
+        },
+        "Migration": {
+            "type": "object",
+            "required": ["volume_id", "migration_status", "path", "progress", "error",
+                         "started_at", "finished_at"],
+            "properties": {
+                "volume_id": {"type": "string", "format": "uuid"},
+                "migration_id": {"type": ["string", "null"], "format": "uuid"},
+                "migration_status": {"enum": [
+                    null, "starting", "migrating", "migrating_attachable", "completing",
+                    "success", "error", "aborted"]},
+                "path": {"enum": [null, "source-driver", "target-driver",
+                                  "target-driver-async", "host-copy"]},
+                "phase": {"type": ["string", "null"]},
+                "source": {"type": ["object", "null"]},
+                "destination": {"type": ["object", "null"]},
+                "progress": {
+                    "type": "object", "required": ["done_bytes", "total_bytes", "percent"],
+                    "properties": {
+                        "done_bytes": {"type": "integer"},
+                        "total_bytes": {"type": "integer"},
+                        "percent": {"type": "number"}
+                    }
+                },
+                "error": {"type": ["string", "null"]},
+                "started_at": {"type": ["string", "null"]},
+                "finished_at": {"type": ["string", "null"]}
             }
         },
         "VolumeList": {

@@ -15,10 +15,10 @@ use crate::block::BlockDevice;
 const CHUNK: usize = 4 << 20;
 
 /// Bytes between two durable checkpoints.
-const CHECKPOINT_BYTES: u64 = 256 << 20;
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 /// Longest time between two durable checkpoints.
-const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
+const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Copies `len` bytes from `src` at `src_off` into `dst` at `dst_off`.
 /// Holes in the source become holes in the target; returns the number of

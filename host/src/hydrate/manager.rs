@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{BitmapSink, DEFAULT_REGION_SIZE, Hydration};
 use crate::array::{Arrays, Lun};
+use crate::block::BlockDevice;
 use crate::model::LunAddress;
 use crate::store::{RecordTable, Store};
 
@@ -47,6 +48,13 @@ struct HydrationRecord {
     region_size: u64,
     /// Bit set = region hydrated; hex to stay readable in JSON.
     bitmap: String,
+    /// Size of the LUNs.
+    #[serde(default)]
+    total_bytes: u64,
+    /// Finished: kept so that a `finish` or `progress` repeated after a
+    /// crash still answers "complete" instead of "unknown".
+    #[serde(default)]
+    finished: bool,
 }
 
 /// Why a hydration call failed.
@@ -94,6 +102,8 @@ pub struct HydrationStatus {
 
 struct Running {
     hydration: Arc<Hydration>,
+    record: HydrationRecord,
+    sink_finished: Arc<AtomicBool>,
     remote: LunRef,
     stop: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<io::Result<()>>>>,
@@ -116,10 +126,16 @@ struct StoreSink {
     store: Store,
     id: String,
     record: Mutex<HydrationRecord>,
+    /// Set once the hydration finished: later commits (the device may still
+    /// serve I/O until the exports switch) must not revive the record.
+    finished: Arc<AtomicBool>,
 }
 
 impl BitmapSink for StoreSink {
     fn commit(&self, bitmap: &[u8]) -> io::Result<()> {
+        if self.finished.load(Ordering::Acquire) {
+            return Ok(());
+        }
         let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         record.bitmap = hex::encode(bitmap);
         let bytes = serde_json::to_vec(&*record).map_err(io::Error::other)?;
@@ -133,15 +149,25 @@ impl BitmapSink for StoreSink {
 pub struct Hydrations {
     store: Store,
     running: Mutex<HashMap<String, Arc<Running>>>,
+    /// Finished hydrations by id, with their size.
+    finished: Mutex<HashMap<String, u64>>,
+    /// Background copy limit in bytes per second.
+    bandwidth: Option<u64>,
 }
 
 impl Hydrations {
     /// An empty set; `resume_all` brings back the persisted ones.
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, bandwidth: Option<u64>) -> Self {
         Self {
             store,
             running: Mutex::new(HashMap::new()),
+            finished: Mutex::new(HashMap::new()),
+            bandwidth,
         }
+    }
+
+    fn finished(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.finished.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Running>>> {
@@ -161,11 +187,16 @@ impl Hydrations {
                 Err(HydrationError::Conflict(id))
             };
         }
+        // A LUN that finished hydrating once may hydrate again (a later
+        // migration back to this array): that is a new hydration.
+        self.finished().remove(&id);
         let record = HydrationRecord {
             local: local_ref,
             remote: remote_ref,
             region_size: DEFAULT_REGION_SIZE,
             bitmap: String::new(),
+            total_bytes: local.size(),
+            finished: false,
         };
         self.launch(id.clone(), record, local, remote)?;
         Ok(id)
@@ -179,15 +210,18 @@ impl Hydrations {
         remote: Arc<Lun>,
     ) -> Result<(), HydrationError> {
         let bitmap = hex::decode(&record.bitmap).unwrap_or_default();
+        let sink_finished = Arc::new(AtomicBool::new(false));
         let sink = StoreSink {
             store: self.store.clone(),
             id: id.clone(),
             record: Mutex::new(record.clone()),
+            finished: sink_finished.clone(),
         };
         // Persist before the first byte moves, so a crash right after start
         // still finds the hydration to resume.
         sink.commit(&bitmap)?;
         let hydration = Hydration::new(local, remote, record.region_size, &bitmap, Box::new(sink))?;
+        hydration.set_bandwidth(self.bandwidth);
         let stop = Arc::new(AtomicBool::new(false));
         let worker = {
             let (h, stop) = (hydration.clone(), stop.clone());
@@ -206,7 +240,9 @@ impl Hydrations {
             id,
             Arc::new(Running {
                 hydration,
-                remote: record.remote,
+                remote: record.remote.clone(),
+                record,
+                sink_finished,
                 stop,
                 worker: Mutex::new(Some(worker)),
             }),
@@ -216,6 +252,13 @@ impl Hydrations {
 
     /// Progress of a hydration.
     pub fn status(&self, id: &str) -> Result<HydrationStatus, HydrationError> {
+        if let Some(total) = self.finished().get(id) {
+            return Ok(HydrationStatus {
+                done_bytes: *total,
+                total_bytes: *total,
+                complete: true,
+            });
+        }
         let r = self
             .map()
             .get(id)
@@ -253,6 +296,9 @@ impl Hydrations {
 
     /// Ends a complete hydration: stops its worker, commits, forgets it.
     pub fn finish(&self, id: &str) -> Result<(), HydrationError> {
+        if self.finished().contains_key(id) {
+            return Ok(());
+        }
         let r = self
             .map()
             .get(id)
@@ -268,10 +314,18 @@ impl Hydrations {
         }
         r.stop()?;
         r.hydration.commit()?;
-        self.map().remove(id);
+        r.sink_finished.store(true, Ordering::Release);
+        let record = HydrationRecord {
+            bitmap: String::new(),
+            finished: true,
+            ..r.record.clone()
+        };
+        let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
         self.store
-            .delete_record(RecordTable::Hydration, id)
+            .put_record(RecordTable::Hydration, id, &bytes)
             .map_err(io::Error::other)?;
+        self.finished().insert(id.to_owned(), record.total_bytes);
+        self.map().remove(id);
         tracing::info!(hydration = %id, "hydration finished");
         Ok(())
     }
@@ -279,6 +333,7 @@ impl Hydrations {
     /// Stops and forgets a hydration whatever its state (its local LUN is
     /// being deleted). Forgetting a missing one succeeds.
     pub fn abandon(&self, id: &str) -> Result<(), HydrationError> {
+        self.finished().remove(id);
         let running = self.map().remove(id);
         if let Some(r) = running {
             let _ = r.stop();
@@ -312,6 +367,10 @@ impl Hydrations {
                 let _ = self.abandon(&id);
                 continue;
             };
+            if record.finished {
+                self.finished().insert(id, record.total_bytes);
+                continue;
+            }
             let open = |r: &LunRef| -> Option<Arc<Lun>> {
                 arrays.get(&r.array)?.open_lun(&r.lun).ok().map(Arc::new)
             };

@@ -54,6 +54,8 @@ pub struct Hydration {
     last_io_ms: AtomicU64,
     /// Next region the background worker looks at.
     cursor: AtomicU64,
+    /// Background copy limit in bytes per second (0: none).
+    bandwidth: AtomicU64,
 }
 
 impl std::fmt::Debug for Hydration {
@@ -111,7 +113,13 @@ impl Hydration {
             epoch: Instant::now(),
             last_io_ms: AtomicU64::new(0),
             cursor: AtomicU64::new(0),
+            bandwidth: AtomicU64::new(0),
         }))
+    }
+
+    /// Limits the background copy to `limit` bytes per second.
+    pub fn set_bandwidth(&self, limit: Option<u64>) {
+        self.bandwidth.store(limit.unwrap_or(0), Ordering::Relaxed);
     }
 
     /// The local LUN (what the volume is once hydration completes).
@@ -216,7 +224,22 @@ impl Hydration {
     /// committing until `stop` is raised (foreground writes still mark).
     pub fn run_background(&self, stop: &AtomicBool) -> io::Result<()> {
         let mut last_commit = Instant::now();
+        let began = Instant::now();
+        let first_region = self.cursor.load(Ordering::Relaxed);
         while !stop.load(Ordering::Relaxed) {
+            let limit = self.bandwidth.load(Ordering::Relaxed);
+            if limit > 0 {
+                let scanned = self
+                    .cursor
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(first_region)
+                    * self.regions.region_size();
+                let due = Duration::from_secs_f64(scanned as f64 / limit as f64);
+                if began.elapsed() < due {
+                    std::thread::sleep((due - began.elapsed()).min(Duration::from_millis(20)));
+                    continue;
+                }
+            }
             let done = self.cursor.load(Ordering::Relaxed) as usize >= self.regions.count();
             if done {
                 std::thread::sleep(Duration::from_millis(50));

@@ -28,6 +28,8 @@ pub(crate) struct Scope {
     pub(crate) array: Arc<Array>,
     pub(crate) zoned_with: Vec<String>,
     pub(crate) progress: Option<super::ProgressFn>,
+    /// The host's hydrations, when it runs any.
+    pub(crate) hydrations: Option<Arc<crate::hydrate::Hydrations>>,
 }
 
 /// Everything a call's store holds. Dropped with the store after the call.

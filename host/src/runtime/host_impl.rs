@@ -30,15 +30,30 @@ pub struct LunHandle {
     /// Opened by the driver (and counted against its limit), as opposed to
     /// handed in by the host.
     counted: bool,
+    /// Handed in by the host as the call's remote LUN. Only such a LUN may
+    /// be the source of a hydration: a driver must not make the host read a
+    /// LUN of another array that it was never given.
+    remote: bool,
 }
 
 impl LunHandle {
-    /// A LUN the host hands to the driver as an argument.
-    pub(crate) fn from_host(lun: Arc<Lun>) -> Self {
+    /// The remote LUN the host hands to a migration call as its argument.
+    pub(crate) fn remote(lun: Arc<Lun>) -> Self {
         Self {
             lun,
             counted: false,
+            remote: true,
         }
+    }
+
+    /// The LUN behind the handle.
+    pub(super) fn lun(&self) -> &Arc<Lun> {
+        &self.lun
+    }
+
+    /// Whether the host handed this LUN to the call as its remote LUN.
+    pub(super) fn is_remote(&self) -> bool {
+        self.remote
     }
 }
 
@@ -53,7 +68,7 @@ impl PeerArrayHandle {
     }
 }
 
-type DResult<T> = wasmtime::Result<Result<T, DriverError>>;
+pub(super) type DResult<T> = wasmtime::Result<Result<T, DriverError>>;
 
 fn array_error(e: ArrayError) -> DriverError {
     let m = e.to_string();
@@ -118,6 +133,7 @@ impl CallState {
         let r = self.table.push(LunHandle {
             lun: Arc::new(lun),
             counted: true,
+            remote: false,
         })?;
         self.open_luns += 1;
         Ok(Ok(r))

@@ -10,6 +10,7 @@ mod call;
 mod engine;
 mod error;
 mod host_impl;
+mod hydration;
 mod load;
 mod state;
 mod types;
@@ -17,6 +18,8 @@ mod wasi;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_hydration;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
@@ -35,6 +38,7 @@ use self::host_impl::{LunHandle, PeerArrayHandle};
 use self::state::StateOverlay;
 use crate::array::{Array, Lun, validate_name};
 use crate::config::DriverLimits;
+use crate::hydrate::Hydrations;
 
 pub use self::engine::AllocatorKind;
 pub use self::error::{CallError, MAX_MODEL_UPDATE_BYTES, RuntimeError};
@@ -50,12 +54,15 @@ pub use self::types::{
 pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 
 /// How the runtime is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct RuntimeConfig {
     /// Deadline and memory limit of every call.
     pub limits: DriverLimits,
     /// Largest component accepted by [`DriverRuntime::install`].
     pub max_component_bytes: usize,
+    /// The hydrations drivers start through the `hydration` import. Without
+    /// it every hydration call answers `unsupported`.
+    pub hydrations: Option<Arc<Hydrations>>,
 }
 
 impl Default for RuntimeConfig {
@@ -63,7 +70,18 @@ impl Default for RuntimeConfig {
         Self {
             limits: DriverLimits::default(),
             max_component_bytes: 64 << 20,
+            hydrations: None,
         }
+    }
+}
+
+impl std::fmt::Debug for RuntimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RuntimeConfig")
+            .field("limits", &self.limits)
+            .field("max_component_bytes", &self.max_component_bytes)
+            .field("hydrations", &self.hydrations.is_some())
+            .finish()
     }
 }
 
@@ -354,7 +372,7 @@ impl DriverRuntime {
     ) -> Result<(), CallError> {
         let v = wit::Volume::from(vol);
         answer(self.run(scope, |g, s| {
-            let r = s.data_mut().table.push(LunHandle::from_host(remote))?;
+            let r = s.data_mut().table.push(LunHandle::remote(remote))?;
             g.call_take_over_remote_lun(s, &v, r)
         })?)
     }
@@ -370,7 +388,7 @@ impl DriverRuntime {
         let v = wit::Volume::from(vol);
         let src = wit::Source::from(source);
         let out = answer(self.run(scope, |g, s| {
-            let r = s.data_mut().table.push(LunHandle::from_host(remote))?;
+            let r = s.data_mut().table.push(LunHandle::remote(remote))?;
             g.call_migrate_volume_target(s, &v, &src, r)
         })?)?;
         Ok(TargetOutcome {
@@ -391,7 +409,7 @@ impl DriverRuntime {
         let v = wit::Volume::from(vol);
         let src = wit::Source::from(source);
         let c = answer(self.run(scope, |g, s| {
-            let r = s.data_mut().table.push(LunHandle::from_host(remote))?;
+            let r = s.data_mut().table.push(LunHandle::remote(remote))?;
             g.call_complete_migration_target(s, &v, &src, r)
         })?)?;
         Ok(Completion {
@@ -418,6 +436,7 @@ impl DriverRuntime {
             array: scope.array.clone(),
             zoned_with: scope.zoned_with.clone(),
             progress: scope.progress.clone(),
+            hydrations: self.inner.cfg.hydrations.clone(),
         };
         self.inner.execute(&loaded.pre, &scope.driver, Some(s), f)
     }

@@ -12,7 +12,7 @@ use crate::guests;
 use crate::model::LunAddress;
 use crate::service::ErrorKind;
 
-fn runtime_with(state: Arc<MemoryStateStore>) -> DriverRuntime {
+pub(super) fn runtime_with(state: Arc<MemoryStateStore>) -> DriverRuntime {
     DriverRuntime::new(RuntimeConfig::default(), state).unwrap()
 }
 
@@ -20,7 +20,7 @@ fn runtime() -> DriverRuntime {
     runtime_with(Arc::new(MemoryStateStore::default()))
 }
 
-fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<Array> {
+pub(super) fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<Array> {
     let cfg = ArrayConfig {
         name: name.into(),
         driver: driver.into(),
@@ -30,7 +30,7 @@ fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<Array> {
     Arc::new(Array::open(dir, &cfg).unwrap())
 }
 
-fn volume(name: &str, size: u64) -> VolumeRef {
+pub(super) fn volume(name: &str, size: u64) -> VolumeRef {
     VolumeRef {
         id: uuid::Uuid::new_v4(),
         name: name.into(),
@@ -40,14 +40,14 @@ fn volume(name: &str, size: u64) -> VolumeRef {
     }
 }
 
-fn lun_of(v: &VolumeRef) -> LunAddress {
+pub(super) fn lun_of(v: &VolumeRef) -> LunAddress {
     LunAddress {
         pool: v.pool.clone(),
         name: format!("volume-{}", v.id),
     }
 }
 
-fn example(name: &str) -> &'static [u8] {
+pub(super) fn example(name: &str) -> &'static [u8] {
     guests::EXAMPLE_DRIVERS
         .iter()
         .find(|(n, _)| *n == name)

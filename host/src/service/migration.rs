@@ -207,6 +207,7 @@ impl Service {
                 total_bytes: v.size_bytes,
                 checkpoint: 0,
                 abort_requested: false,
+                remote: None,
                 error: None,
                 started_at: now_rfc3339(),
                 finished_at: None,
@@ -270,6 +271,15 @@ impl Service {
                 return Err(ServiceError::AbortNotPossible {
                     id: vid,
                     reason: "the migration is already rolling back".into(),
+                });
+            }
+            if m.phase == MigrationPhase::Hydrating {
+                return Err(ServiceError::AbortNotPossible {
+                    id: vid,
+                    reason: "the volume already serves from the destination \
+                             (migrating_attachable); going back would lose the writes made \
+                             there, so this host refuses; the migration will complete"
+                        .into(),
                 });
             }
             if !abortable(m.phase) {
@@ -354,9 +364,10 @@ impl Service {
             .and_then(|r| r.progress)
     }
 
-    /// Resumes or rolls back every migration a crash interrupted. A step
-    /// that drivers repeat idempotently resumes; the target driver's step
-    /// (whose partial work the host cannot inspect) rolls back.
+    /// Resumes every migration a crash interrupted from its journal step.
+    /// Driver calls are idempotent by contract, so a step that was under way
+    /// runs again; a host copy resumes from its checkpoint, a hydration from
+    /// its bitmap; a rollback under way finishes.
     pub(super) fn recover_migrations(&self) -> Result<(), ServiceError> {
         for volume in self.inner.store.list_volumes()? {
             let Some(m) = volume.migration.as_ref() else {
@@ -364,18 +375,6 @@ impl Service {
             };
             if m.phase == MigrationPhase::Finished {
                 continue;
-            }
-            if m.phase == MigrationPhase::TargetDriver {
-                let _ = self.inner.store.update_volume(volume.id, |v| {
-                    if let Some(m) = v.migration.as_mut() {
-                        m.phase = MigrationPhase::RollingBack;
-                        m.error = Some(
-                            "the host restarted while the target driver was migrating; rolled back"
-                                .into(),
-                        );
-                    }
-                    Ok::<(), ServiceError>(())
-                });
             }
             tracing::warn!(volume = %volume.id, phase = ?m.phase, "resuming an interrupted migration");
             self.spawn_migration(volume.id);

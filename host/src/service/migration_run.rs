@@ -24,6 +24,12 @@ const HOST_COPY_CONNECTOR: &str = "ferry-host-copy";
 /// How often a cleanup call is tried before the runner gives up on it.
 const CLEANUP_ATTEMPTS: u32 = 4;
 
+/// Pause between two polls of a running async migration.
+const POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Longest pause between two retries of a failing async completion.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
 /// Why a step did not complete.
 enum StepError {
     /// The migration must roll back, for this reason.
@@ -61,6 +67,7 @@ impl Service {
     /// Runs a migration from its persisted phase to the end.
     pub(super) async fn run_migration(&self, id: Uuid, cancel: Arc<AtomicBool>) {
         let mut host_failures = 0u32;
+        let mut poll_failures = 0u32;
         loop {
             let volume = match self.volume(id) {
                 Ok(v) => v,
@@ -76,6 +83,7 @@ impl Service {
                 && !matches!(
                     m.phase,
                     MigrationPhase::RollingBack
+                        | MigrationPhase::Hydrating
                         | MigrationPhase::CleanupSource
                         | MigrationPhase::Finished
                 )
@@ -91,6 +99,9 @@ impl Service {
                 MigrationPhase::TargetDriver => self.step_target_driver(&volume, &m).await,
                 MigrationPhase::HostCopyPrepare => self.step_host_copy_prepare(&volume, &m).await,
                 MigrationPhase::HostCopy => self.step_host_copy(&volume, &m, &cancel).await,
+                MigrationPhase::Hydrating => {
+                    self.step_hydrating(&volume, &m, &mut poll_failures).await
+                }
                 MigrationPhase::CleanupSource => self.step_cleanup_source(&volume, &m).await,
                 MigrationPhase::RollingBack => self.step_roll_back(&volume, &m).await,
                 MigrationPhase::Finished => return,
@@ -280,6 +291,7 @@ impl Service {
             })
             .await
             .map_err(|e| StepError::Failed(format!("source could not expose its LUN: {e}")))?;
+        let remote_address = exposed.lun.clone();
         let remote = Arc::new(
             src.open_lun(&exposed.lun)
                 .map_err(|e| StepError::Failed(format!("exposed LUN cannot be opened: {e}")))?,
@@ -316,13 +328,28 @@ impl Service {
                 )?;
                 Ok(())
             }
-            Ok(o) => {
-                if o.moved {
-                    // The asynchronous data path is not wired in yet: undo what
-                    // the target started and copy in the host instead.
-                    tracing::warn!(volume = %v.id, "target driver answered async; not supported by this host yet, treated as declined");
-                    self.cleanup_destination(v, m).await;
-                }
+            Ok(o) if o.moved => {
+                // Seed 000: the volume lives on the target from now on and is
+                // attachable while its data flows; never roll back past here.
+                let dest_place = Placement {
+                    provider_location: o.model_update,
+                    ..m.destination.clone()
+                };
+                self.transition(
+                    v.id,
+                    |v, m| {
+                        m.path = Some(MigrationPath::TargetDriverAsync);
+                        m.destination = dest_place.clone();
+                        m.remote = Some(remote_address.clone());
+                        place(v, &dest_place);
+                        m.phase = MigrationPhase::Hydrating;
+                        m.status = MigrationStatus::MigratingAttachable;
+                    },
+                    Some("the target array took over the LUN; the volume is attachable while it hydrates".into()),
+                )?;
+                Ok(())
+            }
+            Ok(_) => {
                 self.release_exposure(v, m).await;
                 self.transition(
                     v.id,
@@ -444,6 +471,130 @@ impl Service {
             Some("copy complete; the volume lives on the destination".into()),
         )?;
         Ok(())
+    }
+
+    /// Async path after the switch: one short, re-entrant poll of the target
+    /// driver's `complete-migration-target`. Failures are retried with a
+    /// capped backoff and shown in the migration's `error`; the volume keeps
+    /// serving from the destination and never goes back to the stale source.
+    async fn step_hydrating(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        failures: &mut u32,
+    ) -> Result<(), StepError> {
+        let polled = self.poll_completion(v, m).await;
+        match polled {
+            Ok(true) => {
+                *failures = 0;
+                let moved = self.transition(
+                    v.id,
+                    |_, m| {
+                        m.phase = MigrationPhase::CleanupSource;
+                        m.status = MigrationStatus::Completing;
+                        m.done_bytes = m.total_bytes;
+                        m.error = None;
+                    },
+                    Some("all data is on the destination".into()),
+                )?;
+                self.unhydrate_exports(&moved);
+                Ok(())
+            }
+            Ok(false) => {
+                if *failures > 0 || m.error.is_some() {
+                    *failures = 0;
+                    self.transition(v.id, |_, m| m.error = None, None)?;
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+                Ok(())
+            }
+            Err(message) => {
+                *failures += 1;
+                tracing::warn!(volume = %v.id, attempt = *failures, %message, "async completion failed; will retry");
+                let text = format!(
+                    "completing the migration failed (attempt {}), retrying: {message}",
+                    *failures
+                );
+                self.transition(
+                    v.id,
+                    |_, m| m.error = Some(text.clone()),
+                    Some(text.clone()),
+                )?;
+                let pause = POLL_INTERVAL
+                    .saturating_mul(1 << (*failures).min(8))
+                    .min(MAX_RETRY_PAUSE);
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Asks the target driver how the async migration goes; `Ok(true)` once
+    /// it is done and cleaned up.
+    async fn poll_completion(&self, v: &Volume, m: &Migration) -> Result<bool, String> {
+        let src = self
+            .array(&m.source.array)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let dest = self
+            .array(&m.destination.array)
+            .map_err(|e| e.to_string())?
+            .clone();
+        let remote_address = m
+            .remote
+            .clone()
+            .ok_or_else(|| "the migration lost the address of the source LUN".to_owned())?;
+        let remote = Arc::new(
+            src.open_lun(&remote_address)
+                .map_err(|e| format!("the source LUN is unreachable: {e}"))?,
+        );
+        let scope = self
+            .progress_scope(&dest, v.id)
+            .map_err(|e| e.to_string())?;
+        let vdest = vref_at(v, &m.destination);
+        let source = Source {
+            array: m.source.array.clone(),
+            pool: m.source.pool.clone(),
+            driver: src.driver().to_owned(),
+        };
+        let c = self
+            .call(dest.driver(), move |rt| {
+                rt.complete_migration_target(&scope, &vdest, &source, remote)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        self.set_live_progress(v.id, c.done_bytes, c.total_bytes);
+        if !c.done {
+            let (done, total) = (c.done_bytes, c.total_bytes);
+            let _ = self.inner.store.update_volume(v.id, |v| {
+                if let Some(m) = v.migration.as_mut() {
+                    m.done_bytes = done;
+                    m.total_bytes = total;
+                }
+                Ok::<(), ()>(())
+            });
+        }
+        Ok(c.done)
+    }
+
+    /// Serves every attachment of a volume whose hydration ended from the
+    /// plain local LUN; requests in flight finish on the old device.
+    fn unhydrate_exports(&self, v: &Volume) {
+        let Ok(array) = self.array(&v.array) else {
+            return;
+        };
+        for a in &v.attachments {
+            match array.open_lun(&a.lun) {
+                Ok(lun) => {
+                    self.inner
+                        .exports
+                        .replace_device(&a.id.to_string(), Arc::new(lun));
+                }
+                Err(e) => {
+                    tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot switch export to the local LUN")
+                }
+            }
+        }
     }
 
     /// After the switch: remove the source LUN, then report success. Never
@@ -597,7 +748,10 @@ fn finish(v: &mut Volume, m: &mut Migration, end: MigrationStatus) {
     if end == MigrationStatus::Success {
         m.done_bytes = m.total_bytes;
     }
-    v.status = if m.original_status == VolumeStatus::Migrating {
+    // Attached during migrating_attachable: in-use now.
+    v.status = if !v.attachments.is_empty() {
+        VolumeStatus::InUse
+    } else if m.original_status == VolumeStatus::Migrating {
         VolumeStatus::Available
     } else {
         m.original_status

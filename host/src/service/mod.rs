@@ -25,6 +25,7 @@ pub use views::{ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverVie
 
 use crate::array::{Array, Arrays};
 use crate::config::Config;
+use crate::hydrate::Hydrations;
 use crate::model::{Attachment, Volume};
 use crate::nbd::{ExportTable, NbdServer};
 use crate::runtime::{CallError, CallScope, DriverRuntime, RuntimeConfig};
@@ -52,6 +53,7 @@ struct Inner {
     arrays: Arrays,
     runtime: DriverRuntime,
     exports: Arc<ExportTable>,
+    hydrations: Arc<Hydrations>,
     nbd: Mutex<Option<NbdServer>>,
     nbd_addr: SocketAddr,
     events: events::EventBus,
@@ -87,9 +89,17 @@ impl Service {
         check_config_keeps_volumes(&store, &opts.config)?;
         store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;
         let arrays = Arrays::open(&opts.data_dir.join("arrays"), &opts.config)?;
+        let hydrations = Arc::new(Hydrations::new(
+            store.clone(),
+            opts.config.hydration_bandwidth_bytes_per_sec,
+        ));
+        hydrations
+            .resume_all(&arrays)
+            .map_err(|e| ServiceError::Internal(format!("cannot resume hydrations: {e}")))?;
         let runtime = DriverRuntime::new(
             RuntimeConfig {
                 limits: opts.config.limits,
+                hydrations: Some(hydrations.clone()),
                 ..RuntimeConfig::default()
             },
             Arc::new(store.clone()),
@@ -112,6 +122,7 @@ impl Service {
                 arrays,
                 runtime,
                 exports,
+                hydrations,
                 nbd: Mutex::new(Some(nbd)),
                 nbd_addr,
                 events: events::EventBus::new(store_for_events),
@@ -144,6 +155,7 @@ impl Service {
         if let Some(server) = server {
             server.shutdown();
         }
+        self.inner.hydrations.stop_all();
     }
 
     /// Every array with its capacity use.

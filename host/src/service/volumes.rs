@@ -238,7 +238,7 @@ impl Service {
                 rt.initialize_connection(&scope, &vref, &connector)
             })
             .await?;
-        let lun = Arc::new(array.open_lun(&info.lun)?);
+        let device = self.export_device(&array, &info.lun)?;
         let mode = if info.read_only {
             AttachMode::Ro
         } else {
@@ -255,7 +255,7 @@ impl Service {
         self.inner.exports.add(
             &export_name,
             Export {
-                device: lun,
+                device,
                 read_only: mode == AttachMode::Ro,
             },
         );
@@ -296,6 +296,19 @@ impl Service {
         {
             tracing::warn!(volume = %volume.id, error = %e, "terminate-connection failed");
         }
+    }
+
+    /// What serves a LUN: its hydration while it hydrates (async
+    /// migration), else the LUN file itself.
+    pub(super) fn export_device(
+        &self,
+        array: &crate::array::Array,
+        lun: &crate::model::LunAddress,
+    ) -> Result<Arc<dyn crate::block::BlockDevice>, ServiceError> {
+        if let Some(h) = self.inner.hydrations.device(array.name(), lun) {
+            return Ok(h);
+        }
+        Ok(Arc::new(array.open_lun(lun)?))
     }
 
     /// Detaches: flushes and closes the export, then tells the driver.
@@ -361,11 +374,11 @@ impl Service {
                 continue;
             };
             for a in &volume.attachments {
-                match array.open_lun(&a.lun) {
-                    Ok(lun) => self.inner.exports.add(
+                match self.export_device(array, &a.lun) {
+                    Ok(device) => self.inner.exports.add(
                         &a.id.to_string(),
                         Export {
-                            device: Arc::new(lun),
+                            device,
                             read_only: a.mode == AttachMode::Ro,
                         },
                     ),

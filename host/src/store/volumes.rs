@@ -169,6 +169,7 @@ mod tests {
             total_bytes: 8192,
             checkpoint: 4096,
             abort_requested: false,
+            remote: None,
             error: None,
             started_at: "2024-01-02T00:00:00.000Z".into(),
             finished_at: None,

@@ -1,0 +1,338 @@
+//! Seed 000's asynchronous migration through a real `ferry serve`: the
+//! target array takes over the source LUN, the volume is attachable at once,
+//! reads and writes are right while it hydrates and after, and kill -9 at
+//! random moments loses no flushed write.
+
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Server, qemu_io, require_tool, run};
+
+const MIB: u64 = 1 << 20;
+/// Model granularity: every write is whole 64 KiB blocks of one byte.
+const BLOCK: u64 = 64 << 10;
+
+/// Arrays `p1` (plain) and `t1` (takeover), zoned, with the background
+/// hydration slowed so that I/O lands while it runs.
+fn config(dir: &Path, hydration_bps: u64) -> std::path::PathBuf {
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "zoning = [[\"t1\", \"p1\"]]\n\
+             hydration_bandwidth_bytes_per_sec = {hydration_bps}\n\
+             [[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
+             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// What every block of the volume must read as.
+struct Model {
+    blocks: Vec<u8>,
+}
+
+impl Model {
+    fn new(size: u64) -> Self {
+        Self {
+            blocks: vec![0; (size / BLOCK) as usize],
+        }
+    }
+
+    fn set(&mut self, off: u64, len: u64, byte: u8) {
+        for b in &mut self.blocks[(off / BLOCK) as usize..((off + len) / BLOCK) as usize] {
+            *b = byte;
+        }
+    }
+
+    /// qemu-io read commands covering runs of equal blocks in `[from, to)`.
+    fn reads(&self, from: u64, to: u64) -> Vec<String> {
+        let mut out = Vec::new();
+        let (mut i, end) = ((from / BLOCK) as usize, (to / BLOCK) as usize);
+        while i < end {
+            let mut j = i + 1;
+            while j < end && self.blocks[j] == self.blocks[i] && j - i < 1024 {
+                j += 1;
+            }
+            out.push(format!(
+                "read -P {} {} {}",
+                self.blocks[i],
+                i as u64 * BLOCK,
+                (j - i) as u64 * BLOCK
+            ));
+            i = j;
+        }
+        out
+    }
+}
+
+fn verify(uri: &str, model: &Model, from: u64, to: u64) {
+    let cmds = model.reads(from, to);
+    for chunk in cmds.chunks(200) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        qemu_io(uri, &refs);
+    }
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+/// `count` random whole-block writes, then a flush, recorded in the model.
+fn random_writes(uri: &str, model: &mut Model, rng: &mut Rng, count: usize) {
+    let blocks = model.blocks.len() as u64;
+    let mut cmds = Vec::new();
+    for _ in 0..count {
+        let n = 1 + rng.next() % 4;
+        let first = rng.next() % (blocks - n);
+        let byte = (rng.next() % 250) as u8 + 1;
+        cmds.push(format!("write -P {byte} {} {}", first * BLOCK, n * BLOCK));
+        model.set(first * BLOCK, n * BLOCK, byte);
+    }
+    cmds.push("flush".into());
+    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(uri, &refs);
+}
+
+fn create_with_pattern(server: &Server, size: u64, model: &mut Model) -> String {
+    let (status, v) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "async", "size_bytes": size, "array": "p1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "loader"})),
+    );
+    let uri = a["uri"].as_str().unwrap().to_owned();
+    // Four extents of data with holes between them.
+    let mut cmds = Vec::new();
+    for k in 0..4u64 {
+        let off = k * (size / 4);
+        let byte = 0x10 + k as u8;
+        cmds.push(format!("write -P {byte} {off} {}", 64 * MIB));
+        model.set(off, 64 * MIB, byte);
+    }
+    cmds.push("flush".into());
+    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(&uri, &refs);
+    server.call(
+        "DELETE",
+        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
+        None,
+    );
+    id
+}
+
+fn migration(server: &Server, id: &str) -> Value {
+    server
+        .call("GET", &format!("/v1/volumes/{id}/migration"), None)
+        .1
+}
+
+fn wait_for(server: &Server, id: &str, status: &str, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let m = migration(server, id);
+        if m["migration_status"] == status {
+            return m;
+        }
+        assert!(
+            !matches!(m["migration_status"].as_str(), Some("error" | "aborted")),
+            "waiting for {status}: {m}"
+        );
+        assert!(start.elapsed() < limit, "no {status} after {limit:?}: {m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn attach(server: &Server, id: &str) -> (String, String) {
+    let (status, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "app"})),
+    );
+    assert_eq!(status, 201, "{a}");
+    (
+        a["id"].as_str().unwrap().to_owned(),
+        a["uri"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// The acceptance walk: 4 GiB, attachable within a second, random writes
+/// while it hydrates, the model read back during and after, success, the
+/// source LUN gone, the volume in use after.
+#[test]
+fn attachable_at_once_and_correct_during_and_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1024 * MIB);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let size = 4096 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, size, &mut model);
+
+    let asked = Instant::now();
+    let (status, body) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migrate"),
+        Some(json!({"array": "t1"})),
+    );
+    assert_eq!(status, 202, "{body}");
+    let m = wait_for(&server, &id, "migrating_attachable", Duration::from_secs(5));
+    let to_attachable = asked.elapsed();
+    assert!(
+        to_attachable < Duration::from_secs(1),
+        "attachable after {to_attachable:?}"
+    );
+    assert_eq!(m["path"], "target-driver-async");
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["array"].as_str(),
+            v["attachable"].as_bool()
+        ),
+        (Some("migrating"), Some("t1"), Some(true)),
+        "{v}"
+    );
+    // Abort would lose writes made on the destination: refused, clearly.
+    let (status, answer) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("abort_not_possible"))
+    );
+
+    let (_, uri) = attach(&server, &id);
+    let mut rng = Rng(0x5eed);
+    random_writes(&uri, &mut model, &mut rng, 200);
+    let during = migration(&server, &id);
+    assert_eq!(
+        during["migration_status"], "migrating_attachable",
+        "hydration ended too soon to test: {during}"
+    );
+    verify(&uri, &model, 0, size);
+    random_writes(&uri, &mut model, &mut rng, 100);
+
+    let m = wait_for(&server, &id, "success", Duration::from_secs(120));
+    assert_eq!(m["progress"]["percent"], 100.0);
+    verify(&uri, &model, 0, size);
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(
+        (v["status"].as_str(), v["array"].as_str()),
+        (Some("in-use"), Some("t1")),
+        "{v}"
+    );
+    assert!(
+        !data.join(format!("arrays/p1/default/volume-{id}")).exists(),
+        "source LUN left behind"
+    );
+}
+
+/// fio with crc32c verification over the whole migration, on one NBD
+/// connection that stays open while the migration completes under it.
+#[test]
+fn fio_verifies_across_the_whole_migration() {
+    require_tool("fio", "fio");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 256 * MIB);
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let size = 1024 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, size, &mut model);
+    let (status, _) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migrate"),
+        Some(json!({"array": "t1"})),
+    );
+    assert_eq!(status, 202);
+    wait_for(&server, &id, "migrating_attachable", Duration::from_secs(5));
+    let (_, uri) = attach(&server, &id);
+    let out = run(
+        "fio",
+        &[
+            "--name=async-migration",
+            "--ioengine=nbd",
+            &format!("--uri={uri}"),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--size=512M",
+            "--offset=256M",
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--output-format=terse",
+        ],
+    );
+    assert!(!out.contains("verify: bad"), "{out}");
+    let m = wait_for(&server, &id, "success", Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success");
+    // The pattern outside fio's range is intact.
+    verify(&uri, &model, 0, 256 * MIB);
+}
+
+/// kill -9 at random moments of an async migration with flushed writes in
+/// between: no flushed write is lost, hydration resumes, the migration ends
+/// in success.
+#[test]
+fn kill_9_loop_loses_no_flushed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 64 * MIB);
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, Some(&config));
+    let size = 2048 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, size, &mut model);
+    let (status, _) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migrate"),
+        Some(json!({"array": "t1"})),
+    );
+    assert_eq!(status, 202);
+    wait_for(&server, &id, "migrating_attachable", Duration::from_secs(5));
+    let (attachment, _) = attach(&server, &id);
+    let mut rng = Rng(0xc0ffee);
+    let mut kills = 0;
+    let mut last_done = 0u64;
+    while kills < 20 {
+        let uri = format!("nbd://{}/{attachment}", server.nbd);
+        random_writes(&uri, &mut model, &mut rng, 10);
+        std::thread::sleep(Duration::from_millis(rng.next() % 300));
+        let m = migration(&server, &id);
+        if m["migration_status"] == "success" {
+            break;
+        }
+        let done = m["progress"]["done_bytes"].as_u64().unwrap_or(0);
+        assert!(
+            done + 256 * MIB >= last_done,
+            "hydration went back: {done} < {last_done}"
+        );
+        last_done = done;
+        let dir = server.kill();
+        kills += 1;
+        server = Server::start(&dir, Some(&config));
+    }
+    assert!(
+        kills >= 20,
+        "the migration ended after {kills} kills; make the volume bigger"
+    );
+    let m = wait_for(&server, &id, "success", Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success");
+    let uri = format!("nbd://{}/{attachment}", server.nbd);
+    verify(&uri, &model, 0, size);
+}
