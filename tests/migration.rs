@@ -462,3 +462,125 @@ fn failure_at_every_step_rolls_back() {
     let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
     assert_eq!(v["array"], "f2");
 }
+
+/// Every state change is an event: kept in the log (paged as JSON) and
+/// streamed as server-sent events, resumable with Last-Event-ID; the
+/// stream ends when the host stops.
+#[test]
+fn events_record_and_stream_every_change() {
+    use std::io::{BufRead, BufReader, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    // A live SSE client from the start.
+    let mut sse = std::net::TcpStream::connect(server.url.trim_start_matches("http://")).unwrap();
+    write!(
+        sse,
+        "GET /v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        server.token
+    )
+    .unwrap();
+    sse.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let id = create(&server, "evented", "t1", 16 * MIB);
+    let (status, _) = migrate(&server, &id, json!({"array": "p1"}));
+    assert_eq!(status, 202);
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success");
+
+    let (status, page) = server.call("GET", "/v1/events?after=0&follow=false", None);
+    assert_eq!(status, 200, "{page}");
+    let events = page["events"].as_array().unwrap();
+    let mine: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["volume"] == id.as_str())
+        .collect();
+    let changes: Vec<(String, String)> = mine
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for want in [
+        ("volume", "migrating"),
+        ("migration", "starting"),
+        ("migration", "migrating"),
+        ("migration", "success"),
+        ("volume", "available"),
+    ] {
+        assert!(
+            changes.contains(&(want.0.to_owned(), want.1.to_owned())),
+            "{want:?} missing from {changes:?}"
+        );
+    }
+    let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for e in &mine {
+        assert!(e["at"].is_string() && e["migration"].is_string(), "{e}");
+    }
+
+    // The live stream saw the migration succeed.
+    let mut reader = BufReader::new(sse.try_clone().unwrap());
+    let mut line = String::new();
+    let mut saw_success = false;
+    while !saw_success {
+        line.clear();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "stream ended early"
+        );
+        saw_success =
+            line.starts_with("data:") && line.contains("\"success\"") && line.contains(&id);
+    }
+    // Resume after the first event: the replay starts right after it.
+    let first = seqs[0];
+    let (status, page) = server.call(
+        "GET",
+        &format!("/v1/events?after={first}&follow=false&limit=1"),
+        None,
+    );
+    assert_eq!(status, 200);
+    assert_eq!(page["events"][0]["seq"].as_u64(), Some(seqs[1]));
+
+    // Stopping the host ends the stream promptly.
+    let started = Instant::now();
+    server.stop();
+    loop {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the stream held the shutdown"
+    );
+}
+
+/// The CLI admits a migration, waits for it with a progress line, and exits
+/// by the result; a refusal prints the server's reason and exits non-zero.
+#[test]
+fn cli_migrates_and_waits() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), None);
+    let id = create(&server, "cli-migrated", "v2", 32 * MIB);
+    let out = server.cli(&["volume", "migrate", &id, "--to", "t1", "--wait"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("accepted"));
+    assert!(
+        err.contains("success") && err.contains("host-copy"),
+        "{err}"
+    );
+    let out = server.cli(&["--json", "volume", "migration", &id]);
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["migration_status"], "success");
+    let out = server.cli(&["volume", "migrate", &id, "--to", "t1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("same_location"));
+    let out = server.cli(&["volume", "abort-migration", &id]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no_migration_running"));
+}

@@ -9,6 +9,7 @@ mod arrays;
 pub mod auth;
 mod drivers;
 pub mod error;
+mod events;
 mod extract;
 mod migrations;
 mod openapi;
@@ -54,6 +55,7 @@ fn all_routes() -> routes::Routes {
     let r = arrays::register(r);
     let r = volumes::register(r);
     let r = migrations::register(r);
+    let r = events::register(r);
     drivers::register(r)
 }
 

@@ -123,6 +123,12 @@ fn paths() -> Value {
                     ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
                 ]]),
         },
+        "/v1/events": {"get": operation(
+            "events",
+            "Every state change. Server-sent events (`id` = sequence number, `event` = kind, `data` = the Event), resumable with `Last-Event-ID` or `?after=SEQ`, when the client sends `Accept: text/event-stream`; otherwise (or with `follow=false`) one JSON page.",
+            &[], None,
+            ("200", ok("Events (a stream, or a page with `follow=false`).", "EventList")),
+            &[AUTH_ERRORS])},
         "/v1/volumes/{id}/migrate": {"post": operation(
             "migrateVolume",
             "Migrate a volume to another array or pool. Admission is synchronous and atomic: 202 when it will proceed, else the exact reason.",
@@ -272,6 +278,23 @@ fn schemas() -> Value {
                 "attachments": {"type": "array", "items": schema("Attachment")},
                 "created_at": time
             }
+        },
+        "Event": {
+            "type": "object", "required": ["seq", "kind", "to", "at"],
+            "properties": {
+                "seq": {"type": "integer"},
+                "kind": {"enum": ["volume", "migration", "driver"]},
+                "volume": {"type": ["string", "null"], "format": "uuid"},
+                "migration": {"type": ["string", "null"], "format": "uuid"},
+                "from": {"type": ["string", "null"]},
+                "to": {"type": "string"},
+                "at": time,
+                "reason": {"type": ["string", "null"]}
+            }
+        },
+        "EventList": {
+            "type": "object", "required": ["events"],
+            "properties": {"events": {"type": "array", "items": schema("Event")}}
         },
         "MigrateVolume": {
             "type": "object", "required": ["array"], "additionalProperties": false,

@@ -94,6 +94,11 @@ impl Lun {
         Ok(out)
     }
 
+    /// Allocates `[offset, offset + len)` without changing what it reads.
+    pub fn preallocate(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.fallocate(libc::FALLOC_FL_KEEP_SIZE, offset, len)
+    }
+
     fn fallocate(&self, mode: libc::c_int, offset: u64, len: u64) -> io::Result<()> {
         self.check_range(offset, len)?;
         if len == 0 {

@@ -104,6 +104,45 @@ impl Client {
         self.answer(res).map(|_| ())
     }
 
+    /// `GET path` as a stream of lines (server-sent events), handing each
+    /// line to `on_line` until it returns false or the stream ends.
+    pub fn follow(
+        &self,
+        path: &str,
+        mut on_line: impl FnMut(&str) -> bool,
+    ) -> Result<(), ClientError> {
+        use std::io::BufRead;
+        // A stream has no end to wait for: no overall timeout here.
+        let agent: Agent = Agent::config_builder()
+            .http_status_as_error(false)
+            .proxy(None)
+            .timeout_connect(Some(Duration::from_secs(5)))
+            .build()
+            .into();
+        let res = agent
+            .get(self.url(path))
+            .header("Authorization", self.bearer())
+            .header("Accept", "text/event-stream")
+            .call();
+        let mut res = res.map_err(|source| ClientError::Unreachable {
+            url: self.base.clone(),
+            source,
+        })?;
+        if !res.status().is_success() {
+            let status = res.status().as_u16();
+            let body = res.body_mut().read_to_string().unwrap_or_default();
+            return Err(api_error(status, &body));
+        }
+        let reader = std::io::BufReader::new(res.body_mut().as_reader());
+        for line in reader.lines() {
+            let line = line.map_err(|e| self.protocol(format!("event stream broke: {e}")))?;
+            if !on_line(&line) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -17,7 +17,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn json(self, value: &Value) -> Result<bool, ClientError> {
+    pub(super) fn json(self, value: &Value) -> Result<bool, ClientError> {
         if self.json {
             let text = serde_json::to_string_pretty(value).unwrap_or_else(|_| value.to_string());
             println!("{text}");
@@ -26,7 +26,7 @@ impl Output {
     }
 }
 
-fn decode<T: DeserializeOwned>(c: &Client, value: Value) -> Result<T, ClientError> {
+pub(super) fn decode<T: DeserializeOwned>(c: &Client, value: Value) -> Result<T, ClientError> {
     serde_json::from_value(value).map_err(|e| ClientError::Protocol {
         url: c.base().to_owned(),
         detail: format!("unexpected JSON shape: {e}"),
@@ -70,6 +70,15 @@ fn arrays_table(arrays: &[ArrayView]) -> Table {
 /// `ferry volume ...`
 pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError> {
     match cmd {
+        VolumeCmd::Migrate {
+            id,
+            to,
+            pool,
+            force_host_copy,
+            wait,
+        } => super::migrate::migrate(c, out, id, &to, pool, force_host_copy, wait)?,
+        VolumeCmd::Migration { id } => super::migrate::show(c, out, id)?,
+        VolumeCmd::AbortMigration { id } => super::migrate::abort(c, out, id)?,
         VolumeCmd::Create {
             name,
             size,

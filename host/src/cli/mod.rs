@@ -6,6 +6,7 @@
 
 mod client;
 mod commands;
+mod migrate;
 mod serve;
 mod size;
 mod table;
@@ -71,6 +72,12 @@ enum Command {
     /// Driver components.
     #[command(subcommand)]
     Driver(DriverCmd),
+    /// Follow the event stream: one line per state change.
+    Events {
+        /// Replay the events after this sequence number first.
+        #[arg(long)]
+        after: Option<u64>,
+    },
 }
 
 /// `ferry array ...`
@@ -143,6 +150,34 @@ pub enum VolumeCmd {
         /// Attachment id, as `attach` printed it.
         attachment_id: Uuid,
     },
+    /// Migrate a volume to another array (or pool).
+    Migrate {
+        /// Volume id.
+        id: Uuid,
+        /// Destination array.
+        #[arg(long)]
+        to: String,
+        /// Destination pool (the array's first pool when absent).
+        #[arg(long)]
+        pool: Option<String>,
+        /// Skip the drivers' own paths and copy in the host.
+        #[arg(long)]
+        force_host_copy: bool,
+        /// Show progress until the migration ends; exit non-zero unless it
+        /// succeeds.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// Show the last migration of a volume.
+    Migration {
+        /// Volume id.
+        id: Uuid,
+    },
+    /// Abort a running migration; the volume goes back where it was.
+    AbortMigration {
+        /// Volume id.
+        id: Uuid,
+    },
 }
 
 /// Entry point of the `ferry` binary.
@@ -156,6 +191,9 @@ pub fn main() -> ExitCode {
         }),
         Command::Volume(cmd) => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
             commands::volume(c, out, cmd)
+        }),
+        Command::Events { after } => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+            migrate::events(c, out, after)
         }),
         Command::Driver(cmd) => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
             commands::driver(c, out, cmd)

@@ -116,9 +116,11 @@ async fn serve_async(
     let stop = Arc::new(Notify::new());
     let signalled = stop.clone();
     let app = api::app(service.clone(), tokens);
+    let stopping = service.clone();
     let server = api::serve(listener, app, async move {
         shutdown_signal().await;
         tracing::info!("stopping: finishing requests in flight");
+        stopping.begin_shutdown();
         signalled.notify_one();
     });
     let result = tokio::select! {

@@ -46,8 +46,6 @@ struct HydrationRecord {
     local: LunRef,
     remote: LunRef,
     region_size: u64,
-    /// Bit set = region hydrated; hex to stay readable in JSON.
-    bitmap: String,
     /// Size of the LUNs.
     #[serde(default)]
     total_bytes: u64,
@@ -55,6 +53,12 @@ struct HydrationRecord {
     /// crash still answers "complete" instead of "unknown".
     #[serde(default)]
     finished: bool,
+}
+
+/// Store key of a hydration's bitmap (raw bytes, bit set = hydrated); the
+/// record itself (JSON) is under the bare id.
+fn bitmap_key(id: &str) -> String {
+    format!("{id}#bitmap")
 }
 
 /// Why a hydration call failed.
@@ -136,11 +140,9 @@ impl BitmapSink for StoreSink {
         if self.finished.load(Ordering::Acquire) {
             return Ok(());
         }
-        let mut record = self.record.lock().unwrap_or_else(|p| p.into_inner());
-        record.bitmap = hex::encode(bitmap);
-        let bytes = serde_json::to_vec(&*record).map_err(io::Error::other)?;
+        let _record = self.record.lock().unwrap_or_else(|p| p.into_inner());
         self.store
-            .put_record(RecordTable::Hydration, &self.id, &bytes)
+            .put_record(RecordTable::Hydration, &bitmap_key(&self.id), bitmap)
             .map_err(io::Error::other)
     }
 }
@@ -190,15 +192,19 @@ impl Hydrations {
         // A LUN that finished hydrating once may hydrate again (a later
         // migration back to this array): that is a new hydration.
         self.finished().remove(&id);
+        let fresh = self
+            .store
+            .record(RecordTable::Hydration, &id)
+            .map_err(io::Error::other)?
+            .is_none();
         let record = HydrationRecord {
             local: local_ref,
             remote: remote_ref,
             region_size: DEFAULT_REGION_SIZE,
-            bitmap: String::new(),
             total_bytes: local.size(),
             finished: false,
         };
-        self.launch(id.clone(), record, local, remote)?;
+        self.launch(id.clone(), record, local, remote, fresh)?;
         Ok(id)
     }
 
@@ -208,8 +214,17 @@ impl Hydrations {
         record: HydrationRecord,
         local: Arc<Lun>,
         remote: Arc<Lun>,
+        fresh: bool,
     ) -> Result<(), HydrationError> {
-        let bitmap = hex::decode(&record.bitmap).unwrap_or_default();
+        let bitmap = self
+            .store
+            .record(RecordTable::Hydration, &bitmap_key(&id))
+            .map_err(io::Error::other)?
+            .unwrap_or_default();
+        let record_bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
+        self.store
+            .put_record(RecordTable::Hydration, &id, &record_bytes)
+            .map_err(io::Error::other)?;
         let sink_finished = Arc::new(AtomicBool::new(false));
         let sink = StoreSink {
             store: self.store.clone(),
@@ -222,6 +237,12 @@ impl Hydrations {
         sink.commit(&bitmap)?;
         let hydration = Hydration::new(local, remote, record.region_size, &bitmap, Box::new(sink))?;
         hydration.set_bandwidth(self.bandwidth);
+        if fresh {
+            // Best effort: a file system without fallocate only loses speed.
+            if let Err(e) = hydration.preallocate() {
+                tracing::debug!(hydration = %id, error = %e, "preallocation skipped");
+            }
+        }
         let stop = Arc::new(AtomicBool::new(false));
         let worker = {
             let (h, stop) = (hydration.clone(), stop.clone());
@@ -316,10 +337,12 @@ impl Hydrations {
         r.hydration.commit()?;
         r.sink_finished.store(true, Ordering::Release);
         let record = HydrationRecord {
-            bitmap: String::new(),
             finished: true,
             ..r.record.clone()
         };
+        self.store
+            .delete_record(RecordTable::Hydration, &bitmap_key(id))
+            .map_err(io::Error::other)?;
         let bytes = serde_json::to_vec(&record).map_err(io::Error::other)?;
         self.store
             .put_record(RecordTable::Hydration, id, &bytes)
@@ -338,9 +361,11 @@ impl Hydrations {
         if let Some(r) = running {
             let _ = r.stop();
         }
-        self.store
-            .delete_record(RecordTable::Hydration, id)
-            .map_err(io::Error::other)?;
+        for key in [id.to_owned(), bitmap_key(id)] {
+            self.store
+                .delete_record(RecordTable::Hydration, &key)
+                .map_err(io::Error::other)?;
+        }
         Ok(())
     }
 
@@ -362,6 +387,9 @@ impl Hydrations {
             .records(RecordTable::Hydration)
             .map_err(io::Error::other)?;
         for (id, bytes) in records {
+            if id.ends_with("#bitmap") {
+                continue;
+            }
             let Ok(record) = serde_json::from_slice::<HydrationRecord>(&bytes) else {
                 tracing::warn!(hydration = %id, "unreadable hydration record dropped");
                 let _ = self.abandon(&id);
@@ -376,7 +404,7 @@ impl Hydrations {
             };
             match (open(&record.local), open(&record.remote)) {
                 (Some(local), Some(remote)) => {
-                    self.launch(id.clone(), record, local, remote)?;
+                    self.launch(id.clone(), record, local, remote, false)?;
                     tracing::info!(hydration = %id, "hydration resumed from its bitmap");
                 }
                 _ => {

@@ -23,9 +23,13 @@ use regions::{HYDRATED, HYDRATING, Regions, UNHYDRATED};
 use crate::array::{Extent, Lun};
 use crate::block::BlockDevice;
 
-/// Default region size: small enough that a 4 KiB write to a cold region
-/// copies little, large enough that a 16 GiB volume's bitmap is 32 KiB.
-pub const DEFAULT_REGION_SIZE: u64 = 64 << 10;
+/// Default region size, as dm-clone's: an aligned 4 KiB write covers a
+/// whole region, so it only marks it and never waits for a copy. A 16 GiB
+/// volume's bitmap is 512 KiB; the background worker copies runs of regions.
+pub const DEFAULT_REGION_SIZE: u64 = 4 << 10;
+
+/// Most regions the background worker copies in one read and write.
+const RUN_REGIONS: usize = 64;
 
 /// How often the background worker commits the bitmap.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
@@ -180,43 +184,89 @@ impl Hydration {
         Ok(())
     }
 
-    /// Hydrates up to `max` regions from the cursor on; returns how many it
-    /// looked at (0 when the whole LUN is done).
+    /// Hydrates up to `max` regions from the cursor on, in runs of up to
+    /// `RUN_REGIONS` consecutive cold regions copied with one read and one
+    /// write; returns how many regions it looked at (0 when done).
     pub fn hydrate_step(&self, max: usize) -> io::Result<usize> {
         let count = self.regions.count();
         let mut buf = Vec::new();
         let mut looked = 0;
         while looked < max {
-            let i = self.cursor.load(Ordering::Relaxed) as usize;
-            if i >= count {
+            let first = self.cursor.load(Ordering::Relaxed) as usize;
+            if first >= count {
                 break;
             }
-            self.cursor.store(i as u64 + 1, Ordering::Relaxed);
-            looked += 1;
-            if self.regions.state(i) != UNHYDRATED {
+            // Claim a run of cold regions; stop at the first one that is not.
+            let mut end = first;
+            while end < count && end - first < RUN_REGIONS {
+                let _g = self.regions.lock_settled(end);
+                if self.regions.state(end) != UNHYDRATED {
+                    break;
+                }
+                self.regions.set(end, HYDRATING);
+                end += 1;
+            }
+            if end == first {
+                // Already local (a foreground write made it so): skip it.
+                self.cursor.store(first as u64 + 1, Ordering::Relaxed);
+                looked += 1;
                 continue;
             }
-            {
-                let _g = self.regions.lock_settled(i);
-                if self.regions.state(i) != UNHYDRATED {
-                    continue;
-                }
-                self.regions.set(i, HYDRATING);
+            self.cursor.store(end as u64, Ordering::Relaxed);
+            looked += end - first;
+            let copied = self.copy_run(first, end, &mut buf);
+            for i in first..end {
+                let _g = self.regions.lock_settled_hydrating(i);
+                self.regions
+                    .set(i, if copied.is_ok() { HYDRATED } else { UNHYDRATED });
             }
-            let copied = self.copy_region(i, &mut buf);
-            let _g = self.regions.lock_settled_hydrating(i);
-            match copied {
-                Ok(()) => self.regions.set(i, HYDRATED),
-                Err(e) => {
-                    self.regions.set(i, UNHYDRATED);
-                    // Come back to this region on the next attempt.
-                    self.cursor.fetch_min(i as u64, Ordering::Relaxed);
-                    return Err(e);
-                }
+            if let Err(e) = copied {
+                // Come back to this run on the next attempt.
+                self.cursor.fetch_min(first as u64, Ordering::Relaxed);
+                return Err(e);
             }
             self.dirty.store(true, Ordering::Release);
         }
         Ok(looked)
+    }
+
+    /// Copies regions `[first, end)` from the remote in one read and write.
+    fn copy_run(&self, first: usize, end: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+        let start = self.regions.bounds(first).0;
+        let stop = self.regions.bounds(end - 1).1;
+        if !overlaps(&self.remote_extents, start, stop) {
+            return Ok(());
+        }
+        buf.resize((stop - start) as usize, 0);
+        self.remote.read_at(buf, start)?;
+        // Write only the regions holding data, coalesced, so the local LUN
+        // allocates no more than the source.
+        let region = self.regions.region_size() as usize;
+        let mut i = 0;
+        while i < buf.len() {
+            if buf[i..(i + region).min(buf.len())].iter().all(|b| *b == 0) {
+                i += region;
+                continue;
+            }
+            let mut j = i + region;
+            while j < buf.len() && buf[j..(j + region).min(buf.len())].iter().any(|b| *b != 0) {
+                j += region;
+            }
+            let j = j.min(buf.len());
+            self.local.write_at(&buf[i..j], start + i as u64)?;
+            i = j;
+        }
+        Ok(())
+    }
+
+    /// Allocates the local LUN where the source holds data, so writes during
+    /// hydration overwrite allocated blocks instead of allocating one by one.
+    /// The local LUN ends up allocating what the source does, no more.
+    pub fn preallocate(&self) -> io::Result<()> {
+        for e in &self.remote_extents {
+            self.local.preallocate(e.offset, e.length)?;
+        }
+        Ok(())
     }
 
     /// The background worker: hydrates everything, yielding to foreground
@@ -246,7 +296,7 @@ impl Hydration {
             } else if self.foreground_busy() {
                 std::thread::sleep(Duration::from_millis(1));
             } else {
-                self.hydrate_step(16)?;
+                self.hydrate_step(RUN_REGIONS * 4)?;
             }
             if last_commit.elapsed() >= COMMIT_INTERVAL
                 || (done && self.dirty.load(Ordering::Acquire))

@@ -62,6 +62,8 @@ struct Inner {
     copy_bandwidth: Option<u64>,
     /// The async runtime background work (migrations) runs on.
     tasks: tokio::runtime::Handle,
+    /// Raised when the host begins to stop: long-lived streams end.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// What the host keeps in memory about a running migration.
@@ -129,6 +131,7 @@ impl Service {
                 running: Mutex::new(HashMap::new()),
                 copy_bandwidth: opts.config.copy_bandwidth_bytes_per_sec,
                 tasks,
+                stopping: tokio::sync::watch::channel(false).0,
             }),
         };
         service.recover()?;
@@ -139,6 +142,16 @@ impl Service {
     /// Where the NBD server listens (as put in attachment URIs).
     pub fn nbd_addr(&self) -> SocketAddr {
         self.inner.nbd_addr
+    }
+
+    /// Tells long-lived streams (the event stream) to end: the host stops.
+    pub fn begin_shutdown(&self) {
+        self.inner.stopping.send_replace(true);
+    }
+
+    /// Resolves to true once the host begins to stop.
+    pub fn stopping(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.inner.stopping.subscribe()
     }
 
     /// Stops the NBD server after flushing every export.
