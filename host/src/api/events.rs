@@ -98,13 +98,15 @@ async fn events(
             };
             match next {
                 Ok(e) if e.seq <= last => {}
-                Ok(e) => {
+                Ok(e) if last == 0 || e.seq == last + 1 => {
                     last = e.seq;
                     if tx.send(sse(&e)).await.is_err() {
                         return;
                     }
                 }
-                Err(RecvError::Lagged(_)) => {
+                // A gap: events emitted concurrently can reach the broadcast
+                // out of order; the log has them all, in order.
+                Ok(_) | Err(RecvError::Lagged(_)) if last > 0 => {
                     // Fell behind the broadcast: fill the gap from the log.
                     let Ok(page) = service.events_since(last, PAGE) else {
                         return;
@@ -116,6 +118,13 @@ async fn events(
                         }
                     }
                 }
+                Ok(e) => {
+                    last = e.seq;
+                    if tx.send(sse(&e)).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             }
         }
