@@ -216,16 +216,12 @@ impl Service {
             .await;
         match outcome {
             Ok(o) if o.moved => {
-                let dest_place = Placement {
-                    provider_location: o.model_update,
-                    ..m.destination.clone()
-                };
+                let update = o.model_update;
                 self.transition(
                     v.id,
                     |v, m| {
                         m.path = Some(MigrationPath::SourceDriver);
-                        place(v, &dest_place);
-                        m.destination = dest_place.clone();
+                        move_to_destination(v, m, update);
                         finish(v, m, MigrationStatus::Success);
                     },
                     Some("the source driver moved the volume".into()),
@@ -311,16 +307,12 @@ impl Service {
             .await;
         match outcome {
             Ok(o) if o.moved && !o.is_async => {
-                let dest_place = Placement {
-                    provider_location: o.model_update,
-                    ..m.destination.clone()
-                };
+                let update = o.model_update;
                 self.transition(
                     v.id,
                     |v, m| {
                         m.path = Some(MigrationPath::TargetDriver);
-                        m.destination = dest_place.clone();
-                        place(v, &dest_place);
+                        move_to_destination(v, m, update);
                         m.phase = MigrationPhase::CleanupSource;
                         m.status = MigrationStatus::Completing;
                     },
@@ -331,17 +323,13 @@ impl Service {
             Ok(o) if o.moved => {
                 // Seed 000: the volume lives on the target from now on and is
                 // attachable while its data flows; never roll back past here.
-                let dest_place = Placement {
-                    provider_location: o.model_update,
-                    ..m.destination.clone()
-                };
+                let update = o.model_update;
                 self.transition(
                     v.id,
                     |v, m| {
                         m.path = Some(MigrationPath::TargetDriverAsync);
-                        m.destination = dest_place.clone();
                         m.remote = Some(remote_address.clone());
-                        place(v, &dest_place);
+                        move_to_destination(v, m, update);
                         m.phase = MigrationPhase::Hydrating;
                         m.status = MigrationStatus::MigratingAttachable;
                     },
@@ -731,6 +719,13 @@ impl Service {
         }));
         Ok(scope)
     }
+}
+
+/// The switch: the volume record now lives at the migration's destination,
+/// with the driver's model update there.
+fn move_to_destination(v: &mut Volume, m: &mut Migration, model_update: Option<String>) {
+    m.destination.provider_location = model_update;
+    place(v, &m.destination);
 }
 
 /// Puts the volume record at `at`.
