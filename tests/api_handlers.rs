@@ -577,3 +577,41 @@ async fn serves_on_loopback_for_the_cli_client_and_stops_gracefully() {
         .unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// A component upload larger than the limit is refused whether or not it
+/// declares its length, and a streamed one is cut at the limit; either way
+/// nothing is installed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_driver_uploads_are_refused_with_or_without_a_length() {
+    let h = Harness::start().await;
+    let before = h.admin(Method::GET, "/v1/drivers", None).await.body;
+    let limit = h.service.max_component_bytes();
+    let upload = |declared: bool| {
+        let mut req = Request::builder()
+            .method(Method::PUT)
+            .uri("/v1/drivers/plain")
+            .header(header::AUTHORIZATION, format!("Bearer {}", h.admin));
+        let body = vec![0u8; limit + 1];
+        if declared {
+            req = req.header(header::CONTENT_LENGTH, body.len().to_string());
+            req.body(Body::from(body)).unwrap()
+        } else {
+            // A stream of chunks with no length: only reading tells.
+            let chunks = body
+                .chunks(1 << 20)
+                .map(|c| Ok::<_, std::io::Error>(c.to_vec()))
+                .collect::<Vec<_>>();
+            req.body(Body::from_stream(futures_util::stream::iter(chunks)))
+                .unwrap()
+        }
+    };
+    for declared in [true, false] {
+        let a = h.send(upload(declared)).await;
+        assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", a.body);
+        assert_eq!(a.code(), "component_too_large");
+        assert!(a.message().contains(&limit.to_string()), "{}", a.message());
+    }
+    let a = h.raw(Method::PUT, "/v1/drivers/plain", None, None).await;
+    assert_eq!(a.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(h.admin(Method::GET, "/v1/drivers", None).await.body, before);
+}

@@ -181,6 +181,39 @@ fn a_driver_cannot_reach_other_arrays() {
 }
 
 #[test]
+fn a_driver_cannot_reach_host_files_the_network_or_the_environment() {
+    let (_turn, h) = harness();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (err, _) = misbehave(h, &format!("outside:{port}"));
+    match &err {
+        CallError::Driver {
+            kind: DriverErrorKind::BackendError,
+            message,
+        } => {
+            assert!(message.starts_with("outside blocked"), "{message}");
+            for what in [
+                "files (read /etc/passwd)",
+                "files (create ./escape)",
+                "environment",
+                "network (tcp connect)",
+                "network (udp bind)",
+                "network (name lookup)",
+            ] {
+                assert!(message.contains(what), "{what} not tried: {message}");
+            }
+        }
+        other => panic!("the driver reached outside: {other:?}"),
+    }
+    assert!(
+        matches!(listener.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the driver connected to the host's loopback listener"
+    );
+    both_drivers_still_serve(h);
+}
+
+#[test]
 fn state_written_by_a_trapping_call_is_dropped() {
     let (_turn, h) = harness();
     let (err, _) = misbehave(h, "state");

@@ -94,6 +94,16 @@ pub struct Config {
     /// Driver call limits.
     #[serde(default)]
     pub limits: DriverLimits,
+    /// Limits of particular drivers (`[driver_limits.NAME]`), in place of
+    /// `limits` for that driver's calls.
+    #[serde(default)]
+    pub driver_limits: std::collections::BTreeMap<String, DriverLimits>,
+    /// Largest driver component accepted for installation, in bytes.
+    #[serde(default = "default_max_component_bytes")]
+    pub max_component_bytes: u64,
+    /// Longest a driver component may take to compile, in milliseconds.
+    #[serde(default = "default_max_compile_ms")]
+    pub max_compile_ms: u64,
     /// Host copy bandwidth limit in bytes per second (none when absent).
     #[serde(default)]
     pub copy_bandwidth_bytes_per_sec: Option<u64>,
@@ -114,6 +124,12 @@ fn default_deadline_ms() -> u64 {
 }
 fn default_memory_bytes() -> u64 {
     64 << 20
+}
+fn default_max_component_bytes() -> u64 {
+    64 << 20
+}
+fn default_max_compile_ms() -> u64 {
+    60_000
 }
 
 /// The embedded default: `t1` (takeover), `v1` and `v2` (vendor-copy), `p1`
@@ -200,8 +216,20 @@ impl Config {
                 return invalid(format!("array {a} is zoned with itself"));
             }
         }
-        if self.limits.deadline_ms == 0 || self.limits.memory_bytes < (1 << 20) {
-            return invalid("limits: deadline_ms must be > 0 and memory_bytes >= 1 MiB".into());
+        let limits = std::iter::once(("limits".to_owned(), &self.limits)).chain(
+            self.driver_limits
+                .iter()
+                .map(|(n, l)| (format!("driver_limits.{n}"), l)),
+        );
+        for (what, l) in limits {
+            if l.deadline_ms == 0 || l.memory_bytes < (1 << 20) || l.memory_bytes > (4 << 30) {
+                return invalid(format!(
+                    "{what}: deadline_ms must be > 0 and memory_bytes between 1 MiB and 4 GiB"
+                ));
+            }
+        }
+        if self.max_component_bytes == 0 || self.max_compile_ms == 0 {
+            return invalid("max_component_bytes and max_compile_ms must be > 0".into());
         }
         Ok(())
     }
@@ -240,6 +268,14 @@ mod tests {
             (
                 "[[array]]\nname='a'\ndriver='d'\ncapacity_bytes=0\n",
                 "zero capacity",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[driver_limits.d]\ndeadline_ms=0\n",
+                "driver_limits.d: deadline_ms",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[driver_limits.d]\nfuel=3\n",
+                "unknown field",
             ),
         ];
         for (text, want) in cases {

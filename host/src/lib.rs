@@ -11,6 +11,7 @@ pub mod guests;
 pub mod hydrate;
 pub mod model;
 pub mod nbd;
+pub mod prometheus;
 pub mod runtime;
 pub mod service;
 pub mod store;

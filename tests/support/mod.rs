@@ -149,6 +149,42 @@ impl Server {
         Ok((status, json))
     }
 
+    /// Sends `bytes` as the raw body of a request with the admin token (a
+    /// driver upload); returns status and JSON body.
+    pub fn send_bytes(&self, method: &str, path: &str, bytes: &[u8]) -> (u16, Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(120)))
+            .build()
+            .into();
+        let req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("{}{}", self.url, path))
+            .header("authorization", format!("Bearer {}", self.token))
+            .header("content-type", "application/wasm")
+            .body(bytes.to_vec())
+            .expect("request");
+        let resp = agent.run(req).expect("upload failed");
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().expect("body");
+        let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        (status, json)
+    }
+
+    /// Fetches a path without a token and returns status and raw text.
+    pub fn get_text(&self, path: &str) -> (u16, String) {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let resp = agent
+            .get(format!("{}{}", self.url, path))
+            .call()
+            .expect("request failed");
+        let status = resp.status().as_u16();
+        (status, resp.into_body().read_to_string().expect("body"))
+    }
+
     /// Runs the CLI against this server.
     pub fn cli(&self, args: &[&str]) -> Output {
         Command::new(ferry_bin())

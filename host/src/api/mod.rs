@@ -11,6 +11,7 @@ mod drivers;
 pub mod error;
 mod events;
 mod extract;
+pub mod metrics;
 mod migrations;
 mod openapi;
 pub mod routes;
@@ -19,13 +20,11 @@ mod volumes;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRef, Request};
+use axum::extract::{DefaultBodyLimit, FromRef};
 use axum::http::{Method, Uri};
-use axum::middleware::{self, Next};
-use axum::response::Response;
+use axum::middleware;
 
 pub use auth::{Role, TokenError, Tokens};
 pub use error::ApiError;
@@ -41,6 +40,7 @@ pub const JSON_BODY_LIMIT: usize = 1 << 20;
 pub struct AppState {
     service: Service,
     tokens: Arc<Tokens>,
+    http: Arc<metrics::HttpMetrics>,
 }
 
 impl FromRef<AppState> for Service {
@@ -56,6 +56,7 @@ fn all_routes() -> routes::Routes {
     let r = volumes::register(r);
     let r = migrations::register(r);
     let r = events::register(r);
+    let r = metrics::register(r);
     drivers::register(r)
 }
 
@@ -69,6 +70,7 @@ pub fn app(service: Service, tokens: Tokens) -> Router {
     let state = AppState {
         service,
         tokens: Arc::new(tokens),
+        http: Arc::new(metrics::HttpMetrics::default()),
     };
     let routes = all_routes();
     let protected = routes.protected.route_layer(middleware::from_fn_with_state(
@@ -83,7 +85,10 @@ pub fn app(service: Service, tokens: Tokens) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::map_response(error::normalize))
-        .layer(middleware::from_fn(log_request))
+        .layer(middleware::from_fn_with_state(
+            state.http.clone(),
+            metrics::observe,
+        ))
         .with_state(state)
 }
 
@@ -93,23 +98,6 @@ async fn not_found(method: Method, uri: Uri) -> ApiError {
 
 async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::method_not_allowed(method.as_str(), uri.path())
-}
-
-/// Logs one line per request. Only the method and path: headers (tokens)
-/// and bodies never reach the log.
-async fn log_request(req: Request, next: Next) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let started = Instant::now();
-    let res = next.run(req).await;
-    let status = res.status().as_u16();
-    let latency_ms = started.elapsed().as_secs_f64() * 1e3;
-    if res.status().is_server_error() {
-        tracing::warn!(%method, %path, status, latency_ms, "request");
-    } else {
-        tracing::info!(%method, %path, status, latency_ms, "request");
-    }
-    res
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then lets the

@@ -186,7 +186,84 @@ fn paths() -> Value {
         "/v1/drivers": {"get": operation(
             "listDrivers", "List the drivers and their installed versions.", &[], None,
             ("200", ok("The drivers.", "DriverList")), &[AUTH_ERRORS])},
+        "/v1/drivers/{name}": {"put": install_driver()},
+        "/v1/drivers/{name}/activate": {"post": named(operation(
+            "activateDriver",
+            "Make an installed version the active one (hot swap; roll back or forward). \
+             Calls in flight finish on the old version; new calls use this one.",
+            &[], Some("ActivateDriver"),
+            ("200", ok("The version, now active.", "DriverVersionResult")),
+            &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, &[
+                ("404", "No such driver (`driver_not_found`) or version \
+                         (`driver_version_not_found`)."),
+            ]]))},
+        "/metrics": {"get": public(operation(
+            "metrics",
+            "Prometheus text: volumes, migrations, per-driver calls, errors, traps, \
+             timeouts, latency and memory high-water mark, NBD and HTTP counters.",
+            &[], None,
+            ("200", json!({"description": "Metrics in the text exposition format 0.0.4.",
+                           "content": {"text/plain": {}}})), &[]))},
     })
+}
+
+/// Adds the `{name}` path parameter (a driver name) to an operation.
+fn named(mut op: Value) -> Value {
+    op["parameters"] = json!([{
+        "name": "name", "in": "path", "required": true,
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$"}
+    }]);
+    op
+}
+
+fn install_driver() -> Value {
+    let mut op = named(operation(
+        "installDriver",
+        "Upload a driver component (the raw bytes as the body). It is validated (size, \
+         compile time, the ferry:driver world at a compatible version, a first \
+         `capabilities` call), stored and, unless `activate=false`, made active at once. \
+         A refused component changes nothing.",
+        &[],
+        None,
+        (
+            "201",
+            ok("A new version was installed.", "DriverVersionResult"),
+        ),
+        &[
+            AUTH_ERRORS,
+            ADMIN_ERRORS,
+            &[
+                (
+                    "400",
+                    "Empty body (`empty_body`) or bad driver name (`invalid_name`).",
+                ),
+                (
+                    "413",
+                    "Larger than the component limit (`component_too_large`).",
+                ),
+                (
+                    "422",
+                    "Refused: `not_wasm`, `core_module`, `not_a_component`, `wrong_world`, \
+                     `incompatible_world_version`, `compile_failed`, `compile_timeout`, \
+                     `smoke_call_failed`.",
+                ),
+            ],
+        ],
+    ));
+    op["responses"]["200"] = ok(
+        "That version was installed already (same digest).",
+        "DriverVersionResult",
+    );
+    if let Some(p) = op["parameters"].as_array_mut() {
+        p.push(json!({
+            "name": "activate", "in": "query", "required": false,
+            "schema": {"type": "boolean", "default": true}
+        }));
+    }
+    op["requestBody"] = json!({"required": true, "content": {
+        "application/wasm": {"schema": {"type": "string", "format": "binary"}}
+    }});
+    op
 }
 
 fn schemas() -> Value {
@@ -286,6 +363,10 @@ fn schemas() -> Value {
                 "kind": {"enum": ["volume", "migration", "driver"]},
                 "volume": {"type": ["string", "null"], "format": "uuid"},
                 "migration": {"type": ["string", "null"], "format": "uuid"},
+                "driver": {"type": "string",
+                           "description": "Driver events: the driver's name. `to` is the \
+                           version's digest, `from` the digest it replaced, `reason` \
+                           `installed` or `activated`."},
                 "from": {"type": ["string", "null"]},
                 "to": {"type": "string"},
                 "at": time,
@@ -358,6 +439,31 @@ fn schemas() -> Value {
                 "name": {"type": "string"},
                 "active_digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
                 "versions": {"type": "array", "items": schema("DriverVersion")}
+            }
+        },
+        "ActivateDriver": {
+            "type": "object", "required": ["digest"], "additionalProperties": false,
+            "properties": {"digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"}}
+        },
+        "DriverVersionResult": {
+            "type": "object",
+            "required": ["name", "digest", "active", "created", "capabilities", "installed_at"],
+            "properties": {
+                "name": {"type": "string"},
+                "digest": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+                "active": {"type": "boolean"},
+                "created": {"type": "boolean",
+                            "description": "false when this digest was installed before."},
+                "capabilities": {
+                    "type": "object",
+                    "properties": {
+                        "take_over": {"type": "boolean"},
+                        "async_target_migration": {"type": "boolean"},
+                        "source_migration": {"type": "boolean"},
+                        "sparse": {"type": "boolean"}
+                    }
+                },
+                "installed_at": time
             }
         },
         "DriverList": {
@@ -443,7 +549,12 @@ mod tests {
             );
             let params: Vec<_> = op["parameters"]
                 .as_array()
-                .map(|a| a.iter().map(|p| p["name"].as_str().unwrap()).collect())
+                .map(|a| {
+                    a.iter()
+                        .filter(|p| p["in"] == "path")
+                        .map(|p| p["name"].as_str().unwrap())
+                        .collect()
+                })
                 .unwrap_or_default();
             let in_path: Vec<_> = r
                 .path

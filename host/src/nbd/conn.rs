@@ -14,6 +14,7 @@ use std::thread;
 use super::export::{ExportSlot, InFlight};
 use super::proto::*;
 use super::server::Ticket;
+use super::stats::Op;
 
 /// Threads per connection at most; enough to overlap a client's queue of
 /// requests with fsyncs and cold reads on a small machine.
@@ -72,6 +73,7 @@ impl Conn {
         writer: TcpStream,
         ticket: Ticket,
     ) -> Self {
+        super::stats::STATS.connection_opened();
         Self {
             id: ticket.id(),
             slot,
@@ -163,6 +165,13 @@ impl Conn {
 
     /// Performs one request and replies. An error means the socket failed.
     fn execute(&self, req: Request, buf: &mut Vec<u8>) -> io::Result<()> {
+        let op = match req.kind {
+            CMD_READ => Op::Read,
+            CMD_WRITE => Op::Write,
+            CMD_FLUSH => Op::Flush,
+            CMD_TRIM | CMD_WRITE_ZEROES => Op::Zero,
+            _ => Op::Other,
+        };
         let (error, data_len) = match req.kind {
             CMD_READ => self.read(&req, buf),
             CMD_WRITE => {
@@ -181,6 +190,7 @@ impl Conn {
                 (EINVAL, 0)
             }
         };
+        super::stats::STATS.request(op, req.length, error);
         self.reply(
             buf,
             error,
@@ -312,6 +322,7 @@ fn write_zero_buffers(io: &InFlight<'_>, offset: u64, len: u64) -> io::Result<()
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        super::stats::STATS.connection_closed();
         self.slot.detach(self.id);
         tracing::debug!(
             export = self.slot.name(),

@@ -11,6 +11,7 @@ mod export;
 mod handshake;
 mod proto;
 mod server;
+mod stats;
 #[cfg(test)]
 mod testdev;
 #[cfg(test)]
@@ -18,3 +19,4 @@ mod tests;
 
 pub use export::{Export, ExportTable};
 pub use server::NbdServer;
+pub use stats::{NbdSnapshot, NbdStats, STATS};

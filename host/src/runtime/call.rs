@@ -93,6 +93,8 @@ impl CallState {
 pub(crate) struct CallLimiter {
     memory_limit: usize,
     pub(crate) memory_denied: bool,
+    /// The largest linear memory granted in this call, for the metrics.
+    pub(crate) peak_bytes: usize,
 }
 
 impl CallLimiter {
@@ -100,6 +102,7 @@ impl CallLimiter {
         Self {
             memory_limit,
             memory_denied: false,
+            peak_bytes: 0,
         }
     }
 }
@@ -112,7 +115,9 @@ impl ResourceLimiter for CallLimiter {
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
         let allowed = desired <= self.memory_limit && maximum.is_none_or(|m| desired <= m);
-        if !allowed {
+        if allowed {
+            self.peak_bytes = self.peak_bytes.max(desired);
+        } else {
             self.memory_denied = true;
         }
         Ok(allowed)

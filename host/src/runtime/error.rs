@@ -99,18 +99,48 @@ pub enum RuntimeError {
         /// The limit.
         max: usize,
     },
-    /// The bytes are not a WebAssembly component.
+    /// The bytes are not WebAssembly at all.
+    #[error("not WebAssembly: {0}")]
+    NotWasm(String),
+    /// The bytes are a core WebAssembly module, not a component.
+    #[error(
+        "this is a core WebAssembly module; a driver must be a component \
+         (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+    )]
+    CoreModule,
+    /// The bytes are WebAssembly of an unknown version or layer.
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
     /// The component does not target the driver world.
     #[error("component does not target the ferry:driver@0.1.0 driver-world: {0}")]
     WrongWorld(String),
+    /// The component exports the driver interface at a version this host
+    /// does not implement.
+    #[error(
+        "component targets ferry:driver@{found}, which this host does not implement \
+         (it implements {supported})"
+    )]
+    IncompatibleVersion {
+        /// The version the component was built against.
+        found: String,
+        /// What this host accepts.
+        supported: String,
+    },
     /// The component is malformed.
     #[error("component failed to compile: {0}")]
     Compile(String),
+    /// Compiling took longer than allowed.
+    #[error("component took longer than {limit_ms} ms to compile and was refused")]
+    CompileTimeout {
+        /// The limit.
+        limit_ms: u64,
+    },
     /// The component failed its first `capabilities` call.
     #[error("component failed its first capabilities call: {0}")]
     SmokeFailed(CallError),
+    /// No version with this digest has been installed in this host.
+    #[error("no installed version has digest {0}")]
+    NotPrepared(String),
     /// The engine could not be set up.
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
@@ -121,10 +151,15 @@ impl RuntimeError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::TooLarge { .. } => "component_too_large",
+            Self::NotWasm(_) => "not_wasm",
+            Self::CoreModule => "core_module",
             Self::NotAComponent(_) => "not_a_component",
+            Self::IncompatibleVersion { .. } => "incompatible_world_version",
+            Self::CompileTimeout { .. } => "compile_timeout",
             Self::WrongWorld(_) => "wrong_world",
             Self::Compile(_) => "compile_failed",
             Self::SmokeFailed(_) => "smoke_call_failed",
+            Self::NotPrepared(_) => "driver_version_not_found",
             Self::Engine(_) => "engine_error",
         }
     }

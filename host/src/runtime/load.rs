@@ -1,27 +1,45 @@
 //! Loading a driver version: the checks a component passes before it may
-//! run (size, encoding, the driver world, a first `capabilities` call).
+//! run (size, encoding, a bounded compile, the driver world at a compatible
+//! version, a first `capabilities` call), and the cache of compiled
+//! artifacts that lets a restart skip the compiler.
 
+use std::hash::{Hash, Hasher};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use wasmtime::Engine;
 use wasmtime::component::Component;
 
 use super::bindings::DriverWorldPre;
 use super::error::{RuntimeError, chain};
 use super::{Inner, Loaded};
 
+/// The interface every driver exports, without its version.
+const DRIVER_EXPORT: &str = "ferry:driver/driver";
+/// The WIT package version this host implements.
+const WORLD_VERSION: (u64, u64, u64) = (0, 1, 0);
+
+/// Where compiled artifacts are kept between runs. Implemented by the host's
+/// database. Only bytes this host serialized are ever put here, which is
+/// what makes loading them back sound.
+pub trait ArtifactCache: Send + Sync {
+    /// The artifact stored under `key`, if any.
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String>;
+    /// Stores an artifact under `key`.
+    fn put(&self, key: &str, artifact: &[u8]) -> Result<(), String>;
+}
+
 /// Refuses what is not a component before it reaches the compiler, with a
 /// specific reason.
 pub(crate) fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
     if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(RuntimeError::NotAComponent(
-            "the bytes are not WebAssembly (no \\0asm header)".into(),
+        return Err(RuntimeError::NotWasm(
+            "the bytes do not start with the \\0asm header".into(),
         ));
     }
     match bytes[4..8] {
         [0x0d, 0x00, 0x01, 0x00] => Ok(()),
-        [0x01, 0x00, 0x00, 0x00] => Err(RuntimeError::NotAComponent(
-            "this is a core WebAssembly module; a driver must be a component \
-             (build it for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
-                .into(),
-        )),
+        [0x01, 0x00, 0x00, 0x00] => Err(RuntimeError::CoreModule),
         _ => Err(RuntimeError::NotAComponent(format!(
             "unknown WebAssembly version/layer {:02x?}",
             &bytes[4..8]
@@ -29,17 +47,73 @@ pub(crate) fn check_header(bytes: &[u8]) -> Result<(), RuntimeError> {
     }
 }
 
+/// The cache key of a component's artifact for this engine: the engine's
+/// settings are part of it, so a host built differently never finds an
+/// artifact it cannot run.
+fn artifact_key(engine: &Engine, digest: &str) -> String {
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    engine.precompile_compatibility_hash().hash(&mut h);
+    format!("{digest}.{:016x}", h.finish())
+}
+
+/// Parses `major.minor.patch` (pre-release and build suffixes ignored).
+fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let out = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(out)
+}
+
+/// Whether a driver built against `v` runs on this host, by semver: same
+/// major, and for 0.x the same minor; patch releases only add docs.
+fn compatible(v: (u64, u64, u64)) -> bool {
+    let (maj, min, _) = WORLD_VERSION;
+    if maj == 0 {
+        v.0 == 0 && v.1 == min
+    } else {
+        v.0 == maj && v.1 <= min
+    }
+}
+
+/// Checks that the component exports the driver interface at a version this
+/// host implements, naming what it found otherwise.
+fn check_world(engine: &Engine, component: &Component) -> Result<(), RuntimeError> {
+    let ty = component.component_type();
+    let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
+    let Some(found) = exports.iter().find_map(|n| {
+        n.strip_prefix(DRIVER_EXPORT)
+            .and_then(|rest| rest.strip_prefix('@'))
+    }) else {
+        let listed = if exports.is_empty() {
+            "nothing".to_owned()
+        } else {
+            exports.join(", ")
+        };
+        return Err(RuntimeError::WrongWorld(format!(
+            "it exports {listed}; a driver exports {DRIVER_EXPORT}@0.1.x"
+        )));
+    };
+    match parse_version(found) {
+        Some(v) if compatible(v) => Ok(()),
+        _ => Err(RuntimeError::IncompatibleVersion {
+            found: found.to_owned(),
+            supported: "0.1.x".to_owned(),
+        }),
+    }
+}
+
 impl Inner {
-    /// Compiles `bytes`, checks it against the driver world and makes a
-    /// first `capabilities` call with no array bound.
+    /// Compiles `bytes` (or loads this host's own artifact of them), checks
+    /// it against the driver world and makes a first `capabilities` call
+    /// with no array bound.
     pub(crate) fn load(
         &self,
         name: &str,
         digest: String,
         bytes: &[u8],
     ) -> Result<Loaded, RuntimeError> {
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| RuntimeError::Compile(chain(&e)))?;
+        let component = self.component(&digest, bytes)?;
+        check_world(&self.engine, &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
@@ -53,5 +127,92 @@ impl Inner {
             pre,
             capabilities: caps.into(),
         })
+    }
+
+    /// The compiled component: from the artifact cache when this host
+    /// compiled it before, else from the compiler (bounded in time) and then
+    /// cached. A cache that fails is logged and bypassed, never fatal.
+    fn component(&self, digest: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        let cache = self.cfg.artifacts.as_ref();
+        let key = artifact_key(&self.engine, digest);
+        if let Some(cache) = cache {
+            match cache.get(&key) {
+                Ok(Some(artifact)) => {
+                    // SAFETY: the cache holds only artifacts this host
+                    // serialized from components it compiled itself, under
+                    // a key bound to the engine's settings; wasmtime checks
+                    // the artifact's header and engine compatibility again.
+                    match unsafe { Component::deserialize(&self.engine, &artifact) } {
+                        Ok(c) => return Ok(c),
+                        Err(e) => {
+                            tracing::warn!(digest, error = %chain(&e), "cached driver artifact unusable; recompiling");
+                        }
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(digest, error = %e, "driver artifact cache unreadable"),
+            }
+        }
+        let component = self.compile_bounded(bytes)?;
+        if let Some(cache) = cache {
+            match component.serialize() {
+                Ok(artifact) => {
+                    if let Err(e) = cache.put(&key, &artifact) {
+                        tracing::warn!(digest, error = %e, "cannot cache driver artifact");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(digest, error = %chain(&e), "cannot serialize driver artifact")
+                }
+            }
+        }
+        Ok(component)
+    }
+
+    /// Compiles on a thread of its own and gives up after the configured
+    /// time. Cranelift cannot be interrupted, so a compile that overruns
+    /// finishes in the background and its result is dropped; the size cap
+    /// bounds how long that can be.
+    fn compile_bounded(&self, bytes: &[u8]) -> Result<Component, RuntimeError> {
+        let limit = self.cfg.max_compile_time;
+        let engine = self.engine.clone();
+        let owned = bytes.to_vec();
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("driver-compile".into())
+            .spawn(move || {
+                let _ = tx.send(Component::new(&engine, &owned));
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start a compile thread: {e}")))?;
+        match rx.recv_timeout(limit) {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(RuntimeError::Compile(chain(&e))),
+            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::CompileTimeout {
+                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
+            }),
+            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Compile(
+                "the compiler stopped without an answer".into(),
+            )),
+        }
+    }
+}
+
+/// Default cap on compiling one component.
+pub(crate) const DEFAULT_COMPILE_TIME: Duration = Duration::from_secs(60);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn world_versions_follow_semver_for_zero_major() {
+        assert_eq!(parse_version("0.1.0"), Some((0, 1, 0)));
+        assert_eq!(parse_version("0.1.7-rc.1"), Some((0, 1, 7)));
+        assert_eq!(parse_version("0.1"), None);
+        assert_eq!(parse_version("0.1.0.1"), None);
+        assert!(compatible((0, 1, 0)));
+        assert!(compatible((0, 1, 9)));
+        assert!(!compatible((0, 2, 0)));
+        assert!(!compatible((1, 1, 0)));
     }
 }

@@ -12,6 +12,7 @@ mod error;
 mod host_impl;
 mod hydration;
 mod load;
+mod metrics;
 mod state;
 mod types;
 mod wasi;
@@ -43,6 +44,8 @@ use crate::hydrate::Hydrations;
 pub use self::engine::AllocatorKind;
 pub use self::error::{CallError, MAX_MODEL_UPDATE_BYTES, RuntimeError};
 pub use self::host_impl::MAX_IO_BYTES;
+pub use self::load::ArtifactCache;
+pub use self::metrics::{DriverCallStats, LATENCY_BUCKETS_SECONDS};
 pub use self::state::{DriverStateStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStateStore};
 pub use self::types::{
     Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverErrorKind,
@@ -56,10 +59,18 @@ pub type ProgressFn = Arc<dyn Fn(u64, u64) + Send + Sync>;
 /// How the runtime is set up.
 #[derive(Clone)]
 pub struct RuntimeConfig {
-    /// Deadline and memory limit of every call.
+    /// Deadline and memory limit of every call, unless `driver_limits`
+    /// names the driver.
     pub limits: DriverLimits,
+    /// Limits of particular drivers, by name.
+    pub driver_limits: HashMap<String, DriverLimits>,
     /// Largest component accepted by [`DriverRuntime::install`].
     pub max_component_bytes: usize,
+    /// Longest a component may take to compile before it is refused.
+    pub max_compile_time: Duration,
+    /// Where compiled artifacts are kept between runs; without it every
+    /// start compiles again.
+    pub artifacts: Option<Arc<dyn ArtifactCache>>,
     /// The hydrations drivers start through the `hydration` import. Without
     /// it every hydration call answers `unsupported`.
     pub hydrations: Option<Arc<Hydrations>>,
@@ -69,7 +80,10 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
             limits: DriverLimits::default(),
+            driver_limits: HashMap::new(),
             max_component_bytes: 64 << 20,
+            max_compile_time: load::DEFAULT_COMPILE_TIME,
+            artifacts: None,
             hydrations: None,
         }
     }
@@ -79,7 +93,10 @@ impl std::fmt::Debug for RuntimeConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RuntimeConfig")
             .field("limits", &self.limits)
+            .field("driver_limits", &self.driver_limits)
             .field("max_component_bytes", &self.max_component_bytes)
+            .field("max_compile_time", &self.max_compile_time)
+            .field("artifacts", &self.artifacts.is_some())
             .field("hydrations", &self.hydrations.is_some())
             .finish()
     }
@@ -149,8 +166,8 @@ struct Inner {
     allocator: AllocatorKind,
     linker: wasmtime::component::Linker<CallState>,
     cfg: RuntimeConfig,
-    memory_limit: usize,
     state: Arc<dyn DriverStateStore>,
+    metrics: metrics::CallMetrics,
     /// Every version compiled so far, by digest.
     compiled: Mutex<HashMap<String, Arc<Loaded>>>,
     /// The active version of each driver name.
@@ -179,18 +196,18 @@ impl DriverRuntime {
             engine,
             allocator,
             slots,
-        } = engine::build(&cfg.limits).map_err(RuntimeError::Engine)?;
+        } = engine::build(&engine_limits(&cfg)).map_err(RuntimeError::Engine)?;
         let linker = wasi::linker(&engine).map_err(|e| RuntimeError::Engine(chain(&e)))?;
         let ticker = engine::Ticker::start(&engine).map_err(RuntimeError::Engine)?;
         tracing::debug!(allocator = ?allocator, slots, "driver runtime ready");
         Ok(Self {
             inner: Arc::new(Inner {
-                memory_limit: engine::memory_limit_bytes(&cfg.limits),
                 engine,
                 allocator,
                 linker,
                 cfg,
                 state,
+                metrics: metrics::CallMetrics::default(),
                 compiled: Mutex::new(HashMap::new()),
                 active: RwLock::new(HashMap::new()),
                 slots: Slots::new(slots),
@@ -209,6 +226,14 @@ impl DriverRuntime {
     /// active version of `name`. Calls already running finish on the version
     /// they started with. On any failure the active version is unchanged.
     pub fn install(&self, name: &str, bytes: &[u8]) -> Result<InstalledDriver, RuntimeError> {
+        let prepared = self.prepare(name, bytes)?;
+        self.activate(name, &prepared.digest)?;
+        Ok(prepared)
+    }
+
+    /// Validates and compiles `bytes` as a version of `name` without making
+    /// it active; [`Self::activate`] then switches to it instantly.
+    pub fn prepare(&self, name: &str, bytes: &[u8]) -> Result<InstalledDriver, RuntimeError> {
         let max = self.inner.cfg.max_component_bytes;
         if bytes.len() > max {
             return Err(RuntimeError::TooLarge {
@@ -229,6 +254,30 @@ impl DriverRuntime {
                     .clone()
             }
         };
+        Ok(InstalledDriver {
+            digest,
+            capabilities: loaded.capabilities,
+        })
+    }
+
+    /// Largest component [`Self::prepare`] accepts, in bytes.
+    pub fn max_component_bytes(&self) -> usize {
+        self.inner.cfg.max_component_bytes
+    }
+
+    /// Whether a version with this digest is compiled and ready.
+    pub fn is_prepared(&self, digest: &str) -> bool {
+        lock(&self.inner.compiled).contains_key(digest)
+    }
+
+    /// Makes the prepared version `digest` the active version of `name`:
+    /// one pointer swap under a write lock. Calls in flight keep the version
+    /// they started with; every call that starts afterwards gets this one.
+    pub fn activate(&self, name: &str, digest: &str) -> Result<InstalledDriver, RuntimeError> {
+        let loaded = lock(&self.inner.compiled)
+            .get(digest)
+            .cloned()
+            .ok_or_else(|| RuntimeError::NotPrepared(digest.to_owned()))?;
         let capabilities = loaded.capabilities;
         self.inner
             .active
@@ -237,9 +286,14 @@ impl DriverRuntime {
             .insert(name.to_owned(), loaded);
         tracing::info!(driver = %name, digest = %digest, "driver version activated");
         Ok(InstalledDriver {
-            digest,
+            digest: digest.to_owned(),
             capabilities,
         })
+    }
+
+    /// Call statistics of every driver that has been called, by name.
+    pub fn call_stats(&self) -> std::collections::BTreeMap<String, DriverCallStats> {
+        self.inner.metrics.snapshot()
     }
 
     /// Digest of the active version of `name`.
@@ -455,7 +509,8 @@ impl Inner {
         f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let _slot = self.slots.take();
-        let deadline_ms = self.cfg.limits.deadline_ms;
+        let limits = self.limits_for(driver);
+        let deadline_ms = limits.deadline_ms;
         let started = Instant::now();
         let deadline = started
             .checked_add(Duration::from_millis(deadline_ms))
@@ -467,7 +522,7 @@ impl Inner {
             scope,
             overlay,
             deadline,
-            self.memory_limit,
+            engine::memory_limit_bytes(&limits),
         );
         let mut store = Store::new(&self.engine, data);
         store.limiter(|s| &mut s.limiter);
@@ -484,6 +539,19 @@ impl Inner {
         let result = pre
             .instantiate(&mut store)
             .and_then(|world| f(world.ferry_driver_driver(), &mut store));
+        let result = result.map_err(|e| call::classify(&e, store.data(), deadline_ms));
+        let outcome = match &result {
+            Ok(_) => metrics::Outcome::Returned {
+                driver_error: false,
+            },
+            Err(e) => metrics::Outcome::of_error(e),
+        };
+        self.metrics.record(
+            driver,
+            outcome,
+            started.elapsed(),
+            store.data().limiter.peak_bytes,
+        );
         match result {
             Ok(r) => {
                 let data = store.data_mut();
@@ -500,8 +568,7 @@ impl Inner {
                 }
                 Ok(r)
             }
-            Err(e) => {
-                let err = call::classify(&e, store.data(), deadline_ms);
+            Err(err) => {
                 let array = store.data().array_name();
                 let elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
                 // A driver's own error is an answer; a fault is news for
@@ -514,6 +581,30 @@ impl Inner {
                 Err(err)
             }
         }
+    }
+}
+
+impl Inner {
+    /// The limits of `driver`'s calls.
+    fn limits_for(&self, driver: &str) -> DriverLimits {
+        self.cfg
+            .driver_limits
+            .get(driver)
+            .copied()
+            .unwrap_or(self.cfg.limits)
+    }
+}
+
+/// The largest memory any driver may use sizes the engine's memory slots.
+fn engine_limits(cfg: &RuntimeConfig) -> DriverLimits {
+    let memory_bytes = cfg
+        .driver_limits
+        .values()
+        .map(|l| l.memory_bytes)
+        .fold(cfg.limits.memory_bytes, u64::max);
+    DriverLimits {
+        memory_bytes,
+        ..cfg.limits
     }
 }
 

@@ -59,9 +59,9 @@ pub(super) fn example(name: &str) -> &'static [u8] {
 fn garbage_and_core_modules_are_refused_with_specific_errors() {
     let rt = runtime();
     let garbage = rt.install("x", b"hello world, not wasm").unwrap_err();
-    assert_eq!(garbage.code(), "not_a_component", "{garbage}");
+    assert_eq!(garbage.code(), "not_wasm", "{garbage}");
     let core = rt.install("x", b"\0asm\x01\0\0\0").unwrap_err();
-    assert_eq!(core.code(), "not_a_component");
+    assert_eq!(core.code(), "core_module");
     assert!(
         core.to_string().contains("core WebAssembly module"),
         "{core}"

@@ -1,9 +1,11 @@
-//! Loading drivers at start: the built-in example drivers, the components
-//! the config names, and whatever version an operator activated last.
+//! The driver registry: loading drivers at start (the built-in example
+//! drivers, the components the config names, and whatever version an
+//! operator activated last), installing uploaded versions and activating
+//! one (hot swap).
 
 use sha2::{Digest, Sha256};
 
-use super::ServiceError;
+use super::{Service, ServiceError};
 use crate::config::Config;
 use crate::model::{DriverRecord, DriverVersion, now_rfc3339};
 use crate::runtime::DriverRuntime;
@@ -61,4 +63,201 @@ pub(super) fn load_all(
         tracing::info!(driver = %name, digest = %record.active_digest, "driver loaded");
     }
     Ok(())
+}
+
+/// What an install or activation did.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DriverVersionView {
+    /// Driver name.
+    pub name: String,
+    /// Lowercase hex SHA-256 of the component bytes.
+    pub digest: String,
+    /// Whether this version is now the active one.
+    pub active: bool,
+    /// Whether this call added the version (false: it was installed before).
+    pub created: bool,
+    /// What the version answered to `capabilities`.
+    pub capabilities: crate::runtime::Capabilities,
+    /// When the version was first installed (RFC 3339).
+    pub installed_at: String,
+}
+
+impl Service {
+    /// Largest driver component accepted for installation, in bytes.
+    pub fn max_component_bytes(&self) -> usize {
+        self.inner.runtime.max_component_bytes()
+    }
+
+    /// Installs `bytes` as a version of driver `name`: validated, compiled
+    /// (or loaded from this host's artifact cache), smoke-called, stored
+    /// durably, and, if `activate`, made the version every new call uses.
+    /// A refused component changes nothing.
+    pub async fn install_driver(
+        &self,
+        name: String,
+        bytes: Vec<u8>,
+        activate: bool,
+    ) -> Result<DriverVersionView, ServiceError> {
+        crate::array::validate_name(&name)
+            .map_err(|e| ServiceError::InvalidName(format!("driver name: {e}")))?;
+        let svc = self.clone();
+        self.blocking(move || svc.install_driver_blocking(&name, &bytes, activate))
+            .await
+    }
+
+    /// Makes the installed version `digest` of `name` the active one (a roll
+    /// back or forward). New calls, the next poll of a running migration
+    /// included, use it; calls in flight finish on the version they began
+    /// with.
+    pub async fn activate_driver(
+        &self,
+        name: String,
+        digest: String,
+    ) -> Result<DriverVersionView, ServiceError> {
+        let svc = self.clone();
+        self.blocking(move || svc.activate_driver_blocking(&name, &digest))
+            .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
+    ) -> Result<T, ServiceError> {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| ServiceError::Internal(format!("driver registry task failed: {e}")))?
+    }
+
+    fn install_driver_blocking(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        activate: bool,
+    ) -> Result<DriverVersionView, ServiceError> {
+        let inner = &self.inner;
+        let refused = |source| ServiceError::DriverRefused {
+            name: name.to_owned(),
+            source,
+        };
+        // Compiling happens outside the registry lock: a slow upload must
+        // not hold up an activation.
+        let prepared = inner.runtime.prepare(name, bytes).map_err(refused)?;
+        let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        inner.store.put_driver_blob(&prepared.digest, bytes)?;
+        let previous = inner.store.driver(name)?;
+        let old_active = previous.as_ref().map(|r| r.active_digest.clone());
+        let mut record = previous.unwrap_or_else(|| DriverRecord {
+            name: name.to_owned(),
+            active_digest: prepared.digest.clone(),
+            versions: Vec::new(),
+        });
+        let created = !record.versions.iter().any(|v| v.digest == prepared.digest);
+        if created {
+            record.versions.push(DriverVersion {
+                digest: prepared.digest.clone(),
+                installed_at: now_rfc3339(),
+            });
+        }
+        // A new name has nothing else to run: its first version is active.
+        let activate = activate || old_active.is_none();
+        if activate {
+            record.active_digest = prepared.digest.clone();
+        }
+        // Persist before the switch: a crash in between restarts on the
+        // version the record names, which is the one about to be active.
+        inner.store.put_driver(&record)?;
+        if created {
+            inner
+                .events
+                .emit_driver(name, None, prepared.digest.clone(), "installed".to_owned());
+        }
+        if activate && old_active.as_deref() != Some(prepared.digest.as_str()) {
+            inner
+                .runtime
+                .activate(name, &prepared.digest)
+                .map_err(refused)?;
+            inner.events.emit_driver(
+                name,
+                old_active.clone(),
+                prepared.digest.clone(),
+                "activated".to_owned(),
+            );
+        }
+        tracing::info!(driver = %name, digest = %prepared.digest, created, activate, "driver version installed");
+        Ok(version_view(
+            &record,
+            &prepared.digest,
+            created,
+            prepared.capabilities,
+        ))
+    }
+
+    fn activate_driver_blocking(
+        &self,
+        name: &str,
+        digest: &str,
+    ) -> Result<DriverVersionView, ServiceError> {
+        let inner = &self.inner;
+        let digest = digest.to_ascii_lowercase();
+        let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let mut record = inner
+            .store
+            .driver(name)?
+            .ok_or_else(|| ServiceError::DriverNotFound(name.to_owned()))?;
+        if !record.versions.iter().any(|v| v.digest == digest) {
+            return Err(ServiceError::DriverVersionNotFound {
+                name: name.to_owned(),
+                digest,
+            });
+        }
+        // Versions installed before a restart are compiled again on first
+        // use (from the artifact cache, so without the compiler).
+        if !inner.runtime.is_prepared(&digest) {
+            let bytes = inner.store.driver_blob(&digest)?.ok_or_else(|| {
+                ServiceError::Internal(format!("the component of version {digest} is missing"))
+            })?;
+            inner
+                .runtime
+                .prepare(name, &bytes)
+                .map_err(|source| ServiceError::DriverRefused {
+                    name: name.to_owned(),
+                    source,
+                })?;
+        }
+        let old = std::mem::replace(&mut record.active_digest, digest.clone());
+        inner.store.put_driver(&record)?;
+        let active = inner.runtime.activate(name, &digest).map_err(|source| {
+            ServiceError::DriverRefused {
+                name: name.to_owned(),
+                source,
+            }
+        })?;
+        if old != digest {
+            inner
+                .events
+                .emit_driver(name, Some(old), digest.clone(), "activated".to_owned());
+        }
+        Ok(version_view(&record, &digest, false, active.capabilities))
+    }
+}
+
+fn version_view(
+    record: &DriverRecord,
+    digest: &str,
+    created: bool,
+    capabilities: crate::runtime::Capabilities,
+) -> DriverVersionView {
+    DriverVersionView {
+        name: record.name.clone(),
+        digest: digest.to_owned(),
+        active: record.active_digest == digest,
+        created,
+        capabilities,
+        installed_at: record
+            .versions
+            .iter()
+            .find(|v| v.digest == digest)
+            .map(|v| v.installed_at.clone())
+            .unwrap_or_default(),
+    }
 }

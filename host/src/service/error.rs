@@ -4,7 +4,7 @@
 use uuid::Uuid;
 
 use crate::array::ArrayError;
-use crate::runtime::CallError;
+use crate::runtime::{CallError, RuntimeError};
 use crate::store::StoreError;
 
 /// Why a service call failed.
@@ -84,6 +84,26 @@ pub enum ServiceError {
     /// The array's driver is not loaded.
     #[error("driver {0:?} is not loaded")]
     DriverNotLoaded(String),
+    /// No driver of this name is installed.
+    #[error("driver {0:?} is not installed")]
+    DriverNotFound(String),
+    /// The driver has no installed version with this digest.
+    #[error("driver {name:?} has no installed version {digest}")]
+    DriverVersionNotFound {
+        /// Driver name.
+        name: String,
+        /// The digest asked for.
+        digest: String,
+    },
+    /// An uploaded component was refused; the active version is unchanged.
+    #[error("driver {name:?} version refused: {source}")]
+    DriverRefused {
+        /// Driver name.
+        name: String,
+        /// Why.
+        #[source]
+        source: RuntimeError,
+    },
     /// The driver answered with an error or failed.
     #[error("driver {driver} failed: {source}")]
     Driver {
@@ -123,6 +143,9 @@ impl ServiceError {
             Self::NoMigrationRunning(_) => "no_migration_running",
             Self::AbortNotPossible { .. } => "abort_not_possible",
             Self::DriverNotLoaded(_) => "driver_not_loaded",
+            Self::DriverNotFound(_) => "driver_not_found",
+            Self::DriverVersionNotFound { .. } => "driver_version_not_found",
+            Self::DriverRefused { source, .. } => source.code(),
             Self::Driver { source, .. } => source.code(),
             Self::Array(ArrayError::NoSpace { .. }) => "no_space",
             Self::Array(_) => "array_error",
@@ -149,6 +172,13 @@ impl ServiceError {
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
+            Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,
+            Self::DriverRefused { source, .. } => match source {
+                RuntimeError::TooLarge { .. } => ErrorKind::TooLarge,
+                RuntimeError::Engine(_) => ErrorKind::Internal,
+                RuntimeError::NotPrepared(_) => ErrorKind::NotFound,
+                _ => ErrorKind::Unprocessable,
+            },
             Self::Driver { source, .. } => source.kind(),
             Self::Array(_) | Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
         }
@@ -166,6 +196,8 @@ pub enum ErrorKind {
     Conflict,
     /// Well-formed but cannot be done (no space).
     Unprocessable,
+    /// The request body is larger than allowed.
+    TooLarge,
     /// A dependency (a driver) is not available.
     Unavailable,
     /// A driver failed (trap, timeout, backend error).

@@ -20,6 +20,9 @@ pub struct Event {
     pub volume: Option<Uuid>,
     /// The migration concerned, if any.
     pub migration: Option<Uuid>,
+    /// The driver concerned, if any (`driver` events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub driver: Option<String>,
     /// State before.
     pub from: Option<String>,
     /// State after.
@@ -56,16 +59,36 @@ impl EventBus {
     /// persist is logged, never returned: events describe what happened,
     /// they must not undo it.
     pub(crate) fn emit(&self, e: NewEvent<'_>) {
-        let mut event = Event {
+        self.publish(Event {
             seq: 0,
             kind: e.kind.to_owned(),
             volume: e.volume,
             migration: e.migration,
+            driver: None,
             from: e.from,
             to: e.to,
             at: now_rfc3339(),
             reason: e.reason,
-        };
+        });
+    }
+
+    /// Records a driver event: a version `to` (`installed`, `activated`)
+    /// of driver `name`, with `from` the version it replaces.
+    pub(crate) fn emit_driver(&self, name: &str, from: Option<String>, to: String, reason: String) {
+        self.publish(Event {
+            seq: 0,
+            kind: "driver".to_owned(),
+            volume: None,
+            migration: None,
+            driver: Some(name.to_owned()),
+            from,
+            to,
+            at: now_rfc3339(),
+            reason: Some(reason),
+        });
+    }
+
+    fn publish(&self, mut event: Event) {
         let value = match serde_json::to_value(&event) {
             Ok(v) => v,
             Err(err) => {

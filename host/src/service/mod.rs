@@ -5,6 +5,7 @@
 mod drivers;
 mod error;
 mod events;
+mod metrics;
 mod migration;
 mod migration_run;
 mod views;
@@ -18,6 +19,7 @@ use std::sync::{Arc, Mutex};
 
 use uuid::Uuid;
 
+pub use drivers::DriverVersionView;
 pub use error::{ErrorKind, ServiceError};
 pub use events::Event;
 pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
@@ -64,6 +66,9 @@ struct Inner {
     tasks: tokio::runtime::Handle,
     /// Raised when the host begins to stop: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// Serializes installs and activations, so the record in the store and
+    /// the runtime's active version always name the same digest.
+    registry: Mutex<()>,
 }
 
 /// What the host keeps in memory about a running migration.
@@ -101,8 +106,12 @@ impl Service {
         let runtime = DriverRuntime::new(
             RuntimeConfig {
                 limits: opts.config.limits,
+                driver_limits: opts.config.driver_limits.clone().into_iter().collect(),
+                max_component_bytes: usize::try_from(opts.config.max_component_bytes)
+                    .unwrap_or(usize::MAX),
+                max_compile_time: std::time::Duration::from_millis(opts.config.max_compile_ms),
+                artifacts: Some(Arc::new(store.clone())),
                 hydrations: Some(hydrations.clone()),
-                ..RuntimeConfig::default()
             },
             Arc::new(store.clone()),
         )
@@ -132,6 +141,7 @@ impl Service {
                 copy_bandwidth: opts.config.copy_bandwidth_bytes_per_sec,
                 tasks,
                 stopping: tokio::sync::watch::channel(false).0,
+                registry: Mutex::new(()),
             }),
         };
         service.recover()?;

@@ -1,9 +1,10 @@
-//! Drivers: their records (versions, active digest) by name, and the
-//! component bytes of every version by digest.
+//! Drivers: their records (versions, active digest) by name, the component
+//! bytes of every version by digest, and the compiled artifacts the runtime
+//! caches.
 
 use redb::ReadableTable;
 
-use super::tables::{DRIVER_BLOBS, DRIVERS};
+use super::tables::{DRIVER_ARTIFACTS, DRIVER_BLOBS, DRIVERS};
 use super::{Store, StoreError, decode, encode};
 use crate::model::DriverRecord;
 
@@ -60,6 +61,24 @@ impl Store {
             }
             Ok(out)
         })
+    }
+}
+
+impl crate::runtime::ArtifactCache for Store {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVER_ARTIFACTS)?;
+            Ok(table.get(key)?.map(|g| g.value().to_vec()))
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    fn put(&self, key: &str, artifact: &[u8]) -> Result<(), String> {
+        self.write(|txn| {
+            txn.open_table(DRIVER_ARTIFACTS)?.insert(key, artifact)?;
+            Ok(())
+        })
+        .map_err(|e| e.to_string())
     }
 }
 

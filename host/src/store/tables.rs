@@ -22,6 +22,10 @@ pub(super) const ARRAYS_KEY: &str = "current";
 pub(super) const DRIVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("drivers");
 /// Driver component bytes, by digest.
 pub(super) const DRIVER_BLOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("driver_blobs");
+/// Compiled driver artifacts this host produced, by digest and engine
+/// settings (see `runtime::ArtifactCache`).
+pub(super) const DRIVER_ARTIFACTS: TableDefinition<&str, &[u8]> =
+    TableDefinition::new("driver_artifacts");
 /// Events as JSON, by sequence number.
 pub(super) const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 /// Key-value state of drivers, by (driver name, key).
@@ -40,6 +44,7 @@ pub(super) fn create_all(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(ARRAYS)?;
     txn.open_table(DRIVERS)?;
     txn.open_table(DRIVER_BLOBS)?;
+    txn.open_table(DRIVER_ARTIFACTS)?;
     txn.open_table(EVENTS)?;
     txn.open_table(DRIVER_KV)?;
     txn.open_table(MIGRATIONS)?;

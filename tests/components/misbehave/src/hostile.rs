@@ -111,6 +111,85 @@ pub fn escape(volume: &Volume) -> Result<Option<String>, DriverError> {
     }
 }
 
+/// Tries the host's files, the network (a TCP connection to loopback
+/// `port`, and a name lookup) and the environment through WASI. Answers
+/// `Ok("REACHED ...")` naming what worked, else a `backend-error` starting
+/// `outside blocked: ` with each refusal.
+pub fn reach_outside(port: u16) -> Result<Option<String>, DriverError> {
+    let mut reached = Vec::new();
+    let mut refusals = Vec::new();
+    let mut note = |what: &str, outcome: Result<String, String>| match outcome {
+        Ok(found) => reached.push(format!("{what}: {found}")),
+        Err(e) => refusals.push(format!("{what}: {e}")),
+    };
+    for path in ["/", "/etc", ".", "/proc/self"] {
+        note(
+            &format!("files (list {path})"),
+            std::fs::read_dir(path)
+                .map(|d| format!("{} entries", d.count()))
+                .map_err(|e| e.to_string()),
+        );
+    }
+    note(
+        "files (read /etc/passwd)",
+        std::fs::read("/etc/passwd")
+            .map(|b| format!("{} bytes", b.len()))
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        "files (create ./escape)",
+        std::fs::write("escape", b"x")
+            .map(|()| "created".to_owned())
+            .map_err(|e| e.to_string()),
+    );
+    let vars: Vec<String> = std::env::vars().map(|(k, _)| k).collect();
+    note(
+        "environment",
+        if vars.is_empty() {
+            Err("no variables".to_owned())
+        } else {
+            Ok(vars.join(","))
+        },
+    );
+    // The working directory is not checked: WASI reports "/" of the
+    // guest's own (empty) file system, which tells nothing of the host's.
+    let args: Vec<String> = std::env::args().collect();
+    note(
+        "environment (arguments)",
+        if args.is_empty() {
+            Err("no arguments".to_owned())
+        } else {
+            Ok(args.join(" "))
+        },
+    );
+    note(
+        "network (tcp connect)",
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .map(|_| "connected".to_owned())
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        "network (udp bind)",
+        std::net::UdpSocket::bind(("127.0.0.1", 0))
+            .map(|_| "bound".to_owned())
+            .map_err(|e| e.to_string()),
+    );
+    note(
+        "network (name lookup)",
+        std::net::ToSocketAddrs::to_socket_addrs(&("localhost", port))
+            .map(|a| format!("{} addresses", a.count()))
+            .map_err(|e| e.to_string()),
+    );
+    if reached.is_empty() {
+        Err(DriverError::BackendError(format!(
+            "outside blocked: {}",
+            refusals.join("; ")
+        )))
+    } else {
+        Ok(Some(format!("REACHED {}", reached.join("; "))))
+    }
+}
+
 /// Writes [`STATE_KEY`] and traps, so the host must drop the write.
 pub fn write_state_then_trap() -> ! {
     // Even if the host refused the write, the trap is what is under test.

@@ -10,6 +10,7 @@
 //! | `panic`   | panics                                                         |
 //! | `escape`  | tries to reach LUNs of other arrays; answers `Ok("ESCAPED")` if any attempt succeeded, else `backend-error` starting `escape blocked: ` with the host's refusals |
 //! | `state`   | writes the state key `misbehave/state`, then traps             |
+//! | `outside:PORT` | tries host files, the environment and the network (loopback `PORT`); answers `Ok("REACHED ...")` if anything worked, else `backend-error` starting `outside blocked: ` |
 //!
 //! Any other name creates a normal volume.
 
@@ -38,6 +39,10 @@ impl Driver for Misbehave {
             "panic" => panic!("volume {} asked for a panic", volume.id),
             "escape" => hostile::escape(&volume),
             "state" => hostile::write_state_then_trap(),
+            name if name.starts_with("outside:") => {
+                let port = name["outside:".len()..].parse().unwrap_or(9);
+                hostile::reach_outside(port)
+            }
             _ => {
                 let address = layout::new_volume_lun(&volume)?;
                 block::ensure_lun(&address, volume.size_bytes)?;

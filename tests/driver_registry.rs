@@ -1,0 +1,559 @@
+//! The driver registry against a real `ferry serve`: uploads validated with
+//! a specific refusal for each kind of bad component, versions installed,
+//! activated, rolled back and kept across a restart, and hot swaps under
+//! load (NBD I/O verified by fio, a migration polling the swapped driver,
+//! a steady stream of HTTP requests) that drop nothing.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use support::{Server, require_tool, run};
+
+const MIB: u64 = 1 << 20;
+
+/// `bytes` with a custom section appended: the same driver, another digest,
+/// as a vendor's rebuild would be.
+fn variant(bytes: &[u8], n: u32) -> Vec<u8> {
+    let name = b"ferry-test-build";
+    let payload = n.to_le_bytes();
+    let mut section = Vec::new();
+    leb128(&mut section, name.len() as u64);
+    section.extend_from_slice(name);
+    section.extend_from_slice(&payload);
+    let mut out = bytes.to_vec();
+    out.push(0);
+    leb128(&mut out, section.len() as u64);
+    out.extend_from_slice(&section);
+    out
+}
+
+fn leb128(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let byte = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(byte);
+            return;
+        }
+        out.push(byte | 0x80);
+    }
+}
+
+/// `plain` as if built against a future, incompatible WIT release: every
+/// mention of the driver interface's version is rewritten in place (same
+/// length, so the binary stays well-formed).
+fn future_world(bytes: &[u8]) -> Vec<u8> {
+    let from = b"ferry:driver/driver@0.1.0";
+    let to = b"ferry:driver/driver@0.2.0";
+    let mut out = bytes.to_vec();
+    let mut i = 0;
+    let mut replaced = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(replaced > 0, "the driver interface name was not found");
+    out
+}
+
+/// A PUT that declares `length` body bytes and sends none; returns the
+/// status and JSON body of the answer.
+fn declared_upload(server: &Server, path: &str, length: usize) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let addr = server.url.trim_start_matches("http://");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "PUT {path} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n\
+         content-type: application/wasm\r\ncontent-length: {length}\r\n\r\n",
+        server.token
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    // Read until the JSON body is complete; the server may keep the
+    // connection open.
+    loop {
+        let n = s.read(&mut buf).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        answer.extend_from_slice(&buf[..n]);
+        let text = String::from_utf8_lossy(&answer);
+        if let Some((_, body)) = text.split_once("\r\n\r\n")
+            && serde_json::from_str::<Value>(body).is_ok()
+        {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let status: u16 = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line: {text}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, body)
+}
+
+fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("ferry.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "zoning = [[\"t1\", \"p1\"]]\n{extra}\n\
+             [[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
+             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn active_digest(server: &Server, name: &str) -> String {
+    let (status, list) = server.call("GET", "/v1/drivers", None);
+    assert_eq!(status, 200, "{list}");
+    list["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no driver {name}: {list}"))["active_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn create_volume(server: &Server, array: &str, size: u64) -> String {
+    let (status, v) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "reg", "size_bytes": size, "array": array})),
+    );
+    assert_eq!(status, 201, "{v}");
+    v["id"].as_str().unwrap().to_owned()
+}
+
+fn driver_events(server: &Server) -> Vec<Value> {
+    let (_, page) = server.call("GET", "/v1/events?follow=false", None);
+    page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "driver")
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn each_bad_upload_is_refused_with_its_own_code_and_the_old_version_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "max_component_bytes = 4194304");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("reader.token"), "reader-token-0123456789\n").unwrap();
+    let server = Server::start(&data, Some(&config));
+    let before = active_digest(&server, "plain");
+    let trap = std::fs::read(ferry::guests::TRAP_CAPABILITIES_PATH).unwrap();
+
+    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
+        (
+            "garbage",
+            b"definitely not a component".to_vec(),
+            422,
+            "not_wasm",
+        ),
+        (
+            "core module",
+            b"\0asm\x01\0\0\0".to_vec(),
+            422,
+            "core_module",
+        ),
+        (
+            "another world",
+            b"\0asm\x0d\0\x01\0".to_vec(),
+            422,
+            "wrong_world",
+        ),
+        (
+            "future world",
+            future_world(ferry::guests::PLAIN),
+            422,
+            "incompatible_world_version",
+        ),
+        (
+            "truncated",
+            ferry::guests::PLAIN[..ferry::guests::PLAIN.len() / 2].to_vec(),
+            422,
+            "compile_failed",
+        ),
+        ("traps in capabilities", trap, 422, "smoke_call_failed"),
+        ("empty", Vec::new(), 400, "empty_body"),
+    ];
+    for (what, bytes, status, code) in &cases {
+        let (got, body) = server.send_bytes("PUT", "/v1/drivers/plain", bytes);
+        assert_eq!(got, *status, "{what}: {body}");
+        assert_eq!(body["error"]["code"], *code, "{what}: {body}");
+        assert!(
+            !body["error"]["message"].as_str().unwrap_or("").is_empty(),
+            "{what}: {body}"
+        );
+        assert_eq!(active_digest(&server, "plain"), before, "{what}");
+    }
+    // Oversized: refused on its declared length, before the body is read
+    // (the client here sends none of it).
+    let (got, body) = declared_upload(&server, "/v1/drivers/plain", 5 << 20);
+    assert_eq!(got, 413, "{body}");
+    assert_eq!(body["error"]["code"], "component_too_large", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("4194304"),
+        "{body}"
+    );
+    assert_eq!(active_digest(&server, "plain"), before);
+    // Refusals are per kind: no two cases share a code.
+    let mut codes: Vec<&str> = cases.iter().map(|c| c.3).collect();
+    codes.push("component_too_large");
+    codes.sort();
+    codes.dedup();
+    assert_eq!(codes.len(), cases.len() + 1);
+
+    let (got, body) = server.send_bytes("PUT", "/v1/drivers/..%2Fx", ferry::guests::PLAIN);
+    assert_eq!(got, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_name");
+    // A reader may list drivers but not install one.
+    let (got, body) = server
+        .request(
+            "POST",
+            "/v1/drivers/plain/activate",
+            Some(json!({"digest": before})),
+            Some("reader-token-0123456789"),
+        )
+        .unwrap();
+    assert_eq!(got, 403, "{body}");
+    let (got, body) = server.call(
+        "POST",
+        "/v1/drivers/plain/activate",
+        Some(json!({"digest": "00".repeat(32)})),
+    );
+    assert_eq!(
+        (got, body["error"]["code"].clone()),
+        (404, json!("driver_version_not_found"))
+    );
+    let (got, body) = server.call(
+        "POST",
+        "/v1/drivers/nosuch/activate",
+        Some(json!({"digest": before})),
+    );
+    assert_eq!(
+        (got, body["error"]["code"].clone()),
+        (404, json!("driver_not_found"))
+    );
+
+    // The old version still serves: a volume's life cycle works.
+    let id = create_volume(&server, "p1", 64 * MIB);
+    let (status, _) = server.call("DELETE", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 204);
+    assert!(
+        driver_events(&server).is_empty(),
+        "refusals emit no driver events"
+    );
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(
+        metrics.contains("ferry_http_requests_total{method=\"PUT\",route=\"/v1/drivers/{name}\",status=\"422\"} 6"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn versions_install_activate_roll_back_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let original = active_digest(&server, "plain");
+
+    let v1 = variant(ferry::guests::PLAIN, 1);
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain", &v1);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["active"], true);
+    assert_eq!(body["created"], true);
+    assert_eq!(body["capabilities"]["sparse"], true);
+    let d1 = body["digest"].as_str().unwrap().to_owned();
+    assert_ne!(d1, original);
+    assert_eq!(active_digest(&server, "plain"), d1);
+    // The same bytes again: nothing new.
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain", &v1);
+    assert_eq!(
+        (status, body["created"].clone()),
+        (200, json!(false)),
+        "{body}"
+    );
+
+    // Installed but not activated.
+    let v2 = variant(ferry::guests::PLAIN, 2);
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain?activate=false", &v2);
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["active"], false);
+    let d2 = body["digest"].as_str().unwrap().to_owned();
+    assert_eq!(active_digest(&server, "plain"), d1);
+    let (status, body) = server.call(
+        "POST",
+        "/v1/drivers/plain/activate",
+        Some(json!({"digest": d2})),
+    );
+    assert_eq!(
+        (status, body["active"].clone()),
+        (200, json!(true)),
+        "{body}"
+    );
+    assert_eq!(active_digest(&server, "plain"), d2);
+    let id = create_volume(&server, "p1", 64 * MIB);
+
+    let (_, list) = server.call("GET", "/v1/drivers", None);
+    let plain = list["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "plain")
+        .unwrap()
+        .clone();
+    let versions: Vec<&str> = plain["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(versions, [original.as_str(), d1.as_str(), d2.as_str()]);
+    let events = driver_events(&server);
+    let summary: Vec<(String, String)> = events
+        .iter()
+        .map(|e| {
+            (
+                e["reason"].as_str().unwrap().to_owned(),
+                e["to"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("installed".to_owned(), d1.clone()),
+            ("activated".to_owned(), d1.clone()),
+            ("installed".to_owned(), d2.clone()),
+            ("activated".to_owned(), d2.clone()),
+        ]
+    );
+    assert_eq!(events[3]["from"], json!(d1));
+    assert!(events.iter().all(|e| e["driver"] == "plain"));
+
+    // A restart keeps the operator's choice, and an older version can be
+    // activated again from the stored component.
+    let server = server.restart();
+    assert_eq!(active_digest(&server, "plain"), d2);
+    let (status, body) = server.call(
+        "POST",
+        "/v1/drivers/plain/activate",
+        Some(json!({"digest": original})),
+    );
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(active_digest(&server, "plain"), original);
+    // The volume made under another version is still served by this one.
+    let (status, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "s"})),
+    );
+    assert_eq!(status, 201, "{a}");
+    let uri = a["uri"].as_str().unwrap();
+    support::qemu_io(uri, &["write -P 0x5c 0 1M", "read -P 0x5c 0 1M"]);
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(
+        metrics.contains(&format!(
+            "ferry_driver_active_version{{driver=\"plain\",digest=\"{original}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_driver_calls_total{driver=\"plain\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("ferry_nbd_requests_total{op=\"write\"}"),
+        "{metrics}"
+    );
+}
+
+/// Issue acceptance: ten hot swaps of the driver in use while fio writes
+/// and verifies over NBD, a migration polls that driver, and fifty HTTP
+/// requests a second arrive. Nothing fails; the figures are printed for
+/// BENCHMARKS.md.
+#[test]
+fn hot_swaps_under_load_drop_nothing() {
+    require_tool("fio", "fio");
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!("hydration_bandwidth_bytes_per_sec = {}", 24 * MIB),
+    );
+    let server = Arc::new(Server::start(&dir.path().join("data"), Some(&config)));
+    let size = 1024 * MIB;
+    let id = create_volume(&server, "p1", size);
+    let (status, body) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migrate"),
+        Some(json!({"array": "t1"})),
+    );
+    assert_eq!(status, 202, "{body}");
+    let start = Instant::now();
+    loop {
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        if m["migration_status"] == "migrating_attachable" {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (status, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "app"})),
+    );
+    assert_eq!(status, 201, "{a}");
+    let uri = a["uri"].as_str().unwrap().to_owned();
+
+    // fio writes and verifies for the whole run.
+    let fio = std::thread::spawn(move || {
+        run(
+            "fio",
+            &[
+                "--name=hot-swap",
+                "--ioengine=nbd",
+                &format!("--uri={uri}"),
+                "--rw=randwrite",
+                "--bs=4k",
+                "--iodepth=16",
+                "--size=256M",
+                "--verify=crc32c",
+                "--do_verify=1",
+                "--verify_fatal=1",
+                "--output-format=terse",
+            ],
+        )
+    });
+
+    // 50 requests a second, every one must succeed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    let load = {
+        let (server, stop, sent, id) = (server.clone(), stop.clone(), sent.clone(), id.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            let tick = Duration::from_millis(20);
+            let mut next = Instant::now();
+            while !stop.load(Ordering::Relaxed) {
+                let path = match sent.load(Ordering::Relaxed) % 3 {
+                    0 => format!("/v1/volumes/{id}"),
+                    1 => format!("/v1/volumes/{id}/migration"),
+                    _ => "/v1/drivers".to_owned(),
+                };
+                match server.request("GET", &path, None, Some(&server.token)) {
+                    Ok((200, _)) => {}
+                    other => failures.push(format!("{path}: {other:?}")),
+                }
+                sent.fetch_add(1, Ordering::Relaxed);
+                next += tick;
+                if let Some(wait) = next.checked_duration_since(Instant::now()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            failures
+        })
+    };
+
+    let mut installs = Vec::new();
+    let mut activations = Vec::new();
+    let mut digests = vec![active_digest(&server, "takeover")];
+    for n in 0..10u32 {
+        let bytes = variant(ferry::guests::TAKEOVER, 100 + n);
+        // Install without activating (validation and compile), then swap.
+        let t = Instant::now();
+        let (status, body) =
+            server.send_bytes("PUT", "/v1/drivers/takeover?activate=false", &bytes);
+        installs.push(t.elapsed());
+        assert_eq!(status, 201, "{body}");
+        let digest = body["digest"].as_str().unwrap().to_owned();
+        let t = Instant::now();
+        let (status, body) = server.call(
+            "POST",
+            "/v1/drivers/takeover/activate",
+            Some(json!({"digest": digest})),
+        );
+        activations.push(t.elapsed());
+        assert_eq!(status, 200, "{body}");
+        let now = active_digest(&server, "takeover");
+        assert_eq!(now, digest);
+        assert_ne!(Some(&now), digests.last());
+        digests.push(now);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+    let swapped_mid_migration = m["migration_status"] == "migrating_attachable";
+
+    let out = fio.join().expect("fio thread");
+    assert!(!out.contains("verify: bad"), "{out}");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        match m["migration_status"].as_str() {
+            Some("success") => break,
+            Some("error" | "aborted") => panic!("migration failed: {m}"),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "migration did not finish: {m}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures = load.join().expect("load thread");
+    assert!(failures.is_empty(), "failed requests: {failures:?}");
+    assert!(
+        swapped_mid_migration,
+        "the swaps should land while the migration runs"
+    );
+
+    let ms = |d: &Duration| d.as_secs_f64() * 1e3;
+    let mut act: Vec<f64> = activations.iter().map(ms).collect();
+    act.sort_by(f64::total_cmp);
+    let mut inst: Vec<f64> = installs.iter().map(ms).collect();
+    inst.sort_by(f64::total_cmp);
+    println!(
+        "hot swap: {} HTTP requests, 0 failed; fio verify passed; migration success; \
+         activation ms median {:.2} max {:.2}; install (validate+compile) ms median {:.1} max {:.1}",
+        sent.load(Ordering::Relaxed),
+        act[act.len() / 2],
+        act[act.len() - 1],
+        inst[inst.len() / 2],
+        inst[inst.len() - 1],
+    );
+    let (_, metrics) = server.get_text("/metrics");
+    assert!(metrics.contains("ferry_driver_calls_total{driver=\"takeover\"}"));
+    assert!(
+        metrics.contains("ferry_driver_traps_total{driver=\"takeover\"} 0"),
+        "{metrics}"
+    );
+}
