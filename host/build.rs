@@ -58,6 +58,11 @@ const GUESTS: &[Guest] = &[
         constant: "TRAP_CAPABILITIES_PATH",
         driver: None,
     },
+    Guest {
+        package: "ferry-test-careless",
+        constant: "CARELESS_PATH",
+        driver: None,
+    },
 ];
 
 /// What the components are built from, relative to the workspace root:

@@ -7,6 +7,7 @@ pub mod array;
 pub mod block;
 pub mod cli;
 pub mod config;
+pub mod conformance;
 pub mod guests;
 pub mod hydrate;
 pub mod model;

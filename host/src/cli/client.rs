@@ -94,6 +94,26 @@ impl Client {
         self.json(res)
     }
 
+    /// `PUT path` with `body` sent as is (no JSON encoding) under
+    /// `content_type`; the answer's status and JSON. The status tells a
+    /// created resource (201) from one that was there already (200).
+    pub fn put_bytes(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: &[u8],
+    ) -> Result<(u16, Value), ClientError> {
+        let res = self
+            .agent
+            .put(self.url(path))
+            .header("Authorization", self.bearer())
+            .header("Content-Type", content_type)
+            .send(body);
+        let status = res.as_ref().map_or(0, |r| r.status().as_u16());
+        let value = self.json(res)?;
+        Ok((status, value))
+    }
+
     /// `DELETE path`, expecting no content.
     pub fn delete(&self, path: &str) -> Result<(), ClientError> {
         let res = self
@@ -237,6 +257,90 @@ mod tests {
         assert_eq!(message.len(), MAX_ECHO);
         let e = api_error(500, "");
         assert_eq!(e.to_string(), "HTTP status 500 (http_500)");
+    }
+
+    /// Answers one HTTP request with `status` and `body`; hands back the
+    /// request's head and body as received.
+    fn one_shot_server(
+        status: &'static str,
+        body: &'static str,
+    ) -> (String, std::thread::JoinHandle<(String, Vec<u8>)>) {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap();
+                }
+                head.push_str(&line);
+                if line == "\r\n" {
+                    break;
+                }
+            }
+            let mut received = vec![0u8; length];
+            reader.read_exact(&mut received).unwrap();
+            let mut stream = stream;
+            write!(
+                stream,
+                "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .unwrap();
+            (head, received)
+        });
+        (url, handle)
+    }
+
+    #[test]
+    fn put_bytes_sends_the_body_raw_and_reports_the_status() {
+        let (url, server) = one_shot_server("201 Created", r#"{"name":"acme","active":true}"#);
+        let c = Client::new(&url, "tok".into());
+        let component = b"\0asm\x0d\0\x01\0 raw \xff bytes";
+        let (status, v) = c
+            .put_bytes(
+                "/v1/drivers/acme?activate=false",
+                "application/wasm",
+                component,
+            )
+            .unwrap();
+        assert_eq!(status, 201);
+        assert_eq!(v["name"], "acme");
+        let (head, body) = server.join().unwrap();
+        assert_eq!(body, component);
+        let head = head.to_ascii_lowercase();
+        assert!(
+            head.starts_with("put /v1/drivers/acme?activate=false http/1.1\r\n"),
+            "{head}"
+        );
+        assert!(
+            head.contains("content-type: application/wasm\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("authorization: bearer tok\r\n"), "{head}");
+    }
+
+    #[test]
+    fn put_bytes_errors_carry_the_servers_code() {
+        let (url, server) = one_shot_server(
+            "422 Unprocessable Entity",
+            r#"{"error":{"code":"wrong_world","message":"component does not target the driver world"}}"#,
+        );
+        let c = Client::new(&url, "tok".into());
+        let e = c
+            .put_bytes("/v1/drivers/x", "application/wasm", b"x")
+            .unwrap_err();
+        let ClientError::Api { status, code, .. } = e else {
+            panic!("not an api error: {e}");
+        };
+        assert_eq!((status, code.as_str()), (422, "wrong_world"));
+        server.join().unwrap();
     }
 
     #[test]

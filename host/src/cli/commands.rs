@@ -1,12 +1,14 @@
-//! The client commands: `array`, `volume`, `driver`. Each calls the API and
-//! prints a table, or the server's JSON with `--json`.
+//! The client commands: `array`, `volume`, `driver list|install|activate`.
+//! Each calls the API and prints a table, or the server's JSON with
+//! `--json`.
 
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
 use super::table::{Table, format_size, key_values};
-use super::{ArrayCmd, DriverCmd, ModeArg, VolumeCmd};
+use super::{ArrayCmd, ModeArg, VolumeCmd};
+use crate::runtime::Capabilities;
 use crate::service::{ArrayView, AttachmentView, DriverView, VolumeView};
 
 /// How to print answers.
@@ -230,39 +232,142 @@ fn volume_details(v: &VolumeView) -> String {
     out
 }
 
-/// `ferry driver ...`
-pub fn driver(c: &Client, out: Output, cmd: DriverCmd) -> Result<(), ClientError> {
-    match cmd {
-        DriverCmd::List => {
-            let v = c.get("/v1/drivers")?;
-            if out.json(&v)? {
-                return Ok(());
-            }
-            let drivers: Vec<DriverView> = decode(c, field(v, "drivers"))?;
-            print!("{}", drivers_table(&drivers).render());
-            Ok(())
+/// `ferry driver list`
+pub fn driver_list(c: &Client, out: Output) -> Result<(), ClientError> {
+    let v = c.get("/v1/drivers")?;
+    if out.json(&v)? {
+        return Ok(());
+    }
+    let drivers: Vec<DriverView> = decode(c, field(v, "drivers"))?;
+    if drivers.is_empty() {
+        println!("no drivers");
+    } else {
+        print!("{}", drivers_table(&drivers).render());
+    }
+    Ok(())
+}
+
+/// What the server answers to an install or an activation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+struct DriverVersionAnswer {
+    name: String,
+    digest: String,
+    active: bool,
+    #[serde(default)]
+    capabilities: Capabilities,
+}
+
+/// `ferry driver install FILE --name N [--no-activate]`: the component's
+/// bytes go up as they are; the server validates and compiles them.
+pub fn driver_install(
+    c: &Client,
+    out: Output,
+    name: &str,
+    component: &[u8],
+    activate: bool,
+) -> Result<(), ClientError> {
+    let (status, v) = c.put_bytes(&install_path(name, activate), "application/wasm", component)?;
+    if out.json(&v)? {
+        return Ok(());
+    }
+    let answer: DriverVersionAnswer = decode(c, v)?;
+    let headline = if status == 201 {
+        "installed a new version"
+    } else {
+        "this version was installed already"
+    };
+    println!("{headline}");
+    print!("{}", version_details(&answer));
+    Ok(())
+}
+
+/// `ferry driver activate N DIGEST`
+pub fn driver_activate(
+    c: &Client,
+    out: Output,
+    name: &str,
+    digest: &str,
+) -> Result<(), ClientError> {
+    let path = format!("/v1/drivers/{}/activate", path_segment(name));
+    let v = c.post(&path, &json!({ "digest": digest }))?;
+    if out.json(&v)? {
+        return Ok(());
+    }
+    let answer: DriverVersionAnswer = decode(c, v)?;
+    print!("{}", version_details(&answer));
+    Ok(())
+}
+
+fn install_path(name: &str, activate: bool) -> String {
+    let mut path = format!("/v1/drivers/{}", path_segment(name));
+    if !activate {
+        path.push_str("?activate=false");
+    }
+    path
+}
+
+/// `name` as one URL path segment: anything but unreserved characters is
+/// percent-encoded, so a name cannot add segments or a query.
+fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
         }
+    }
+    out
+}
+
+fn version_details(a: &DriverVersionAnswer) -> String {
+    key_values(&[
+        ("driver", a.name.clone()),
+        ("digest", a.digest.clone()),
+        ("active", if a.active { "yes" } else { "no" }.to_owned()),
+        ("capabilities", capability_list(&a.capabilities)),
+    ])
+}
+
+fn capability_list(c: &Capabilities) -> String {
+    let named = [
+        (c.take_over, "take-over"),
+        (c.async_target_migration, "async-target-migration"),
+        (c.source_migration, "source-migration"),
+        (c.sparse, "sparse"),
+    ];
+    let on: Vec<&str> = named.iter().filter(|(s, _)| *s).map(|(_, n)| *n).collect();
+    if on.is_empty() {
+        "none".to_owned()
+    } else {
+        on.join(", ")
     }
 }
 
 /// Digests are shown shortened, like commit ids; `--json` has them whole.
 const SHORT_DIGEST: usize = 12;
 
+/// One row per installed version; `*` marks the one new calls use.
 fn drivers_table(drivers: &[DriverView]) -> Table {
-    let mut t = Table::new(&["NAME", "ACTIVE", "VERSIONS", "INSTALLED"]);
+    let mut t = Table::new(&["NAME", "VERSION", "ACTIVE", "INSTALLED"]);
     for d in drivers {
-        let installed = d
-            .versions
-            .iter()
-            .find(|v| v.digest == d.active_digest)
-            .map(|v| v.installed_at.clone())
-            .unwrap_or_else(|| "-".to_owned());
-        t.row([
-            d.name.clone(),
-            d.active_digest.chars().take(SHORT_DIGEST).collect(),
-            d.versions.len().to_string(),
-            installed,
-        ]);
+        if d.versions.is_empty() {
+            t.row([
+                d.name.clone(),
+                d.active_digest.chars().take(SHORT_DIGEST).collect(),
+                "*".to_owned(),
+                "-".to_owned(),
+            ]);
+        }
+        for v in &d.versions {
+            let active = if v.digest == d.active_digest { "*" } else { "" };
+            t.row([
+                d.name.clone(),
+                v.digest.chars().take(SHORT_DIGEST).collect(),
+                active.to_owned(),
+                v.installed_at.clone(),
+            ]);
+        }
     }
     t
 }
@@ -356,7 +461,51 @@ mod tests {
         let out = drivers_table(&[d]).render();
         assert_eq!(
             out.lines().nth(1).unwrap(),
-            "plain  abababababab  1         2026-01-01T00:00:00.000Z"
+            "plain  abababababab  *       2026-01-01T00:00:00.000Z"
         );
+    }
+
+    #[test]
+    fn every_version_is_listed_and_only_the_active_one_marked() {
+        let version = |digest: &str, at: &str| DriverVersion {
+            digest: digest.repeat(32),
+            installed_at: at.into(),
+        };
+        let d = DriverView {
+            name: "acme".into(),
+            active_digest: "cd".repeat(32),
+            versions: vec![version("ab", "2026-01-01"), version("cd", "2026-02-01")],
+        };
+        let out = drivers_table(&[d]).render();
+        let rows: Vec<&str> = out.lines().skip(1).collect();
+        assert_eq!(
+            rows,
+            [
+                "acme  abababababab          2026-01-01",
+                "acme  cdcdcdcdcdcd  *       2026-02-01"
+            ]
+        );
+    }
+
+    #[test]
+    fn install_and_activate_answers_render() {
+        let v = json!({
+            "name": "acme",
+            "digest": "ef".repeat(32),
+            "active": false,
+            "capabilities": {"take_over": true, "async_target_migration": false,
+                             "source_migration": false, "sparse": true}
+        });
+        let a: DriverVersionAnswer = serde_json::from_value(v).unwrap();
+        let out = version_details(&a);
+        assert!(out.contains("active:        no\n"), "{out}");
+        assert!(out.contains("capabilities:  take-over, sparse\n"), "{out}");
+        assert_eq!(install_path("acme", true), "/v1/drivers/acme");
+        assert_eq!(
+            install_path("acme", false),
+            "/v1/drivers/acme?activate=false"
+        );
+        assert_eq!(path_segment("a/b?c d"), "a%2Fb%3Fc%20d");
+        assert_eq!(path_segment("vendor-copy_2.0"), "vendor-copy_2.0");
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! Exit status: 0 success, 1 the server refused or failed the call, 2 bad
 //! usage or local setup (no token), 3 the server could not be reached.
+//! `ferry driver check`, which runs locally, exits 0 when every check
+//! passes, 1 when one fails and 2 when the file is no usable component.
 
+mod check;
 mod client;
 mod commands;
 mod migrate;
@@ -92,6 +95,31 @@ pub enum ArrayCmd {
 pub enum DriverCmd {
     /// List the drivers and their versions.
     List,
+    /// Upload a driver component; it becomes the active version unless
+    /// --no-activate.
+    Install {
+        /// The component (.wasm).
+        file: PathBuf,
+        /// Driver name to install it as.
+        #[arg(long)]
+        name: String,
+        /// Keep the current version active.
+        #[arg(long)]
+        no_activate: bool,
+    },
+    /// Make an installed version the active one.
+    Activate {
+        /// Driver name.
+        name: String,
+        /// Digest of the version, as `driver list --json` shows it.
+        digest: String,
+    },
+    /// Run the conformance checks on a component locally, against scratch
+    /// arrays; no server needed.
+    Check {
+        /// The component (.wasm).
+        file: PathBuf,
+    },
 }
 
 /// Access mode of an attachment.
@@ -195,9 +223,35 @@ pub fn main() -> ExitCode {
         Command::Events { after } => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
             migrate::events(c, out, after)
         }),
-        Command::Driver(cmd) => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
-            commands::driver(c, out, cmd)
-        }),
+        Command::Driver(DriverCmd::Check { file }) => check::run(&file, cli.json),
+        Command::Driver(DriverCmd::List) => {
+            with_client(&cli.url, &cli.data_dir, cli.json, commands::driver_list)
+        }
+        Command::Driver(DriverCmd::Install {
+            file,
+            name,
+            no_activate,
+        }) => {
+            // A file that cannot be read is a local problem: no call made.
+            let bytes = match std::fs::read(&file) {
+                Ok(b) => b,
+                Err(e) => {
+                    eprintln!(
+                        "error: cannot read {}: {e}",
+                        table::sanitize(&file.display().to_string())
+                    );
+                    return ExitCode::from(EXIT_USAGE);
+                }
+            };
+            with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+                commands::driver_install(c, out, &name, &bytes, !no_activate)
+            })
+        }
+        Command::Driver(DriverCmd::Activate { name, digest }) => {
+            with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+                commands::driver_activate(c, out, &name, &digest)
+            })
+        }
     }
 }
 
@@ -252,6 +306,7 @@ fn token(data_dir: &std::path::Path) -> Result<String, String> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+    use std::path::Path;
 
     #[test]
     fn the_command_line_definition_is_consistent() {
@@ -276,6 +331,59 @@ mod tests {
         assert_eq!(e.exit_code(), 2);
         let e = Cli::try_parse_from(["ferry", "volume", "show", "nope"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn driver_commands_parse() {
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "driver",
+            "install",
+            "acme.wasm",
+            "--name",
+            "acme",
+            "--no-activate",
+        ])
+        .unwrap();
+        let Command::Driver(DriverCmd::Install {
+            file,
+            name,
+            no_activate,
+        }) = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(
+            (file, name.as_str(), no_activate),
+            (PathBuf::from("acme.wasm"), "acme", true)
+        );
+        let cli =
+            Cli::try_parse_from(["ferry", "driver", "install", "a.wasm", "--name", "a"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Driver(DriverCmd::Install {
+                no_activate: false,
+                ..
+            })
+        ));
+        // The name is required.
+        let e = Cli::try_parse_from(["ferry", "driver", "install", "a.wasm"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+
+        let cli = Cli::try_parse_from(["ferry", "driver", "activate", "acme", "abc123"]).unwrap();
+        let Command::Driver(DriverCmd::Activate { name, digest }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((name.as_str(), digest.as_str()), ("acme", "abc123"));
+        let e = Cli::try_parse_from(["ferry", "driver", "activate", "acme"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+
+        let cli = Cli::try_parse_from(["ferry", "driver", "check", "d.wasm", "--json"]).unwrap();
+        assert!(cli.json);
+        assert!(matches!(
+            cli.command,
+            Command::Driver(DriverCmd::Check { file }) if file == Path::new("d.wasm")
+        ));
     }
 
     #[test]
