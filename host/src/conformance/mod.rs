@@ -111,7 +111,11 @@ pub fn check_component(bytes: &[u8], options: &CheckOptions) -> Result<Report, C
     };
     let installed = match rt.install(DRIVER, bytes) {
         Ok(i) => i,
-        Err(e @ (RuntimeError::WrongWorld(_) | RuntimeError::SmokeFailed(_))) => {
+        Err(
+            e @ (RuntimeError::WrongWorld(_)
+            | RuntimeError::IncompatibleVersion { .. }
+            | RuntimeError::SmokeFailed(_)),
+        ) => {
             report.checks.push(CheckResult {
                 name: CheckName::Loads,
                 status: Status::Fail,
@@ -158,7 +162,11 @@ pub fn check_component(bytes: &[u8], options: &CheckOptions) -> Result<Report, C
         }
     }
     report.calls = log.into_inner();
-    report.checks.push(within_limits(&report));
+    let peak = rt
+        .call_stats()
+        .get(DRIVER)
+        .map(|s| s.memory_high_water_bytes);
+    report.checks.push(within_limits(&report, peak));
     Ok(report)
 }
 
@@ -217,7 +225,7 @@ fn claims(c: &Capabilities) -> String {
 
 /// Fails when any call of the run trapped, timed out or ran out of memory,
 /// naming each; otherwise reports the slowest call.
-fn within_limits(report: &Report) -> CheckResult {
+fn within_limits(report: &Report, peak_memory: Option<u64>) -> CheckResult {
     let name = CheckName::WithinLimits;
     if report.calls.is_empty() {
         return skip(name, "no call was made");
@@ -235,13 +243,17 @@ fn within_limits(report: &Report) -> CheckResult {
     }
     if let Some(slow) = report.slowest_call() {
         f.note(format!(
-            "{} calls within {} ms and {} MiB each; slowest: {} ({}) {} ms; peak memory is not measured",
+            "{} calls within {} ms and {} MiB each; slowest: {} ({}) {} ms; peak memory {}",
             report.calls.len(),
             report.deadline_ms,
             report.memory_limit_bytes >> 20,
             slow.call,
             slow.check,
-            slow.elapsed_ms
+            slow.elapsed_ms,
+            peak_memory.map_or_else(
+                || "not measured".to_owned(),
+                |b| format!("{:.1} MiB", b as f64 / f64::from(1 << 20))
+            )
         ));
     }
     f.verdict(name)

@@ -139,9 +139,10 @@ fn the_limits_check_names_every_fault_and_the_slowest_call() {
             ),
         ],
     };
-    let ok = within_limits(&r);
+    let ok = within_limits(&r, Some(3 << 20));
     assert_eq!(ok.status, Status::Pass);
     assert!(ok.reason.contains("2 calls"), "{}", ok.reason);
+    assert!(ok.reason.contains("peak memory 3.0 MiB"), "{}", ok.reason);
     assert!(
         ok.reason
             .contains("slowest: create-volume (life-cycle) 7 ms"),
@@ -158,7 +159,7 @@ fn the_limits_check_names_every_fault_and_the_slowest_call() {
             message: "x".into(),
         },
     ));
-    let bad = within_limits(&r);
+    let bad = within_limits(&r, Some(3 << 20));
     assert_eq!(bad.status, Status::Fail);
     assert_eq!(
         bad.reason,
