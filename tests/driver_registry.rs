@@ -557,3 +557,56 @@ fn hot_swaps_under_load_drop_nothing() {
         "{metrics}"
     );
 }
+
+#[test]
+fn the_cli_installs_lists_and_activates_versions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let original = active_digest(&server, "plain");
+    let file = dir.path().join("plain-next.wasm");
+    std::fs::write(&file, variant(ferry::guests::PLAIN, 7)).unwrap();
+    let file = file.to_str().unwrap();
+
+    let out = server.cli(&["--json", "driver", "install", file, "--name", "plain"]);
+    assert!(out.status.success(), "{out:?}");
+    let installed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let digest = installed["digest"].as_str().unwrap().to_owned();
+    assert_eq!(installed["active"], true);
+    assert_eq!(active_digest(&server, "plain"), digest);
+
+    let out = server.cli(&["driver", "list"]);
+    assert!(out.status.success(), "{out:?}");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains(&digest[..12]) && table.contains(&original[..12]),
+        "{table}"
+    );
+
+    let out = server.cli(&["driver", "activate", "plain", &original]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(active_digest(&server, "plain"), original);
+
+    // A refusal exits 1 with the server's code, and changes nothing.
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0").unwrap();
+    let out = server.cli(&[
+        "driver",
+        "install",
+        bad.to_str().unwrap(),
+        "--name",
+        "plain",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("core_module"),
+        "{out:?}"
+    );
+    assert_eq!(active_digest(&server, "plain"), original);
+    let out = server.cli(&["driver", "activate", "plain", &"ab".repeat(32)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("driver_version_not_found"),
+        "{out:?}"
+    );
+}
