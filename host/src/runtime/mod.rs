@@ -21,6 +21,8 @@ mod wasi;
 mod tests;
 #[cfg(test)]
 mod tests_hydration;
+#[cfg(test)]
+mod tests_registry;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};

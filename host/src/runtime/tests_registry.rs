@@ -1,0 +1,155 @@
+//! Unit tests of what the registry relies on in the runtime: the artifact
+//! cache (a second host loads without the compiler and refuses a corrupt
+//! artifact by recompiling), prepare without activation, per-driver limits
+//! and call statistics.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::tests::{array, volume};
+use super::*;
+use crate::guests;
+
+/// An artifact cache in memory that counts its traffic.
+#[derive(Default)]
+struct CountingCache {
+    items: Mutex<HashMap<String, Vec<u8>>>,
+    gets: Mutex<(u32, u32)>,
+    puts: Mutex<u32>,
+}
+
+impl ArtifactCache for CountingCache {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        let found = lock(&self.items).get(key).cloned();
+        let mut g = lock(&self.gets);
+        if found.is_some() {
+            g.0 += 1;
+        } else {
+            g.1 += 1;
+        }
+        Ok(found)
+    }
+
+    fn put(&self, key: &str, artifact: &[u8]) -> Result<(), String> {
+        *lock(&self.puts) += 1;
+        lock(&self.items).insert(key.to_owned(), artifact.to_vec());
+        Ok(())
+    }
+}
+
+fn runtime_with_cache(cache: Arc<CountingCache>) -> DriverRuntime {
+    DriverRuntime::new(
+        RuntimeConfig {
+            artifacts: Some(cache),
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap()
+}
+
+#[test]
+fn a_second_host_loads_the_cached_artifact_instead_of_compiling() {
+    let cache = Arc::new(CountingCache::default());
+    let first = runtime_with_cache(cache.clone());
+    let installed = first.install("plain", guests::PLAIN).unwrap();
+    assert_eq!(*lock(&cache.puts), 1);
+    assert_eq!(*lock(&cache.gets), (0, 1), "one miss, then a compile");
+
+    let second = runtime_with_cache(cache.clone());
+    let again = second.install("plain", guests::PLAIN).unwrap();
+    assert_eq!(again, installed);
+    assert_eq!(*lock(&cache.gets), (1, 1), "the second host hit the cache");
+    assert_eq!(*lock(&cache.puts), 1, "and compiled nothing");
+    let dir = tempfile::tempdir().unwrap();
+    let scope = CallScope::new(array(dir.path(), "p1", "plain", 1 << 30), vec![]);
+    second.create_volume(&scope, &volume("v", 1 << 20)).unwrap();
+
+    // A damaged artifact is not trusted: the host compiles again.
+    for v in lock(&cache.items).values_mut() {
+        let mid = v.len() / 2;
+        v.truncate(mid);
+    }
+    let third = runtime_with_cache(cache.clone());
+    third.install("plain", guests::PLAIN).unwrap();
+    assert_eq!(*lock(&cache.puts), 2);
+}
+
+#[test]
+fn prepare_does_not_activate_and_activate_needs_a_prepared_digest() {
+    let rt = DriverRuntime::new(
+        RuntimeConfig::default(),
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let plain = rt.install("x", guests::PLAIN).unwrap();
+    let takeover = rt.prepare("x", guests::TAKEOVER).unwrap();
+    assert!(rt.is_prepared(&takeover.digest));
+    assert_eq!(rt.active_digest("x"), Some(plain.digest.clone()));
+    let err = rt.activate("x", &"0".repeat(64)).unwrap_err();
+    assert_eq!(err.code(), "driver_version_not_found");
+    assert_eq!(rt.active_digest("x"), Some(plain.digest));
+    rt.activate("x", &takeover.digest).unwrap();
+    assert_eq!(rt.active_digest("x"), Some(takeover.digest));
+}
+
+#[test]
+fn per_driver_limits_replace_the_defaults_and_calls_are_counted() {
+    let misbehave = std::fs::read(guests::MISBEHAVE_PATH).unwrap();
+    let rt = DriverRuntime::new(
+        RuntimeConfig {
+            driver_limits: HashMap::from([(
+                "quick".to_owned(),
+                crate::config::DriverLimits {
+                    deadline_ms: 200,
+                    memory_bytes: 16 << 20,
+                },
+            )]),
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    rt.install("quick", &misbehave).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scope = CallScope::new(array(dir.path(), "q1", "quick", 1 << 30), vec![]);
+    let started = Instant::now();
+    let err = rt
+        .create_volume(&scope, &volume("loop", 1 << 20))
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(
+        matches!(
+            err,
+            CallError::Timeout {
+                deadline_ms: 200,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        took < Duration::from_secs(3),
+        "took {took:?}: the 5 s default applied"
+    );
+    let err = rt
+        .create_volume(&scope, &volume("grow", 1 << 20))
+        .unwrap_err();
+    assert!(
+        matches!(err, CallError::OutOfMemory { limit_bytes, .. } if limit_bytes == 16 << 20),
+        "{err}"
+    );
+    rt.create_volume(&scope, &volume("fine", 1 << 20)).unwrap();
+
+    let stats = rt.call_stats();
+    let q = &stats["quick"];
+    // The smoke call at install, the loop, the bloat and the normal call.
+    assert_eq!(q.calls, 4);
+    assert_eq!(
+        (q.timeouts, q.out_of_memory, q.traps, q.errors),
+        (1, 1, 0, 0)
+    );
+    assert!(q.memory_high_water_bytes > 0 && q.memory_high_water_bytes <= 16 << 20);
+    assert_eq!(q.latency_buckets.iter().sum::<u64>(), 4);
+}
