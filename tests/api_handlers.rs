@@ -68,8 +68,15 @@ impl Harness {
         let status = res.status();
         let headers = res.headers().clone();
         let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let is_json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("application/json"));
         let body = if bytes.is_empty() {
             Value::Null
+        } else if !is_json && status.is_success() {
+            // `/metrics` answers in the Prometheus text format.
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
         } else {
             serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 panic!(
@@ -411,6 +418,25 @@ async fn public_endpoints_need_no_token() {
     assert_eq!(
         (health.status, health.body),
         (StatusCode::OK, json!({"status": "ok"}))
+    );
+    let metrics = h.raw(Method::GET, "/metrics", None, None).await;
+    assert_eq!(metrics.status, StatusCode::OK);
+    assert!(
+        metrics.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain; version=0.0.4"),
+    );
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains("# TYPE ferry_driver_calls_total counter"),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "ferry_http_requests_total{method=\"GET\",route=\"/healthz\",status=\"200\"} 1"
+        ),
+        "{text}"
     );
     let doc = h.raw(Method::GET, "/openapi.json", None, None).await;
     assert_eq!(doc.status, StatusCode::OK);
