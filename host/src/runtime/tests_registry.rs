@@ -153,3 +153,20 @@ fn per_driver_limits_replace_the_defaults_and_calls_are_counted() {
     assert!(q.memory_high_water_bytes > 0 && q.memory_high_water_bytes <= 16 << 20);
     assert_eq!(q.latency_buckets.iter().sum::<u64>(), 4);
 }
+
+#[test]
+fn a_compile_over_the_time_cap_is_refused_and_changes_nothing() {
+    let rt = DriverRuntime::new(
+        RuntimeConfig {
+            // Far below what any real component takes to compile.
+            max_compile_time: Duration::from_millis(1),
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let err = rt.install("x", guests::PLAIN).unwrap_err();
+    assert_eq!(err.code(), "compile_timeout", "{err}");
+    assert!(err.to_string().contains("longer than 1 ms"), "{err}");
+    assert_eq!(rt.active_digest("x"), None);
+}
