@@ -328,6 +328,7 @@ fn writes_are_tracked_and_persisted_with_the_bitmap() {
         6 * DEFAULT_REGION_SIZE,
         "lost across restart"
     );
+    h.begin_copy_back();
     assert_eq!(h.copy_back_pending(), 6 * DEFAULT_REGION_SIZE);
 }
 
@@ -587,4 +588,66 @@ fn a_held_hydration_cannot_finish_and_a_finished_one_cannot_be_held() {
         hydrations.copy_back(&remote_ref),
         Err(HydrationError::NotFound(_))
     ));
+}
+
+#[derive(Default, Clone)]
+struct CountingSink(Arc<std::sync::atomic::AtomicUsize>);
+
+impl BitmapSink for CountingSink {
+    fn commit(&self, _bitmap: &[u8]) -> io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_worker_yields_to_foreground_writes_and_leaves_their_sync_to_flush() {
+    let size = 256 * MIB;
+    let (_d, local, remote, _) = setup(size);
+    let sink = CountingSink::default();
+    let h = Hydration::new(
+        local,
+        remote,
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(sink.clone()),
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let writing = AtomicBool::new(true);
+    let written = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        // The writer starts first, so the worker finds the volume busy.
+        let writer = s.spawn(|| {
+            let mut rng = Rng(5);
+            while writing.load(Ordering::SeqCst) {
+                let off = (rng.next() % (size / 4096)) * 4096;
+                h.write_at(&[3u8; 4096], off).unwrap();
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let bg = s.spawn(|| h.run_background(&stop));
+        std::thread::sleep(Duration::from_millis(2500));
+        let commits_busy = sink.0.load(Ordering::SeqCst);
+        let hydrated = h.progress().0 / DEFAULT_REGION_SIZE;
+        let by_writes = written.load(Ordering::Relaxed);
+        writing.store(false, Ordering::SeqCst);
+        writer.join().unwrap();
+        // A worker that did not yield copies the 64 MiB of data in well
+        // under a second; yielding, it trickles a run every 50 ms.
+        let data_regions = size / 4 / DEFAULT_REGION_SIZE;
+        assert!(
+            hydrated.saturating_sub(by_writes) < data_regions / 2,
+            "the worker copied {} regions under load",
+            hydrated.saturating_sub(by_writes)
+        );
+        assert_eq!(commits_busy, 0, "commits (whole-LUN syncs) under load");
+        // Quiet again: the worker goes on and commits every second.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(sink.0.load(Ordering::SeqCst) >= 1, "no commit once quiet");
+        h.flush().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        bg.join().unwrap().unwrap();
+    });
 }
