@@ -152,6 +152,10 @@ pub enum MigrationPhase {
     /// Async target path: the volume lives on the destination and is
     /// attachable while it hydrates; the host polls the target driver.
     Hydrating,
+    /// Abort of the async target path: the regions written on the
+    /// destination since the switch are copied back to the source while the
+    /// volume still serves from the destination; then it switches back.
+    CopyingBack,
     /// The volume lives on the destination; the source is being removed.
     CleanupSource,
     /// Undoing: the destination is being removed.

@@ -55,8 +55,9 @@ struct HydrationRecord {
     finished: bool,
 }
 
-/// Store key of a hydration's bitmap (raw bytes, bit set = hydrated); the
-/// record itself (JSON) is under the bare id.
+/// Store key of a hydration's bitmaps (raw bytes: the hydrated bitmap, then
+/// the written one; see [`BitmapSink`]); the record itself (JSON) is under
+/// the bare id. Keys of this kind hold a `#`, which ids never do.
 fn bitmap_key(id: &str) -> String {
     format!("{id}#bitmap")
 }
@@ -83,6 +84,9 @@ pub enum HydrationError {
     /// The LUNs or the store failed.
     #[error("hydration I/O error: {0}")]
     Io(#[from] io::Error),
+    /// An abort copies the hydration back to its source: it cannot finish.
+    #[error("hydration {0} is being copied back to its source (the migration is aborting)")]
+    CopyingBack(String),
     /// The hydration's worker failed.
     #[error("hydration {id} stopped: {message}")]
     Failed {
@@ -111,6 +115,10 @@ struct Running {
     remote: LunRef,
     stop: Arc<AtomicBool>,
     worker: Mutex<Option<JoinHandle<io::Result<()>>>>,
+    /// An abort copies this hydration back: `finish` is refused.
+    held: AtomicBool,
+    /// `finish` runs: a copy-back is refused.
+    finishing: AtomicBool,
 }
 
 impl Running {
@@ -266,6 +274,8 @@ impl Hydrations {
                 sink_finished,
                 stop,
                 worker: Mutex::new(Some(worker)),
+                held: AtomicBool::new(false),
+                finishing: AtomicBool::new(false),
             }),
         );
         Ok(())
@@ -320,21 +330,33 @@ impl Hydrations {
         if self.finished().contains_key(id) {
             return Ok(());
         }
-        let r = self
-            .map()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| HydrationError::NotFound(id.to_owned()))?;
-        if !r.hydration.is_complete() {
-            let (done, total) = r.hydration.progress();
-            return Err(HydrationError::Incomplete {
-                id: id.to_owned(),
-                done,
-                total,
-            });
+        let r = {
+            // Checked and claimed under the map's lock, which `copy_back`
+            // takes too: a hydration either finishes or is copied back.
+            let map = self.map();
+            let r = map
+                .get(id)
+                .cloned()
+                .ok_or_else(|| HydrationError::NotFound(id.to_owned()))?;
+            if r.held.load(Ordering::SeqCst) {
+                return Err(HydrationError::CopyingBack(id.to_owned()));
+            }
+            if !r.hydration.is_complete() {
+                let (done, total) = r.hydration.progress();
+                return Err(HydrationError::Incomplete {
+                    id: id.to_owned(),
+                    done,
+                    total,
+                });
+            }
+            r.finishing.store(true, Ordering::SeqCst);
+            r
+        };
+        let ended = r.stop().and_then(|()| r.hydration.commit());
+        if let Err(e) = ended {
+            r.finishing.store(false, Ordering::SeqCst);
+            return Err(e.into());
         }
-        r.stop()?;
-        r.hydration.commit()?;
         r.sink_finished.store(true, Ordering::Release);
         let record = HydrationRecord {
             finished: true,
@@ -369,6 +391,28 @@ impl Hydrations {
         Ok(())
     }
 
+    /// Holds the running hydration from `remote` for a copy-back (abort):
+    /// it can no longer finish, and its background copy pauses. Returns its
+    /// id and device. `NotFound` if none runs (it finished: too late).
+    pub fn copy_back(&self, remote: &LunRef) -> Result<(String, Arc<Hydration>), HydrationError> {
+        let map = self.map();
+        let (id, r) = map
+            .iter()
+            .find(|(_, r)| r.remote == *remote && !r.finishing.load(Ordering::SeqCst))
+            .ok_or_else(|| HydrationError::NotFound(remote.id()))?;
+        r.held.store(true, Ordering::SeqCst);
+        r.hydration.begin_copy_back();
+        Ok((id.clone(), r.hydration.clone()))
+    }
+
+    /// Lets a held hydration go on (the abort gave up, or was refused).
+    pub fn release_copy_back(&self, id: &str) {
+        if let Some(r) = self.map().get(id) {
+            r.hydration.cancel_copy_back();
+            r.held.store(false, Ordering::SeqCst);
+        }
+    }
+
     /// The device serving a LUN that is hydrating, if it is.
     pub fn device(&self, array: &str, lun: &LunAddress) -> Option<Arc<Hydration>> {
         let id = LunRef {
@@ -387,7 +431,7 @@ impl Hydrations {
             .records(RecordTable::Hydration)
             .map_err(io::Error::other)?;
         for (id, bytes) in records {
-            if id.ends_with("#bitmap") {
+            if id.contains('#') {
                 continue;
             }
             let Ok(record) = serde_json::from_slice::<HydrationRecord>(&bytes) else {

@@ -4,12 +4,20 @@
 //! partial writes to a region not yet local copy it first; discards mark
 //! without copying; a background worker copies the rest, skipping the
 //! source's holes and yielding to attached I/O. The region bitmap is
-//! committed after the data it covers is synced, on every flush and at least
-//! every second, so a write acknowledged after a FLUSH survives kill -9 and
-//! hydration resumes where it stopped, never from zero.
+//! committed after the data it covers is synced, on every flush, every
+//! second while the volume's own I/O is quiet and every 10 s under load, so
+//! a write acknowledged after a FLUSH survives kill -9 and hydration resumes
+//! where it stopped, never from zero.
+//!
+//! Every region written on the local LUN is also kept in a second set,
+//! persisted with the bitmap: an abort copies those regions back to the
+//! source in passes while I/O goes on, then in a last pass with writes
+//! held, after which the device serves everything from the source.
 
+mod gate;
 mod manager;
 mod regions;
+mod written;
 
 pub use manager::{HydrationError, HydrationStatus, Hydrations, LunRef};
 
@@ -18,7 +26,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use gate::Gate;
 use regions::{HYDRATED, HYDRATING, Regions, UNHYDRATED};
+use written::RegionSet;
 
 use crate::array::{Extent, Lun};
 use crate::block::BlockDevice;
@@ -31,16 +41,48 @@ pub const DEFAULT_REGION_SIZE: u64 = 4 << 10;
 /// Most regions the background worker copies in one read and write.
 const RUN_REGIONS: usize = 64;
 
-/// How often the background worker commits the bitmap.
+/// How often the background worker commits the bitmap while the volume's
+/// own I/O is quiet.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Foreground I/O this recent makes the background worker pause.
-const YIELD_WINDOW_MS: u64 = 2;
+/// How often it commits while attached I/O keeps it yielding. A commit
+/// syncs the whole local LUN, and with it every write the volume's user
+/// made and has not flushed: forced once a second, that writeback cost a
+/// fifth of the volume's write IOPS. Those writes become durable at the
+/// user's own FLUSH, which commits too; what waits here is only the
+/// worker's progress (a trickle under load), so a crash costs at most this
+/// much copying again.
+const BUSY_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Foreground I/O this recent (in microseconds) counts as load for the
+/// commit interval: longer than the copy's yield window, so a request
+/// stream with short gaps (a client between two batches, a thread not
+/// scheduled for a few milliseconds) does not get a sync in every gap.
+const COMMIT_QUIET_US: u64 = 250_000;
+
+/// Foreground I/O this recent (in microseconds) makes the background
+/// worker yield. Measured in microseconds: with milliseconds, a request
+/// 1 ms ago could read as 2 ms old, and the worker copied between requests.
+const YIELD_WINDOW_US: u64 = 5_000;
+
+/// While attached I/O keeps the worker yielding, it still copies one run
+/// this often, so hydration ends under any load (at most a run per interval
+/// competes with the volume's own I/O).
+const TRICKLE_INTERVAL: Duration = Duration::from_millis(50);
+
+/// Serving: reads and writes as hydration wants them.
+const SERVING: u8 = 0;
+/// An abort copies the written regions back; background hydration pauses.
+const COPYING_BACK: u8 = 1;
+/// Copied back and switched: every request goes to the remote (source).
+const RETURNED: u8 = 2;
 
 /// Where a hydration's bitmap is persisted.
 pub trait BitmapSink: Send + Sync {
-    /// Durably records `bitmap` (bit set = region hydrated). Called only
-    /// after the local LUN was synced.
+    /// Durably records `bitmap`: the hydrated bitmap (bit set = region
+    /// local) followed by the written bitmap of the same length (bit set =
+    /// region written since the hydration began). Called only after the
+    /// local LUN was synced; hand it back to [`Hydration::new`] as is.
     fn commit(&self, bitmap: &[u8]) -> io::Result<()>;
 }
 
@@ -55,11 +97,22 @@ pub struct Hydration {
     commit_lock: Mutex<()>,
     dirty: AtomicBool,
     epoch: Instant,
-    last_io_ms: AtomicU64,
+    last_io_us: AtomicU64,
     /// Next region the background worker looks at.
     cursor: AtomicU64,
     /// Background copy limit in bytes per second (0: none).
     bandwidth: AtomicU64,
+    /// Regions written since the hydration began (persisted, only grows):
+    /// the ones whose local data may differ from the source.
+    written: RegionSet,
+    /// Written regions a copy-back pass has yet to carry to the source
+    /// (filled from `written` when a copy-back begins, kept up by writes
+    /// while it runs).
+    pending: RegionSet,
+    /// `SERVING`, `COPYING_BACK` or `RETURNED`.
+    mode: std::sync::atomic::AtomicU8,
+    /// Held for the last pass of a copy-back and the switch.
+    gate: Gate,
 }
 
 impl std::fmt::Debug for Hydration {
@@ -69,6 +122,8 @@ impl std::fmt::Debug for Hydration {
             .field("remote", self.remote.address())
             .field("regions", &self.regions.count())
             .field("hydrated", &self.regions.hydrated_count())
+            .field("written", &self.written.len())
+            .field("mode", &self.mode.load(Ordering::Relaxed))
             .finish()
     }
 }
@@ -106,8 +161,23 @@ impl Hydration {
             ));
         }
         let remote_extents = remote.allocated_extents(0, remote.size())?;
+        let count = local.size().div_ceil(region_size) as usize;
+        let half = count.div_ceil(8);
+        let (hydrated, written) = if bitmap.len() == 2 * half {
+            let (h, w) = bitmap.split_at(half);
+            (h, RegionSet::new(count, w))
+        } else {
+            // A bitmap without a written half was committed before writes
+            // were tracked: any local region may have been written.
+            (bitmap, RegionSet::new(count, bitmap))
+        };
+        let pending = RegionSet::new(count, &[]);
         Ok(Arc::new(Self {
-            regions: Regions::new(local.size(), region_size, bitmap),
+            regions: Regions::new(local.size(), region_size, hydrated),
+            written,
+            pending,
+            mode: std::sync::atomic::AtomicU8::new(SERVING),
+            gate: Gate::default(),
             local,
             remote,
             remote_extents,
@@ -115,7 +185,7 @@ impl Hydration {
             commit_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             epoch: Instant::now(),
-            last_io_ms: AtomicU64::new(0),
+            last_io_us: AtomicU64::new(0),
             cursor: AtomicU64::new(0),
             bandwidth: AtomicU64::new(0),
         }))
@@ -131,6 +201,11 @@ impl Hydration {
         &self.local
     }
 
+    /// The remote LUN (the source the local one fills from).
+    pub fn remote(&self) -> &Arc<Lun> {
+        &self.remote
+    }
+
     /// Bytes hydrated so far and in all.
     pub fn progress(&self) -> (u64, u64) {
         let size = self.local.size();
@@ -143,29 +218,71 @@ impl Hydration {
         self.regions.is_complete()
     }
 
-    /// Syncs the local LUN, then persists the bitmap if it changed.
+    /// Syncs the local LUN, then persists the bitmaps if they changed.
     pub fn commit(&self) -> io::Result<()> {
+        if self.mode.load(Ordering::SeqCst) == RETURNED {
+            // The volume lives on the source again: nothing here to keep.
+            return Ok(());
+        }
         let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
         let dirty = self.dirty.swap(false, Ordering::AcqRel);
-        self.local.flush()?;
-        if dirty {
-            // Taken after the sync: every region it marks has its data on disk.
-            if let Err(e) = self.sink.commit(&self.regions.bitmap()) {
+        // Taken before the sync: a region is marked only after its data was
+        // written, so every region this state marks has its data on disk
+        // once the sync returns. (Taken after, a mark racing the sync could
+        // be persisted ahead of its data.)
+        let state = dirty.then(|| self.persisted_state());
+        if let Err(e) = self.local.flush() {
+            if dirty {
                 self.dirty.store(true, Ordering::Release);
-                return Err(e);
             }
+            return Err(e);
+        }
+        if let Some(state) = state
+            && let Err(e) = self.sink.commit(&state)
+        {
+            self.dirty.store(true, Ordering::Release);
+            return Err(e);
         }
         Ok(())
     }
 
+    /// The hydrated bitmap followed by the written one.
+    fn persisted_state(&self) -> Vec<u8> {
+        let mut state = self.regions.bitmap();
+        state.extend_from_slice(&self.written.to_bytes());
+        state
+    }
+
+    /// Records that regions `span` were written; called after the data is.
+    fn mark_written(&self, span: std::ops::Range<usize>) {
+        for i in span {
+            if self.written.insert(i) {
+                self.dirty.store(true, Ordering::Release);
+            }
+            // Checked after the mark: `begin_copy_back` switches the mode
+            // before it copies the written set into the pending one, so a
+            // mark either makes that copy or sees the mode and adds itself.
+            // Serving, the pending set is not needed, and its atomic
+            // read-modify-write on a cold cache line per write is saved.
+            if self.mode.load(Ordering::SeqCst) != SERVING {
+                self.pending.insert_ordered(i);
+            }
+        }
+    }
+
     fn touch(&self) {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.last_io_ms.store(now, Ordering::Relaxed);
+        let now = self.epoch.elapsed().as_micros() as u64;
+        self.last_io_us.store(now, Ordering::Relaxed);
     }
 
     fn foreground_busy(&self) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        now.saturating_sub(self.last_io_ms.load(Ordering::Relaxed)) < YIELD_WINDOW_MS
+        self.foreground_within(YIELD_WINDOW_US)
+    }
+
+    /// Whether foreground I/O came in the last `us` microseconds.
+    fn foreground_within(&self, us: u64) -> bool {
+        let now = self.epoch.elapsed().as_micros() as u64;
+        now.saturating_sub(self.last_io_us.load(Ordering::Relaxed)) < us
     }
 
     /// Copies region `i` from the remote; the caller holds its stripe lock
@@ -274,9 +391,20 @@ impl Hydration {
     /// committing until `stop` is raised (foreground writes still mark).
     pub fn run_background(&self, stop: &AtomicBool) -> io::Result<()> {
         let mut last_commit = Instant::now();
+        let mut last_step = Instant::now();
         let began = Instant::now();
         let first_region = self.cursor.load(Ordering::Relaxed);
         while !stop.load(Ordering::Relaxed) {
+            if self.mode.load(Ordering::SeqCst) != SERVING {
+                // A copy-back runs (or ran): hydrating now would only spend
+                // bandwidth on a LUN about to go. Writes still need commits.
+                std::thread::sleep(Duration::from_millis(50));
+                if last_commit.elapsed() >= COMMIT_INTERVAL {
+                    self.commit()?;
+                    last_commit = Instant::now();
+                }
+                continue;
+            }
             let limit = self.bandwidth.load(Ordering::Relaxed);
             if limit > 0 {
                 let scanned = self
@@ -293,13 +421,23 @@ impl Hydration {
             let done = self.cursor.load(Ordering::Relaxed) as usize >= self.regions.count();
             if done {
                 std::thread::sleep(Duration::from_millis(50));
-            } else if self.foreground_busy() {
-                std::thread::sleep(Duration::from_millis(1));
-            } else {
+            } else if !self.foreground_busy() {
                 self.hydrate_step(RUN_REGIONS * 4)?;
+                last_step = Instant::now();
+            } else if last_step.elapsed() >= TRICKLE_INTERVAL {
+                self.hydrate_step(RUN_REGIONS)?;
+                last_step = Instant::now();
+            } else {
+                std::thread::sleep(Duration::from_millis(2));
             }
-            if last_commit.elapsed() >= COMMIT_INTERVAL
-                || (done && self.dirty.load(Ordering::Acquire))
+            let busy = self.foreground_within(COMMIT_QUIET_US);
+            let interval = if busy {
+                BUSY_COMMIT_INTERVAL
+            } else {
+                COMMIT_INTERVAL
+            };
+            if last_commit.elapsed() >= interval
+                || (done && !busy && self.dirty.load(Ordering::Acquire))
             {
                 self.commit()?;
                 last_commit = Instant::now();
@@ -321,7 +459,8 @@ impl Hydration {
 
     /// Applies `op` to `[offset, offset+len)` region by region: regions the
     /// range covers whole are marked without copying, partly covered ones
-    /// are made local first.
+    /// are made local first. Every region touched is marked written, also
+    /// when `op` fails part way (its bytes may have changed).
     fn modify(
         &self,
         offset: u64,
@@ -332,43 +471,183 @@ impl Hydration {
         self.touch();
         let span = self.regions.span(offset, len);
         if span.clone().all(|i| self.regions.state(i) == HYDRATED) {
-            return op(offset, len);
+            let r = op(offset, len);
+            self.mark_written(span);
+            return r;
         }
         let end = offset + len;
         let mut buf = Vec::new();
         for i in span {
             let (rs, re) = self.regions.bounds(i);
             let (s, e) = (rs.max(offset), re.min(end));
-            if self.regions.state(i) == HYDRATED {
-                op(s, e - s)?;
-                continue;
-            }
-            let _g = self.regions.lock_settled(i);
-            if self.regions.state(i) != HYDRATED {
-                if s > rs || e < re {
-                    self.ensure_local(i, &mut buf)?;
-                    op(s, e - s)?;
-                } else {
-                    op(s, e - s)?;
-                    self.regions.set(i, HYDRATED);
-                    self.dirty.store(true, Ordering::Release);
-                }
-            } else {
-                op(s, e - s)?;
-            }
+            let r = self.modify_region(i, (rs, re), (s, e), &mut buf, &mut op);
+            self.mark_written(i..i + 1);
+            r?;
         }
         Ok(())
     }
-}
 
-impl BlockDevice for Hydration {
-    fn size(&self) -> u64 {
-        self.local.size()
+    /// `modify` for the part `[s, e)` of region `i` (bounds `[rs, re)`).
+    fn modify_region(
+        &self,
+        i: usize,
+        (rs, re): (u64, u64),
+        (s, e): (u64, u64),
+        buf: &mut Vec<u8>,
+        op: &mut impl FnMut(u64, u64) -> io::Result<()>,
+    ) -> io::Result<()> {
+        if self.regions.state(i) == HYDRATED {
+            return op(s, e - s);
+        }
+        let _g = self.regions.lock_settled(i);
+        if self.regions.state(i) == HYDRATED {
+            return op(s, e - s);
+        }
+        if s > rs || e < re {
+            self.ensure_local(i, buf)?;
+            op(s, e - s)
+        } else {
+            op(s, e - s)?;
+            self.regions.set(i, HYDRATED);
+            self.dirty.store(true, Ordering::Release);
+            Ok(())
+        }
     }
 
-    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
-        self.local.check_range(offset, buf.len() as u64)?;
-        self.touch();
+    /// Whether every request goes to the remote now (copied back).
+    pub fn is_returned(&self) -> bool {
+        self.mode.load(Ordering::SeqCst) == RETURNED
+    }
+
+    /// Bytes written since the hydration began that a copy-back pass has
+    /// not carried to the remote yet.
+    pub fn copy_back_pending(&self) -> u64 {
+        (self.pending.len() as u64 * self.regions.region_size()).min(self.local.size())
+    }
+
+    /// Bytes written since the hydration began (what a copy-back carries).
+    pub fn written_bytes(&self) -> u64 {
+        (self.written.len() as u64 * self.regions.region_size()).min(self.local.size())
+    }
+
+    /// Begins a copy-back (abort): background hydration pauses; foreground
+    /// I/O goes on as before. Repeating it is harmless.
+    pub fn begin_copy_back(&self) {
+        if self
+            .mode
+            .compare_exchange(SERVING, COPYING_BACK, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok()
+        {
+            self.pending.union_with(&self.written);
+        }
+    }
+
+    /// Gives a copy-back up: hydration goes on. Regions already copied to
+    /// the remote are still local (and written), so nothing changes for
+    /// readers. Without effect once returned.
+    pub fn cancel_copy_back(&self) {
+        let _ =
+            self.mode
+                .compare_exchange(COPYING_BACK, SERVING, Ordering::SeqCst, Ordering::SeqCst);
+    }
+
+    /// One copy-back pass while I/O goes on: carries every region pending
+    /// now to the remote (regions written meanwhile are pending again for
+    /// the next pass), then syncs the remote. Throttled to the hydration's
+    /// bandwidth; `progress` gets the bytes copied so far. Returns the
+    /// bytes copied.
+    pub fn copy_back_pass(&self, progress: &mut dyn FnMut(u64)) -> io::Result<u64> {
+        self.begin_copy_back();
+        self.copy_back_regions(true, progress)
+    }
+
+    /// The last copy-back pass: holds writes, carries what is still
+    /// pending, syncs the remote, and runs `switch` (which must persist that
+    /// the remote is the volume's home again). Only then does the device
+    /// serve every request from the remote, and writes go on there. On any
+    /// failure nothing switched and writes go on here.
+    pub fn copy_back_finish(&self, switch: impl FnOnce() -> io::Result<()>) -> io::Result<u64> {
+        if self.is_returned() {
+            return Ok(0);
+        }
+        self.begin_copy_back();
+        self.gate.hold();
+        let result = self
+            .copy_back_regions(false, &mut |_| {})
+            .and_then(|copied| switch().map(|()| copied));
+        match result {
+            Ok(_) => self.mode.store(RETURNED, Ordering::SeqCst),
+            // Nothing switched: the next attempt carries every written
+            // region again rather than trust what this one left behind.
+            Err(_) => self.pending.union_with(&self.written),
+        }
+        self.gate.release();
+        result
+    }
+
+    fn copy_back_regions(&self, throttle: bool, progress: &mut dyn FnMut(u64)) -> io::Result<u64> {
+        let result = self.copy_back_words(throttle, progress);
+        let result = result.and_then(|copied| self.remote.flush().map(|()| copied));
+        if result.is_err() {
+            // What this pass wrote may not be durable on the remote (a
+            // failed sync can drop dirty pages): carry every written region
+            // again on the next attempt.
+            self.pending.union_with(&self.written);
+        }
+        result
+    }
+
+    fn copy_back_words(&self, throttle: bool, progress: &mut dyn FnMut(u64)) -> io::Result<u64> {
+        let began = Instant::now();
+        let region = self.regions.region_size();
+        let count = self.regions.count();
+        let mut copied = 0u64;
+        let mut buf = Vec::new();
+        for w in 0..self.pending.word_count() {
+            let limit = self.bandwidth.load(Ordering::Relaxed);
+            if throttle && limit > 0 {
+                let due = Duration::from_secs_f64(copied as f64 / limit as f64);
+                if let Some(wait) = due.checked_sub(began.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+            }
+            let bits = self.pending.take_word(w);
+            let mut rest = bits;
+            while rest != 0 {
+                // A run of consecutive pending regions, copied in one go.
+                let first = rest.trailing_zeros() as usize;
+                let len = (rest >> first).trailing_ones() as usize;
+                rest &= !(u64::MAX >> (64 - len) << first);
+                let (start, end) = (w * 64 + first, (w * 64 + first + len).min(count));
+                let from = start as u64 * region;
+                let to = (end as u64 * region).min(self.local.size());
+                if let Err(e) = self.copy_back_range(from, to, &mut buf) {
+                    self.pending.restore_word(w, bits);
+                    return Err(e);
+                }
+                copied += to - from;
+            }
+            if bits != 0 {
+                progress(copied);
+            }
+        }
+        Ok(copied)
+    }
+
+    /// Carries `[from, to)` as this device reads it to the remote. All-zero
+    /// data becomes a hole there, so the source stays as sparse as it was.
+    fn copy_back_range(&self, from: u64, to: u64, buf: &mut Vec<u8>) -> io::Result<()> {
+        buf.resize((to - from) as usize, 0);
+        self.read_mapped(buf, from)?;
+        if buf.iter().all(|b| *b == 0) {
+            self.remote.write_zeroes(from, to - from)
+        } else {
+            self.remote.write_at(buf, from)
+        }
+    }
+
+    /// Reads through the region map (local where hydrated, else remote).
+    fn read_mapped(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
         let span = self.regions.span(offset, buf.len() as u64);
         if span.clone().all(|i| self.regions.state(i) == HYDRATED) {
             return self.local.read_at(buf, offset);
@@ -397,8 +676,27 @@ impl BlockDevice for Hydration {
         }
         Ok(())
     }
+}
+
+impl BlockDevice for Hydration {
+    fn size(&self) -> u64 {
+        self.local.size()
+    }
+
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()> {
+        self.local.check_range(offset, buf.len() as u64)?;
+        if self.is_returned() {
+            return self.remote.read_at(buf, offset);
+        }
+        self.touch();
+        self.read_mapped(buf, offset)
+    }
 
     fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
+        let _pass = self.gate.enter();
+        if self.is_returned() {
+            return self.remote.write_at(buf, offset);
+        }
         self.modify(offset, buf.len() as u64, |s, l| {
             let from = (s - offset) as usize;
             self.local.write_at(&buf[from..from + l as usize], s)
@@ -406,14 +704,26 @@ impl BlockDevice for Hydration {
     }
 
     fn flush(&self) -> io::Result<()> {
+        let _pass = self.gate.enter();
+        if self.is_returned() {
+            return self.remote.flush();
+        }
         self.commit()
     }
 
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _pass = self.gate.enter();
+        if self.is_returned() {
+            return self.remote.write_zeroes(offset, len);
+        }
         self.modify(offset, len, |s, l| self.local.write_zeroes(s, l))
     }
 
     fn discard(&self, offset: u64, len: u64) -> io::Result<()> {
+        let _pass = self.gate.enter();
+        if self.is_returned() {
+            return self.remote.discard(offset, len);
+        }
         self.modify(offset, len, |s, l| self.local.discard(s, l))
     }
 }

@@ -279,3 +279,375 @@ fn mismatched_sizes_and_bad_regions_are_refused() {
     assert!(h.write_at(&[1], 4 * MIB).is_err());
     assert!(h.read_at(&mut [0u8; 2], 4 * MIB - 1).is_err());
 }
+
+fn read_lun(l: &Lun) -> Vec<u8> {
+    let mut v = vec![0u8; l.size() as usize];
+    l.read_at(&mut v, 0).unwrap();
+    v
+}
+
+#[test]
+fn writes_are_tracked_and_persisted_with_the_bitmap() {
+    let (_d, local, remote, _) = setup(4 * MIB);
+    let sink = MemorySink::default();
+    let h = Hydration::new(
+        local.clone(),
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(sink.clone()),
+    )
+    .unwrap();
+    // Hydration alone writes the local LUN but is no write of the volume.
+    for _ in 0..50 {
+        h.hydrate_step(4).unwrap();
+    }
+    let mut buf = vec![0u8; 8192];
+    h.read_at(&mut buf, MIB).unwrap();
+    assert_eq!(h.written_bytes(), 0);
+    h.write_at(&[7u8; 4096], 0).unwrap(); // whole region
+    h.write_at(&[7u8; 512], 3 * 4096 + 512).unwrap(); // partial
+    h.discard(2 * MIB, 8192).unwrap(); // two regions
+    h.write_zeroes(3 * MIB + 100 * 512, 4096).unwrap(); // straddles two
+    assert_eq!(h.written_bytes(), 6 * DEFAULT_REGION_SIZE);
+    h.flush().unwrap();
+    let persisted = sink.0.lock().unwrap().clone();
+    let regions = (4 * MIB / DEFAULT_REGION_SIZE) as usize;
+    assert_eq!(persisted.len(), 2 * regions.div_ceil(8));
+    drop(h);
+    let h = Hydration::new(
+        local,
+        remote,
+        DEFAULT_REGION_SIZE,
+        &persisted,
+        Box::new(sink),
+    )
+    .unwrap();
+    assert_eq!(
+        h.written_bytes(),
+        6 * DEFAULT_REGION_SIZE,
+        "lost across restart"
+    );
+    h.begin_copy_back();
+    assert_eq!(h.copy_back_pending(), 6 * DEFAULT_REGION_SIZE);
+}
+
+#[test]
+fn a_bitmap_from_before_write_tracking_counts_every_local_region_written() {
+    let (_d, local, remote, _) = setup(4 * MIB);
+    let regions = (4 * MIB / DEFAULT_REGION_SIZE) as usize;
+    let mut legacy = vec![0u8; regions.div_ceil(8)];
+    legacy[0] = 0b1011;
+    legacy[5] = 0xff;
+    let h = Hydration::new(
+        local,
+        remote,
+        DEFAULT_REGION_SIZE,
+        &legacy,
+        Box::new(MemorySink::default()),
+    )
+    .unwrap();
+    assert_eq!(h.progress().0, 11 * DEFAULT_REGION_SIZE);
+    assert_eq!(h.written_bytes(), 11 * DEFAULT_REGION_SIZE);
+}
+
+#[test]
+fn copy_back_makes_the_source_equal_the_volume_then_serves_from_it() {
+    for seed in 1..4u64 {
+        let (_d, local, remote, mut model) = setup(4 * MIB);
+        let h = Hydration::new(
+            local.clone(),
+            remote.clone(),
+            DEFAULT_REGION_SIZE,
+            &[],
+            Box::new(MemorySink::default()),
+        )
+        .unwrap();
+        let mut rng = Rng(seed * 0x51ed);
+        for step in 0..1500 {
+            apply(&mut model, &h, &mut rng);
+            if step % 7 == 0 {
+                h.hydrate_step(3).unwrap();
+            }
+        }
+        h.begin_copy_back();
+        let before = h.copy_back_pending();
+        assert!(before > 0);
+        let copied = h.copy_back_pass(&mut |_| {}).unwrap();
+        assert_eq!(copied, before);
+        assert_eq!(h.copy_back_pending(), 0);
+        // Writes between passes are pending again, and only they.
+        for _ in 0..200 {
+            apply(&mut model, &h, &mut rng);
+        }
+        assert!(h.copy_back_pending() <= 200 * 600 * 512 + 200 * DEFAULT_REGION_SIZE);
+        let mut switched = false;
+        h.copy_back_finish(|| {
+            switched = true;
+            Ok(())
+        })
+        .unwrap();
+        assert!(switched && h.is_returned());
+        assert_eq!(
+            read_lun(&remote),
+            model,
+            "seed {seed}: source after copy-back"
+        );
+        // From now on every request is the source's.
+        for _ in 0..300 {
+            apply(&mut model, &h, &mut rng);
+        }
+        h.flush().unwrap();
+        assert_eq!(
+            read_lun(&remote),
+            model,
+            "seed {seed}: writes after the switch"
+        );
+        assert_eq!(read_all(h.as_ref()), model);
+    }
+}
+
+#[test]
+fn a_failed_switch_keeps_writes_here_and_a_later_one_carries_them() {
+    let (_d, local, remote, mut model) = setup(4 * MIB);
+    let h = Hydration::new(
+        local.clone(),
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(MemorySink::default()),
+    )
+    .unwrap();
+    let mut rng = Rng(4242);
+    for _ in 0..500 {
+        apply(&mut model, &h, &mut rng);
+    }
+    h.begin_copy_back();
+    let failed = h.copy_back_finish(|| Err(io::Error::other("store down")));
+    assert!(failed.is_err());
+    assert!(!h.is_returned());
+    // Failed: every written region is carried again, and writes still land
+    // on the local LUN (the source is not the volume yet).
+    assert_eq!(h.copy_back_pending(), h.written_bytes());
+    let remote_before = read_lun(&remote);
+    h.write_at(&[0xabu8; 4096], 0).unwrap();
+    model[..4096].fill(0xab);
+    assert_eq!(read_lun(&remote)[..4096], remote_before[..4096]);
+    h.copy_back_finish(|| Ok(())).unwrap();
+    assert_eq!(read_lun(&remote), model);
+}
+
+#[test]
+fn copy_back_resumes_from_the_persisted_written_set_after_a_crash() {
+    let (_d, local, remote, mut model) = setup(4 * MIB);
+    let sink = MemorySink::default();
+    let h = Hydration::new(
+        local.clone(),
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(sink.clone()),
+    )
+    .unwrap();
+    let mut rng = Rng(77);
+    for _ in 0..800 {
+        apply(&mut model, &h, &mut rng);
+    }
+    h.begin_copy_back();
+    h.copy_back_pass(&mut |_| {}).unwrap();
+    for _ in 0..100 {
+        apply(&mut model, &h, &mut rng);
+    }
+    h.flush().unwrap();
+    // "Crash" before the last pass: the remote holds part of the writes.
+    drop(h);
+    let state = sink.0.lock().unwrap().clone();
+    let h = Hydration::new(
+        local,
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &state,
+        Box::new(sink),
+    )
+    .unwrap();
+    assert_eq!(
+        read_all(h.as_ref()),
+        model,
+        "the volume changed across the crash"
+    );
+    h.begin_copy_back();
+    h.copy_back_finish(|| Ok(())).unwrap();
+    assert_eq!(read_lun(&remote), model);
+}
+
+#[test]
+fn copy_back_under_concurrent_writers_loses_no_write() {
+    let (_d, local, remote, model) = setup(16 * MIB);
+    let h = Hydration::new(
+        local.clone(),
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(MemorySink::default()),
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let writers_stop = AtomicBool::new(false);
+    let model = Mutex::new(model);
+    std::thread::scope(|s| {
+        let bg = s.spawn(|| h.run_background(&stop));
+        let writers: Vec<_> = (0..4u64)
+            .map(|t| {
+                let (h, model, writers_stop) = (&h, &model, &writers_stop);
+                s.spawn(move || {
+                    // Each writer owns a quarter, so the model stays exact.
+                    let quarter = 4 * MIB;
+                    let mut rng = Rng(t + 101);
+                    let mut n = 0;
+                    while !writers_stop.load(Ordering::SeqCst) || n < 300 {
+                        let len = 512 * (1 + rng.next() % 300);
+                        let off = t * quarter + (rng.next() % (quarter - len)) / 512 * 512;
+                        let byte = (rng.next() as u8) | 1;
+                        h.write_at(&vec![byte; len as usize], off).unwrap();
+                        model.lock().unwrap()[off as usize..(off + len) as usize].fill(byte);
+                        n += 1;
+                    }
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        h.begin_copy_back();
+        for _ in 0..3 {
+            h.copy_back_pass(&mut |_| {}).unwrap();
+        }
+        h.copy_back_finish(|| Ok(())).unwrap();
+        // Writers go on, now onto the source.
+        std::thread::sleep(Duration::from_millis(50));
+        writers_stop.store(true, Ordering::SeqCst);
+        for w in writers {
+            w.join().unwrap();
+        }
+        stop.store(true, Ordering::Relaxed);
+        bg.join().unwrap().unwrap();
+    });
+    h.flush().unwrap();
+    let model = model.into_inner().unwrap();
+    assert_eq!(read_lun(&remote), model);
+}
+
+#[test]
+fn copy_back_keeps_the_source_sparse() {
+    let (_d, local, remote, _) = setup(8 * MIB);
+    let h = Hydration::new(
+        local,
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(MemorySink::default()),
+    )
+    .unwrap();
+    let before = remote.allocated_bytes().unwrap();
+    // Zeroes written over the source's first data extent become a hole.
+    let first = 3 * 4096;
+    h.write_at(&vec![0u8; (8 * MIB / 16) as usize], first)
+        .unwrap();
+    h.copy_back_finish(|| Ok(())).unwrap();
+    assert!(remote.allocated_bytes().unwrap() < before);
+}
+
+#[test]
+fn a_held_hydration_cannot_finish_and_a_finished_one_cannot_be_held() {
+    let (d, local, remote, _) = setup(MIB);
+    let store = crate::store::Store::open(&d.path().join("ferry.redb")).unwrap();
+    let hydrations = Hydrations::new(store, None);
+    let id = hydrations.start(local.clone(), remote.clone()).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !hydrations.status(&id).unwrap().complete {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hydration never completed"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let remote_ref = LunRef {
+        array: remote.array().to_owned(),
+        lun: remote.address().clone(),
+    };
+    let (held, device) = hydrations.copy_back(&remote_ref).unwrap();
+    assert_eq!(held, id);
+    assert!(matches!(
+        hydrations.finish(&id),
+        Err(HydrationError::CopyingBack(_))
+    ));
+    // Still served, still tracking writes.
+    device.write_at(&[1u8; 512], 0).unwrap();
+    assert_eq!(device.written_bytes(), DEFAULT_REGION_SIZE);
+    hydrations.release_copy_back(&id);
+    hydrations.finish(&id).unwrap();
+    assert!(matches!(
+        hydrations.copy_back(&remote_ref),
+        Err(HydrationError::NotFound(_))
+    ));
+}
+
+#[derive(Default, Clone)]
+struct CountingSink(Arc<std::sync::atomic::AtomicUsize>);
+
+impl BitmapSink for CountingSink {
+    fn commit(&self, _bitmap: &[u8]) -> io::Result<()> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+#[test]
+fn the_worker_yields_to_foreground_writes_and_leaves_their_sync_to_flush() {
+    let size = 256 * MIB;
+    let (_d, local, remote, _) = setup(size);
+    let sink = CountingSink::default();
+    let h = Hydration::new(
+        local,
+        remote,
+        DEFAULT_REGION_SIZE,
+        &[],
+        Box::new(sink.clone()),
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    let writing = AtomicBool::new(true);
+    let written = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        // The writer starts first, so the worker finds the volume busy.
+        let writer = s.spawn(|| {
+            let mut rng = Rng(5);
+            while writing.load(Ordering::SeqCst) {
+                let off = (rng.next() % (size / 4096)) * 4096;
+                h.write_at(&[3u8; 4096], off).unwrap();
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        let bg = s.spawn(|| h.run_background(&stop));
+        std::thread::sleep(Duration::from_millis(2500));
+        let commits_busy = sink.0.load(Ordering::SeqCst);
+        let hydrated = h.progress().0 / DEFAULT_REGION_SIZE;
+        let by_writes = written.load(Ordering::Relaxed);
+        writing.store(false, Ordering::SeqCst);
+        writer.join().unwrap();
+        // A worker that did not yield copies the 64 MiB of data in well
+        // under a second; yielding, it trickles a run every 50 ms.
+        let data_regions = size / 4 / DEFAULT_REGION_SIZE;
+        assert!(
+            hydrated.saturating_sub(by_writes) < data_regions / 2,
+            "the worker copied {} regions under load",
+            hydrated.saturating_sub(by_writes)
+        );
+        assert_eq!(commits_busy, 0, "commits (whole-LUN syncs) under load");
+        // Quiet again: the worker goes on and commits every second.
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(sink.0.load(Ordering::SeqCst) >= 1, "no commit once quiet");
+        h.flush().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        bg.join().unwrap().unwrap();
+    });
+}

@@ -29,7 +29,10 @@ fn hydration_error(e: HydrationError) -> DriverError {
         HydrationError::Incomplete { .. } | HydrationError::Conflict(_) => {
             DriverError::InvalidArgument(m)
         }
-        HydrationError::Io(_) | HydrationError::Failed { .. } => DriverError::BackendError(m),
+        // Held for a copy-back: a poll that tries to finish retries later.
+        HydrationError::Io(_) | HydrationError::Failed { .. } | HydrationError::CopyingBack(_) => {
+            DriverError::BackendError(m)
+        }
     }
 }
 

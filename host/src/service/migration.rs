@@ -10,6 +10,7 @@ use uuid::Uuid;
 
 use super::events::NewEvent;
 use super::{Service, ServiceError};
+use crate::hydrate::{Hydration, LunRef};
 use crate::model::{
     Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus,
     now_rfc3339,
@@ -256,8 +257,27 @@ impl Service {
         Ok(v)
     }
 
-    /// Asks a running migration to stop and roll back.
+    /// Asks a running migration to stop and roll back. In the async phase
+    /// (`migrating_attachable`) that means copying the regions written on
+    /// the destination back to the source first, then switching back.
     pub async fn abort_migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
+        // The hydration is held before the abort is recorded, so that a
+        // completion poll in flight cannot finish it under the copy-back;
+        // if it finished already, the migration is completing: refused.
+        let current = self.volume(id)?;
+        let mut held = None;
+        if let Some(m) = current
+            .migration
+            .as_ref()
+            .filter(|m| m.phase == MigrationPhase::Hydrating && !m.abort_requested)
+        {
+            match self.hold_hydration(m) {
+                Ok((hid, _)) => held = Some(hid),
+                Err(reason) => return Err(ServiceError::AbortNotPossible { id, reason }),
+            }
+        }
+        let is_held = held.is_some();
+        let mut copy_back = false;
         let updated = self.inner.store.update_volume(id, |v| {
             let vid = v.id;
             let Some(m) = v
@@ -267,6 +287,14 @@ impl Service {
             else {
                 return Err(ServiceError::NoMigrationRunning(vid));
             };
+            if m.phase == MigrationPhase::CopyingBack {
+                return Err(ServiceError::AbortNotPossible {
+                    id: vid,
+                    reason: "the migration is already aborting: the writes made on the \
+                             destination are being copied back to the source"
+                        .into(),
+                });
+            }
             if m.abort_requested || m.phase == MigrationPhase::RollingBack {
                 return Err(ServiceError::AbortNotPossible {
                     id: vid,
@@ -274,13 +302,22 @@ impl Service {
                 });
             }
             if m.phase == MigrationPhase::Hydrating {
-                return Err(ServiceError::AbortNotPossible {
-                    id: vid,
-                    reason: "the volume already serves from the destination \
-                             (migrating_attachable); going back would lose the writes made \
-                             there, so this host refuses; the migration will complete"
-                        .into(),
-                });
+                if !is_held {
+                    // It switched to the destination since we looked.
+                    return Err(ServiceError::AbortNotPossible {
+                        id: vid,
+                        reason: "the volume has just switched to the destination; \
+                                 ask again to copy its writes back"
+                            .into(),
+                    });
+                }
+                // Persisted before the first byte goes back: a restart
+                // resumes the copy-back, never the completion.
+                m.phase = MigrationPhase::CopyingBack;
+                m.abort_requested = true;
+                m.error = None;
+                copy_back = true;
+                return Ok(());
             }
             if !abortable(m.phase) {
                 return Err(ServiceError::AbortNotPossible {
@@ -295,15 +332,65 @@ impl Service {
         });
         let volume = match updated {
             Ok(v) => v,
-            Err(UpdateError::NotFound) => return Err(ServiceError::VolumeNotFound(id)),
-            Err(UpdateError::Refused(e)) => return Err(e),
-            Err(UpdateError::Store(e)) => return Err(e.into()),
+            Err(e) => {
+                if let Some(hid) = &held {
+                    self.release_unless_copying_back(id, hid);
+                }
+                return Err(match e {
+                    UpdateError::NotFound => ServiceError::VolumeNotFound(id),
+                    UpdateError::Refused(e) => e,
+                    UpdateError::Store(e) => e.into(),
+                });
+            }
         };
+        if copy_back {
+            if let Some(m) = volume.migration.as_ref() {
+                let reason = format!(
+                    "abort requested: copying the writes made on {} back to {}, then switching back",
+                    m.destination.array, m.source.array
+                );
+                self.emit_migration(&volume, Some(m.status), m.status, Some(reason));
+            }
+        } else if let Some(hid) = &held {
+            self.release_unless_copying_back(id, hid);
+        }
         if let Some(flag) = self.cancel_flag(id) {
             flag.store(true, Ordering::SeqCst);
         }
-        tracing::info!(volume = %id, "migration abort requested");
+        tracing::info!(volume = %id, copy_back, "migration abort requested");
         Ok(view(&volume))
+    }
+
+    /// Lets a hydration this call held go on, unless a concurrent abort
+    /// won and its copy-back needs the hold.
+    fn release_unless_copying_back(&self, id: Uuid, hid: &str) {
+        let copying_back = self
+            .volume(id)
+            .ok()
+            .and_then(|v| v.migration)
+            .is_some_and(|m| m.phase == MigrationPhase::CopyingBack);
+        if !copying_back {
+            self.inner.hydrations.release_copy_back(hid);
+        }
+    }
+
+    /// Holds the hydration of an async migration for a copy-back; returns
+    /// its id and device, or why the migration can no longer be aborted.
+    pub(super) fn hold_hydration(&self, m: &Migration) -> Result<(String, Arc<Hydration>), String> {
+        let Some(remote) = m.remote.clone() else {
+            return Err("the migration lost the address of the source LUN".into());
+        };
+        let remote = LunRef {
+            array: m.source.array.clone(),
+            lun: remote,
+        };
+        self.inner.hydrations.copy_back(&remote).map_err(|_| {
+            format!(
+                "all data is on {} already and the migration is completing; \
+                     the volume stays there",
+                m.destination.array
+            )
+        })
     }
 
     /// Starts the runner of a volume's migration unless one runs already.

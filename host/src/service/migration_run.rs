@@ -2,6 +2,8 @@
 //! target driver, host copy), each step persisted before its side effect, and
 //! automatic rollback (seed 003) when a step fails or an operator aborts.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::Duration;
@@ -12,8 +14,8 @@ use super::volumes::volume_ref;
 use super::{Service, ServiceError};
 use crate::array::{CopyError, CopyOptions, copy_lun};
 use crate::model::{
-    Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus,
-    now_rfc3339,
+    LunAddress, Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, Volume,
+    VolumeStatus, now_rfc3339,
 };
 use crate::runtime::{CallError, Connector, Destination, DriverErrorKind, Source, VolumeRef};
 use crate::store::UpdateError;
@@ -29,6 +31,39 @@ const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Longest pause between two retries of a failing async completion.
 const MAX_RETRY_PAUSE: Duration = Duration::from_secs(30);
+
+/// How many times a failing copy-back is tried before the abort gives up
+/// and the migration goes on to completion (the destination still holds
+/// every write, so giving up loses nothing).
+const COPY_BACK_ATTEMPTS: u32 = 6;
+
+/// Most copy-back passes made while I/O goes on before the last one.
+const COPY_BACK_PASSES: u32 = 16;
+
+/// Written bytes few enough to copy back with writes held.
+const FINAL_PASS_BYTES: u64 = 4 << 20;
+
+/// How one copy-back attempt ended without failing.
+enum CopyBack {
+    /// The volume lives on the source again.
+    Switched(Box<Volume>),
+    /// Something changed under the attempt (a new attachment); go again.
+    Again(String),
+}
+
+/// Why the switch back to the source was not made.
+#[derive(Debug, thiserror::Error)]
+enum SwitchError {
+    /// An attachment appeared since its source LUN was looked up.
+    #[error("attachment {0} was made during the copy-back")]
+    NewAttachment(Uuid),
+    /// The migration is no longer copying back.
+    #[error("the migration left the copy-back phase")]
+    NotCopyingBack,
+    /// The store failed.
+    #[error("cannot record the switch back: {0}")]
+    Store(String),
+}
 
 /// Why a step did not complete.
 enum StepError {
@@ -68,6 +103,7 @@ impl Service {
     pub(super) async fn run_migration(&self, id: Uuid, cancel: Arc<AtomicBool>) {
         let mut host_failures = 0u32;
         let mut poll_failures = 0u32;
+        let mut copy_back_failures = 0u32;
         loop {
             let volume = match self.volume(id) {
                 Ok(v) => v,
@@ -84,6 +120,7 @@ impl Service {
                     m.phase,
                     MigrationPhase::RollingBack
                         | MigrationPhase::Hydrating
+                        | MigrationPhase::CopyingBack
                         | MigrationPhase::CleanupSource
                         | MigrationPhase::Finished
                 )
@@ -101,6 +138,10 @@ impl Service {
                 MigrationPhase::HostCopy => self.step_host_copy(&volume, &m, &cancel).await,
                 MigrationPhase::Hydrating => {
                     self.step_hydrating(&volume, &m, &mut poll_failures).await
+                }
+                MigrationPhase::CopyingBack => {
+                    self.step_copy_back(&volume, &m, &mut copy_back_failures)
+                        .await
                 }
                 MigrationPhase::CleanupSource => self.step_cleanup_source(&volume, &m).await,
                 MigrationPhase::RollingBack => self.step_roll_back(&volume, &m).await,
@@ -478,20 +519,38 @@ impl Service {
                 let moved = self.transition(
                     v.id,
                     |_, m| {
-                        m.phase = MigrationPhase::CleanupSource;
-                        m.status = MigrationStatus::Completing;
-                        m.done_bytes = m.total_bytes;
-                        m.error = None;
+                        // An abort that won the race holds the hydration,
+                        // so the driver cannot have finished it; leave it be.
+                        if m.phase == MigrationPhase::Hydrating {
+                            m.phase = MigrationPhase::CleanupSource;
+                            m.status = MigrationStatus::Completing;
+                            m.done_bytes = m.total_bytes;
+                            m.error = None;
+                        }
                     },
                     Some("all data is on the destination".into()),
                 )?;
-                self.unhydrate_exports(&moved);
+                if moved
+                    .migration
+                    .as_ref()
+                    .is_some_and(|m| m.phase == MigrationPhase::CleanupSource)
+                {
+                    self.unhydrate_exports(&moved);
+                }
                 Ok(())
             }
             Ok(false) => {
                 if *failures > 0 || m.error.is_some() {
                     *failures = 0;
-                    self.transition(v.id, |_, m| m.error = None, None)?;
+                    self.transition(
+                        v.id,
+                        |_, m| {
+                            if m.phase == MigrationPhase::Hydrating {
+                                m.error = None;
+                            }
+                        },
+                        None,
+                    )?;
                 }
                 tokio::time::sleep(POLL_INTERVAL).await;
                 Ok(())
@@ -503,11 +562,23 @@ impl Service {
                     "completing the migration failed (attempt {}), retrying: {message}",
                     *failures
                 );
-                self.transition(
+                let after = self.transition(
                     v.id,
-                    |_, m| m.error = Some(text.clone()),
+                    |_, m| {
+                        if m.phase == MigrationPhase::Hydrating {
+                            m.error = Some(text.clone());
+                        }
+                    },
                     Some(text.clone()),
                 )?;
+                if after
+                    .migration
+                    .as_ref()
+                    .is_some_and(|m| m.phase != MigrationPhase::Hydrating)
+                {
+                    // An abort arrived meanwhile: its copy-back runs next.
+                    return Ok(());
+                }
                 let pause = POLL_INTERVAL
                     .saturating_mul(1 << (*failures).min(8))
                     .min(MAX_RETRY_PAUSE);
@@ -582,6 +653,238 @@ impl Service {
                     tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot switch export to the local LUN")
                 }
             }
+        }
+    }
+
+    /// Abort of the async path: copies the regions written on the
+    /// destination back to the source and switches the volume back. A
+    /// failure is retried with a capped backoff, shown in the migration's
+    /// `error` and in events; after `COPY_BACK_ATTEMPTS` the abort gives up
+    /// and the migration goes on to completion, never losing a write.
+    async fn step_copy_back(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        failures: &mut u32,
+    ) -> Result<(), StepError> {
+        let message = match self.copy_back(v, m).await {
+            Ok(CopyBack::Switched(volume)) => {
+                *failures = 0;
+                self.after_switch_back(&volume, m).await;
+                return Ok(());
+            }
+            Ok(CopyBack::Again(why)) => {
+                tracing::info!(volume = %v.id, %why, "copy-back goes again");
+                return Ok(());
+            }
+            Err(StepError::Host(e)) => return Err(StepError::Host(e)),
+            Err(StepError::Failed(message)) => message,
+        };
+        *failures += 1;
+        tracing::warn!(volume = %v.id, attempt = *failures, %message, "copy-back failed");
+        if *failures >= COPY_BACK_ATTEMPTS {
+            let text = format!(
+                "the abort gave up after {} failed copy-back attempts ({message}); the volume \
+                 stays on {} with every write, and the migration goes on",
+                *failures, m.destination.array
+            );
+            if let Ok((hid, _)) = self.hold_hydration(m) {
+                self.inner.hydrations.release_copy_back(&hid);
+            }
+            *failures = 0;
+            let after = self.transition(
+                v.id,
+                |_, m| {
+                    if m.phase == MigrationPhase::CopyingBack {
+                        m.phase = MigrationPhase::Hydrating;
+                        m.abort_requested = false;
+                        m.error = Some(text.clone());
+                    }
+                },
+                None,
+            )?;
+            self.emit_same_status(&after, text);
+            return Ok(());
+        }
+        let text = format!(
+            "copying back to the source failed (attempt {} of {COPY_BACK_ATTEMPTS}), retrying: \
+             {message}",
+            *failures
+        );
+        let after = self.transition(
+            v.id,
+            |_, m| {
+                if m.phase == MigrationPhase::CopyingBack {
+                    m.error = Some(text.clone());
+                }
+            },
+            None,
+        )?;
+        self.emit_same_status(&after, text);
+        let pause = POLL_INTERVAL
+            .saturating_mul(1 << (*failures).min(8))
+            .min(MAX_RETRY_PAUSE);
+        tokio::time::sleep(pause).await;
+        Ok(())
+    }
+
+    /// One copy-back attempt: passes while I/O goes on, then the last pass
+    /// with writes held, inside which the switch back is persisted.
+    async fn copy_back(&self, v: &Volume, m: &Migration) -> Result<CopyBack, StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let remote_address = m.remote.clone().ok_or_else(|| {
+            StepError::Failed("the migration lost the address of the source LUN".into())
+        })?;
+        let (_, h) = self.hold_hydration(m).map_err(StepError::Failed)?;
+        // The LUN the copy-back writes to must still be the source LUN the
+        // source array knows: a LUN removed (or replaced) under the
+        // migration would swallow the writes.
+        let current = src
+            .open_lun(&remote_address)
+            .map_err(|e| StepError::Failed(format!("the source LUN is unreachable: {e}")))?;
+        if !same_file(&current, h.remote()) {
+            return Err(StepError::Failed(
+                "the source LUN was replaced under the migration".into(),
+            ));
+        }
+        // Where each attachment lives on the source, asked before writes
+        // are held: the switch moves every export there at once.
+        let mut luns = HashMap::new();
+        for a in &v.attachments {
+            let scope = self.scope(&src)?;
+            let vsrc = vref_at(v, &m.source);
+            let connector = Connector::Server(a.server.clone());
+            let info = self
+                .call(src.driver(), move |rt| {
+                    rt.initialize_connection(&scope, &vsrc, &connector)
+                })
+                .await
+                .map_err(|e| {
+                    StepError::Failed(format!(
+                        "the source driver cannot expose the volume to {}: {e}",
+                        a.server
+                    ))
+                })?;
+            luns.insert(a.id, info.lun);
+        }
+        let (service, id) = (self.clone(), v.id);
+        let copied = tokio::task::spawn_blocking(move || {
+            let live = |h: &crate::hydrate::Hydration| {
+                let total = h.written_bytes();
+                service.set_live_progress(id, total - h.copy_back_pending().min(total), total);
+            };
+            for pass in 0..COPY_BACK_PASSES {
+                if h.copy_back_pending() <= FINAL_PASS_BYTES {
+                    break;
+                }
+                h.copy_back_pass(&mut |_| live(&h))
+                    .map_err(|e| format!("copy-back pass {} failed: {e}", pass + 1))?;
+                live(&h);
+            }
+            let mut outcome = None;
+            let finished = h.copy_back_finish(|| match service.switch_back(id, &luns) {
+                Ok(v) => {
+                    outcome = Some(CopyBack::Switched(Box::new(v)));
+                    Ok(())
+                }
+                Err(SwitchError::NewAttachment(a)) => {
+                    outcome = Some(CopyBack::Again(format!(
+                        "attachment {a} was made during the copy-back"
+                    )));
+                    Err(std::io::Error::other("a new attachment"))
+                }
+                Err(e) => Err(std::io::Error::other(e)),
+            });
+            match (finished, outcome) {
+                (Ok(_), Some(o)) | (Err(_), Some(o @ CopyBack::Again(_))) => Ok(o),
+                (Ok(_), None) => Err("the switch back did not happen".to_owned()),
+                (Err(e), _) => Err(format!("the last copy-back pass failed: {e}")),
+            }
+        })
+        .await
+        .map_err(|e| {
+            StepError::Host(ServiceError::Internal(format!(
+                "copy-back task failed: {e}"
+            )))
+        })?;
+        copied.map_err(StepError::Failed)
+    }
+
+    /// The switch back, persisted while writes are held: the volume and its
+    /// attachments live on the source again; cleanup follows.
+    fn switch_back(
+        &self,
+        id: Uuid,
+        luns: &HashMap<Uuid, LunAddress>,
+    ) -> Result<Volume, SwitchError> {
+        let updated = self.inner.store.update_volume(id, |v| {
+            let Some(m) = v.migration.as_mut() else {
+                return Err(SwitchError::NotCopyingBack);
+            };
+            if m.phase != MigrationPhase::CopyingBack {
+                return Err(SwitchError::NotCopyingBack);
+            }
+            for a in v.attachments.iter_mut() {
+                a.lun = luns
+                    .get(&a.id)
+                    .cloned()
+                    .ok_or(SwitchError::NewAttachment(a.id))?;
+            }
+            // What is left is the rollback of an abort before the switch:
+            // release the take-over, delete the destination, finish.
+            m.phase = MigrationPhase::RollingBack;
+            m.error = None;
+            let src = m.source.clone();
+            place(v, &src);
+            Ok(())
+        });
+        let volume = match updated {
+            Ok(v) => v,
+            Err(UpdateError::Refused(e)) => return Err(e),
+            Err(UpdateError::NotFound) => return Err(SwitchError::NotCopyingBack),
+            Err(UpdateError::Store(e)) => return Err(SwitchError::Store(e.to_string())),
+        };
+        if let Some(m) = volume.migration.as_ref() {
+            let reason = format!(
+                "written regions copied back; the volume serves from {} again; removing the \
+                 destination",
+                m.source.array
+            );
+            self.emit_same_status(&volume, reason);
+        }
+        Ok(volume)
+    }
+
+    /// After the switch back: every export serves the source LUN itself
+    /// (the returned hydration forwards to it meanwhile, so requests in
+    /// flight are right either way), and the destination forgets the
+    /// attachments' connections.
+    async fn after_switch_back(&self, v: &Volume, m: &Migration) {
+        if let Ok(src) = self.array(&m.source.array).cloned() {
+            for a in &v.attachments {
+                match src.open_lun(&a.lun) {
+                    Ok(lun) => {
+                        self.inner
+                            .exports
+                            .replace_device(&a.id.to_string(), Arc::new(lun));
+                    }
+                    Err(e) => {
+                        tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot switch export to the source LUN")
+                    }
+                }
+            }
+        }
+        for a in &v.attachments {
+            let connector = Connector::Server(a.server.clone());
+            self.terminate_at(v, &m.destination, connector).await;
+        }
+    }
+
+    /// A migration event that records a change within the same status
+    /// (a phase, a retry), so the event stream shows it.
+    fn emit_same_status(&self, v: &Volume, reason: String) {
+        if let Some(m) = v.migration.as_ref() {
+            self.emit_migration(v, Some(m.status), m.status, Some(reason));
         }
     }
 
@@ -751,4 +1054,12 @@ fn finish(v: &mut Volume, m: &mut Migration, end: MigrationStatus) {
     } else {
         m.original_status
     };
+}
+
+/// Whether two LUNs are the same file (device and inode).
+fn same_file(a: &crate::array::Lun, b: &crate::array::Lun) -> bool {
+    match (a.file().metadata(), b.file().metadata()) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
 }

@@ -260,8 +260,11 @@ impl Service {
             },
         );
         let added = attachment.clone();
+        let attached_on = array.name().to_owned();
         let updated = self.inner.store.update_volume(id, move |v| {
-            if !super::views::attachable(v) {
+            // An abort's copy-back can switch the volume back to its source
+            // meanwhile: the LUN the driver named is then not the volume's.
+            if !super::views::attachable(v) || v.array != attached_on {
                 return Err(invalid_state(v, "the volume changed state during attach"));
             }
             v.attachments.push(added);
