@@ -467,3 +467,60 @@ fn write_table(path: &Path, table: &str) -> Result<(), String> {
     };
     std::fs::write(path, new).map_err(|e| format!("{}: {e}", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bench_lines_are_parsed_with_and_without_a_peer() {
+        let out = "noise\nBENCH nbd-randread-4k unit=IOPS runs=3 ferry=10.5 ferry_min=9 ferry_max=11 \
+                   peer=5 peer_min=4 peer_max=6 | NBD 4k random read\n\
+                   BENCH driver-call-median unit=µs runs=5 ferry=22.1 ferry_min=21.9 ferry_max=22.6 | no-op\n";
+        let rows = parse_bench_lines(out);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].id, "nbd-randread-4k");
+        assert_eq!(rows[0].what, "NBD 4k random read");
+        assert_eq!(rows[0].runs, 3);
+        assert_eq!(rows[0].peer.map(|p| p.median), Some(5.0));
+        assert_eq!(rows[1].unit, "µs");
+        assert!(rows[1].peer.is_none());
+    }
+
+    #[test]
+    fn the_older_benches_text_is_parsed() {
+        let copy = "host copy, 4 GiB volume with 1 GiB of data, 5 runs (median [min..max])\n  \
+                    ferry copy_lun          1.082s [594.698ms..1.434s]\n  \
+                    qemu-img convert        1.895s [1.029s..2.475s]\n";
+        let rows = parse_host_copy(copy);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].runs, 5);
+        assert!((rows[0].ferry.min - 594.698).abs() < 1e-9);
+        assert!((rows[0].peer.map_or(0.0, |p| p.max) - 2475.0).abs() < 1e-9);
+
+        let asy = "  randread  migrating     68503 IOPS  idle     86746 IOPS  ratio 0.790  (attachable after 29.5ms)\n\
+                   time from migrate request to migrating_attachable (median of 3):\n   \
+                   1 GiB  median    6.5ms  min    6.4ms  max    8.5ms\n  \
+                   16 GiB  median   22.0ms  min   20.1ms  max  29.9ms\n";
+        let rows = parse_async(asy);
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            ["migrating-randread", "attachable-1g", "attachable-16g"]
+        );
+        assert_eq!(rows[0].peer.map(|p| p.median), Some(86746.0));
+        assert!((rows[2].ferry.max - 29.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_table_replaces_only_the_marked_region() {
+        let dir = std::env::temp_dir().join(format!("xtask-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("B.md");
+        std::fs::write(&path, format!("intro\n{BEGIN}\nold\n{END}\nnotes\n")).expect("write");
+        write_table(&path, "new\n").expect("table");
+        let doc = std::fs::read_to_string(&path).expect("read");
+        assert_eq!(doc, format!("intro\n{BEGIN}\nnew\n{END}\nnotes\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
