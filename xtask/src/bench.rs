@@ -44,6 +44,9 @@ struct Row {
     runs: usize,
     ferry: Stat,
     peer: Option<Stat>,
+    /// Whether a bench that counts outcomes (`BENCH-COUNTS`) saw only
+    /// successes.
+    all_ok: Option<bool>,
 }
 
 /// How a row is judged: the peer column's text when there is no peer, and
@@ -67,7 +70,7 @@ fn target(id: &str) -> Target {
         _ if id.starts_with("migrating-") => Target::RatioAtLeast(0.95),
         _ if id.starts_with("attachable-") => Target::Below(100.0, "100 ms"),
         "driver-call-median" => Target::Below(50.0, "50 µs"),
-        "scale-50" => Target::Asserted("all `success`, none stuck"),
+        "scale-50" => Target::Asserted("all `success`, none refused or stuck"),
         _ => Target::None,
     }
 }
@@ -181,7 +184,8 @@ fn run_bench(cargo: &str, name: &str, limit: Duration) -> Result<String, String>
 }
 
 fn parse_bench_lines(out: &str) -> Vec<Row> {
-    out.lines()
+    let mut rows: Vec<Row> = out
+        .lines()
         .filter_map(|l| l.strip_prefix("BENCH "))
         .filter_map(|l| {
             let (fields, what) = l.split_once(" | ").unwrap_or((l, ""));
@@ -202,10 +206,26 @@ fn parse_bench_lines(out: &str) -> Vec<Row> {
                 runs: num("runs").map_or(1, |n| n as usize),
                 ferry: stat("ferry")?,
                 peer: stat("peer"),
+                all_ok: None,
                 id,
             })
         })
-        .collect()
+        .collect();
+    // `BENCH-COUNTS <id> success=N refused=N failed=N stuck=N`: anything but
+    // successes fails the row's target.
+    for l in out.lines().filter_map(|l| l.strip_prefix("BENCH-COUNTS ")) {
+        let mut words = l.split_whitespace();
+        let Some(id) = words.next() else { continue };
+        let bad: u64 = words
+            .filter_map(|w| w.split_once('='))
+            .filter(|(k, _)| *k != "success")
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum();
+        for r in rows.iter_mut().filter(|r| r.id == id) {
+            r.all_ok = Some(bad == 0);
+        }
+    }
+    rows
 }
 
 /// A `Duration` as `{:?}` prints it (`517.9ms`, `3.399s`, `812µs`), in ms.
@@ -253,6 +273,7 @@ fn parse_host_copy(out: &str) -> Vec<Row> {
             runs,
             ferry: f,
             peer: Some(q),
+            all_ok: None,
         }],
         _ => Vec::new(),
     }
@@ -283,6 +304,7 @@ fn parse_async(out: &str) -> Vec<Row> {
                 runs: 1,
                 ferry: one(during),
                 peer: Some(one(idle)),
+                all_ok: None,
             });
         }
         if w.len() >= 8 && w[1] == "GiB" && w[2] == "median" && w[4] == "min" && w[6] == "max" {
@@ -304,6 +326,7 @@ fn parse_async(out: &str) -> Vec<Row> {
                     max: hi,
                 },
                 peer: None,
+                all_ok: None,
             });
         }
     }
@@ -369,7 +392,10 @@ fn render(rows: &[Row], failures: &[String], machine: &str, minutes: f64) -> Str
                 Some(format!("none (target < {text})")),
                 verdict(r.ferry.median < x, &format!("< {text}")),
             ),
-            (Target::Asserted(text), _) => (Some("none".to_owned()), format!("{text}: met")),
+            (Target::Asserted(text), _) => (
+                Some("none".to_owned()),
+                verdict(r.all_ok.unwrap_or(false), text),
+            ),
             (Target::None, _) => (None, "—".to_owned()),
         };
         let peer = match (r.peer, peer) {
@@ -485,6 +511,10 @@ mod tests {
         assert_eq!(rows[0].peer.map(|p| p.median), Some(5.0));
         assert_eq!(rows[1].unit, "µs");
         assert!(rows[1].peer.is_none());
+
+        let scale = "BENCH scale-50 unit=s runs=3 ferry=1.3 ferry_min=1.2 ferry_max=2 | 50\n\
+                     BENCH-COUNTS scale-50 success=149 refused=1 failed=0 stuck=0\n";
+        assert_eq!(parse_bench_lines(scale)[0].all_ok, Some(false));
     }
 
     #[test]
