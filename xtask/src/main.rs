@@ -2,6 +2,10 @@
 //! drive (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy, fio) are installed, then
 //! runs every test of the workspace in the release profile (the same build
 //! `cargo build --release` makes, so nothing is compiled twice).
+//! `cargo xtask bench` runs every benchmark side by side with its peer and
+//! writes the table into BENCHMARKS.md (see `bench.rs`).
+
+mod bench;
 
 use std::process::{Command, ExitCode};
 
@@ -15,17 +19,21 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("fio", "fio"),
 ];
 
+/// Peer tools only the benchmarks need: the HTTP load generator.
+const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk")];
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("test") => test(&args[1..]),
-        Some("install-peers") => match install_peers() {
+        Some("bench") => bench::main(&args[1..]),
+        Some("install-peers") => match install_peers(&[]) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
         _ => {
             eprintln!(
-                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask install-peers"
+                "usage: cargo xtask test [-- CARGO TEST ARGS]\n       cargo xtask bench [--only NAME,..] [--no-write]\n       cargo xtask install-peers"
             );
             ExitCode::from(2)
         }
@@ -43,9 +51,12 @@ fn on_path(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
-fn install_peers() -> Result<(), String> {
+/// Installs the Debian packages of the test peers and of `extra` that are
+/// missing from PATH.
+fn install_peers(extra: &[(&str, &str)]) -> Result<(), String> {
     let mut missing: Vec<&str> = PEER_TOOLS
         .iter()
+        .chain(extra)
         .filter(|(tool, _)| !on_path(tool))
         .map(|(_, pkg)| *pkg)
         .collect();
@@ -82,7 +93,7 @@ fn install_peers() -> Result<(), String> {
 }
 
 fn test(extra: &[String]) -> ExitCode {
-    if let Err(e) = install_peers() {
+    if let Err(e) = install_peers(&[]) {
         return fail(&e);
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
