@@ -198,7 +198,13 @@ impl Array {
         for pool in &self.pools {
             let dir = self.root.join(pool);
             for entry in fs::read_dir(&dir).map_err(|e| self.io(e))? {
-                let meta = entry.and_then(|e| e.metadata()).map_err(|e| self.io(e))?;
+                let meta = match entry.and_then(|e| e.metadata()) {
+                    Ok(m) => m,
+                    // Deleted between the listing and the stat (a
+                    // migration's source LUN going away): it uses nothing.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(self.io(e)),
+                };
                 if meta.is_file() {
                     used = used.saturating_add(meta.len());
                 }
