@@ -79,9 +79,11 @@ fn wait_end(server: &Server, id: &str, limit: Duration) -> (Value, Vec<(String, 
         let (status, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
         assert_eq!(status, 200, "{m}");
         let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+        // Both from the one volume record: two reads could straddle the
+        // last transition and pair a stale status with a fresh one.
         let pair = (
             v["status"].as_str().unwrap_or("").to_owned(),
-            m["migration_status"].as_str().unwrap_or("").to_owned(),
+            v["migration_status"].as_str().unwrap_or("").to_owned(),
         );
         if seen.last() != Some(&pair) {
             seen.push(pair);

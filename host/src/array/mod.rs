@@ -113,8 +113,11 @@ pub struct Array {
     root: PathBuf,
     pools: Vec<String>,
     capacity_bytes: u64,
-    /// Serializes LUN creation so capacity checks cannot race.
-    create_lock: Mutex<()>,
+    /// Provisioned bytes: counted by one scan of the pools when first
+    /// needed, then kept by `create_lun` and `delete_lun`, which hold this
+    /// lock, so capacity checks cannot race and a create does not stat
+    /// every LUN of the array.
+    provisioned: Mutex<Option<u64>>,
 }
 
 impl Array {
@@ -136,7 +139,7 @@ impl Array {
             root: dir,
             pools: cfg.pools.clone(),
             capacity_bytes: cfg.capacity_bytes,
-            create_lock: Mutex::new(()),
+            provisioned: Mutex::new(None),
         })
     }
 
@@ -194,6 +197,28 @@ impl Array {
 
     /// Provisioned bytes: the sum of every LUN's size.
     pub fn used_bytes(&self) -> Result<u64, ArrayError> {
+        let mut guard = self.lock_provisioned();
+        self.provisioned_in(&mut guard)
+    }
+
+    fn lock_provisioned(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        // The count is one number, consistent even if a holder panicked.
+        self.provisioned
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn provisioned_in(&self, cached: &mut Option<u64>) -> Result<u64, ArrayError> {
+        if let Some(n) = *cached {
+            return Ok(n);
+        }
+        let n = self.scan_provisioned()?;
+        *cached = Some(n);
+        Ok(n)
+    }
+
+    /// The sum of every LUN's size, from the files.
+    fn scan_provisioned(&self) -> Result<u64, ArrayError> {
         let mut used = 0u64;
         for pool in &self.pools {
             let dir = self.root.join(pool);
@@ -219,11 +244,8 @@ impl Array {
             return Err(ArrayError::InvalidSize(size));
         }
         let path = self.lun_path(addr)?;
-        let _guard = self
-            .create_lock
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let used = self.used_bytes()?;
+        let mut guard = self.lock_provisioned();
+        let used = self.provisioned_in(&mut guard)?;
         let free = self.capacity_bytes.saturating_sub(used);
         if size > free {
             return Err(ArrayError::NoSpace {
@@ -252,6 +274,7 @@ impl Array {
             let _ = fs::remove_file(&path);
             return Err(self.io(e));
         }
+        *guard = Some(used.saturating_add(size));
         Ok(Lun::new(file, size, self.name.clone(), addr.clone()))
     }
 
@@ -278,9 +301,30 @@ impl Array {
     /// Deletes a LUN; a missing LUN is not an error (deletes are retried).
     pub fn delete_lun(&self, addr: &LunAddress) -> Result<(), ArrayError> {
         let path = self.lun_path(addr)?;
+        let mut guard = self.lock_provisioned();
+        let size = match fs::metadata(&path) {
+            Ok(m) if m.is_file() => m.len(),
+            Ok(_) => 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Deleted already (a retry), or by other means: the next
+                // need counts the files again rather than trust the sum.
+                *guard = None;
+                return Ok(());
+            }
+            Err(e) => return Err(self.io(e)),
+        };
         match fs::remove_file(&path) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Ok(()) => {
+                if let Some(n) = guard.as_mut() {
+                    *n = n.saturating_sub(size);
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Gone by other means: count again when next needed.
+                *guard = None;
+                Ok(())
+            }
             Err(e) => Err(self.io(e)),
         }
     }
@@ -428,5 +472,27 @@ mod tests {
         assert_eq!(l.size(), 512 << 10);
         assert_eq!(a.used_bytes().unwrap(), 512 << 10);
         assert_eq!(a.list_luns("default").unwrap(), vec!["two".to_owned()]);
+    }
+
+    #[test]
+    fn the_kept_count_matches_a_scan_and_starts_from_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let a = array(dir.path(), 1 << 30);
+            a.create_lun(&addr("a"), 1 << 20).unwrap();
+            a.create_lun(&addr("b"), 3 << 20).unwrap();
+        }
+        // A new host counts what is on disk.
+        let a = array(dir.path(), 1 << 30);
+        assert_eq!(a.used_bytes().unwrap(), 4 << 20);
+        a.create_lun(&addr("c"), 2 << 20).unwrap();
+        a.delete_lun(&addr("a")).unwrap();
+        assert_eq!(a.used_bytes().unwrap(), 5 << 20);
+        assert_eq!(a.used_bytes().unwrap(), a.scan_provisioned().unwrap());
+        // A LUN removed behind the array's back is noticed at the next
+        // delete of it, which counts again.
+        std::fs::remove_file(dir.path().join("a1/default/b")).unwrap();
+        a.delete_lun(&addr("b")).unwrap();
+        assert_eq!(a.used_bytes().unwrap(), 2 << 20);
     }
 }
