@@ -201,24 +201,56 @@ fn fio_iops(uri: &str, rw: &str, secs: u64) -> f64 {
     job["read"]["iops"].as_f64().unwrap_or(0.0) + job["write"]["iops"].as_f64().unwrap_or(0.0)
 }
 
+/// Median, min and max.
+fn stats(v: &mut [f64]) -> (f64, f64, f64) {
+    v.sort_by(f64::total_cmp);
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
 fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let ferry = Ferry::start(dir.path());
     let secs = 5;
 
-    // I/O during migrating_attachable versus the same volume idle.
-    println!("4k random I/O, iodepth 16, {secs} s each, fio nbd engine:");
+    // I/O during migrating_attachable versus the same volume idle, in
+    // rounds: a fresh volume each, so one noisy 5 s run does not make the
+    // figure.
+    const ROUNDS: usize = 3;
+    println!("4k random I/O, iodepth 16, {secs} s each, fio nbd engine, {ROUNDS} rounds:");
     for rw in ["randread", "randwrite"] {
-        let id = ferry.volume_with_data(16 * GIB, 4 * GIB);
-        let ready = ferry.migrate(&id);
-        let (_, uri) = ferry.attach(&id);
-        let during = fio_iops(&uri, rw, secs);
-        let still = ferry.status(&id);
-        ferry.wait_success(&id);
-        let idle = fio_iops(&uri, rw, secs);
+        let mut during = Vec::new();
+        let mut idle = Vec::new();
+        for round in 1..=ROUNDS {
+            let id = ferry.volume_with_data(16 * GIB, 4 * GIB);
+            let ready = ferry.migrate(&id);
+            let (att, uri) = ferry.attach(&id);
+            let d = fio_iops(&uri, rw, secs);
+            let still = ferry.status(&id);
+            ferry.wait_success(&id);
+            let i = fio_iops(&uri, rw, secs);
+            println!(
+                "  {rw:<9} round {round}: while migrating {d:>9.0} IOPS, idle {i:>9.0} IOPS, ratio {:.3} (attachable after {ready:.1?}; status after the run: {still})",
+                d / i
+            );
+            during.push(d);
+            idle.push(i);
+            ferry.call(
+                "DELETE",
+                &format!("/v1/volumes/{id}/attachments/{att}"),
+                None,
+            );
+            ferry.call("DELETE", &format!("/v1/volumes/{id}"), None);
+        }
+        let (d, i) = (stats(&mut during), stats(&mut idle));
         println!(
-            "  {rw:<9} migrating {during:>9.0} IOPS  idle {idle:>9.0} IOPS  ratio {:.3}  (attachable after {ready:.1?}; status after the run: {still})",
-            during / idle
+            "BENCH migrating-{rw} unit=IOPS runs={ROUNDS} ferry={:.0} ferry_min={:.0} ferry_max={:.0} peer={:.0} peer_min={:.0} peer_max={:.0} | 4k {} IOPS (iodepth 16) while `migrating_attachable`; peer: same volume idle",
+            d.0,
+            d.1,
+            d.2,
+            i.0,
+            i.1,
+            i.2,
+            rw.trim_start_matches("rand")
         );
     }
 

@@ -116,7 +116,13 @@ pub fn main(args: &[String]) -> ExitCode {
             Ok(out) => {
                 let parsed = match *b {
                     "host_copy" => parse_host_copy(&out),
-                    "async_migration" => parse_async(&out),
+                    "async_migration" => {
+                        // IOPS rows as `BENCH` lines, time to attachable
+                        // as text.
+                        let mut rows = parse_bench_lines(&out);
+                        rows.extend(parse_async(&out));
+                        rows
+                    }
                     _ => parse_bench_lines(&out),
                 };
                 if parsed.is_empty() {
