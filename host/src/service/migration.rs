@@ -174,8 +174,21 @@ impl Service {
         let force = req.force_host_copy;
         let lock = req.lock_volume.unwrap_or(true);
         let mut original = VolumeStatus::Available;
+        let (checked_array, checked_pool) = (volume.array.clone(), volume.pool.clone());
         let admitted = self.inner.store.update_volume(id, |v| {
             if v.status == VolumeStatus::Migrating {
+                return Err(ServiceError::MigrationInProgress(v.id));
+            }
+            // The checks above read the volume before this transaction; a
+            // migration that ended in between may have moved it.
+            if v.array == destination.array && v.pool == destination.pool {
+                return Err(ServiceError::SameLocation(format!(
+                    "volume {} already lives on array {} pool {} (a migration ended \
+                     while this request was checked)",
+                    v.id, v.array, v.pool
+                )));
+            }
+            if v.array != checked_array || v.pool != checked_pool {
                 return Err(ServiceError::MigrationInProgress(v.id));
             }
             if v.status != VolumeStatus::Available {
