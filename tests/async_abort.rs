@@ -10,62 +10,10 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::volume_model::{BLOCK, Model, Rng, config};
 use support::{Server, qemu_io, require_tool, run};
 
 const MIB: u64 = 1 << 20;
-/// Model granularity: every write is whole 64 KiB blocks of one byte.
-const BLOCK: u64 = 64 << 10;
-
-/// Arrays `p1` (plain) and `t1` (takeover), zoned. The hydration bandwidth
-/// also paces the copy-back, so a small one keeps both slow enough to act
-/// while they run.
-fn config(dir: &Path, hydration_bps: u64) -> PathBuf {
-    let config = dir.join("ferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "zoning = [[\"t1\", \"p1\"]]\n\
-             hydration_bandwidth_bytes_per_sec = {hydration_bps}\n\
-             [[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
-             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n"
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// What every block of the volume must read as.
-#[derive(Clone)]
-struct Model {
-    blocks: Vec<u8>,
-}
-
-impl Model {
-    fn new(size: u64) -> Self {
-        Self {
-            blocks: vec![0; (size / BLOCK) as usize],
-        }
-    }
-
-    fn set(&mut self, off: u64, len: u64, byte: u8) {
-        for b in &mut self.blocks[(off / BLOCK) as usize..((off + len) / BLOCK) as usize] {
-            *b = byte;
-        }
-    }
-
-    /// The model as a sparse raw image, for `qemu-img compare`.
-    fn write_image(&self, path: &Path) {
-        use std::os::unix::fs::FileExt;
-        let f = std::fs::File::create(path).unwrap();
-        f.set_len(self.blocks.len() as u64 * BLOCK).unwrap();
-        for (i, b) in self.blocks.iter().enumerate() {
-            if *b != 0 {
-                f.write_all_at(&vec![*b; BLOCK as usize], i as u64 * BLOCK)
-                    .unwrap();
-            }
-        }
-    }
-}
 
 /// The whole volume over NBD equals the model, byte for byte.
 fn compare(uri: &str, model: &Model, dir: &Path) {
@@ -85,16 +33,6 @@ fn compare(uri: &str, model: &Model, dir: &Path) {
         ],
     );
     assert!(out.contains("Images are identical"), "{out}");
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 /// qemu-io commands for `count` random writes of 1 to `max_blocks` whole

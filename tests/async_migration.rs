@@ -5,87 +5,20 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::volume_model::{BLOCK, Model, Rng, config};
 use support::{Server, qemu_io, require_tool, run};
 
 const MIB: u64 = 1 << 20;
-/// Model granularity: every write is whole 64 KiB blocks of one byte.
-const BLOCK: u64 = 64 << 10;
 
-/// Arrays `p1` (plain) and `t1` (takeover), zoned, with the background
-/// hydration slowed so that I/O lands while it runs.
-fn config(dir: &Path, hydration_bps: u64) -> std::path::PathBuf {
-    let config = dir.join("ferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "zoning = [[\"t1\", \"p1\"]]\n\
-             hydration_bandwidth_bytes_per_sec = {hydration_bps}\n\
-             [[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
-             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n"
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// What every block of the volume must read as.
-struct Model {
-    blocks: Vec<u8>,
-}
-
-impl Model {
-    fn new(size: u64) -> Self {
-        Self {
-            blocks: vec![0; (size / BLOCK) as usize],
-        }
-    }
-
-    fn set(&mut self, off: u64, len: u64, byte: u8) {
-        for b in &mut self.blocks[(off / BLOCK) as usize..((off + len) / BLOCK) as usize] {
-            *b = byte;
-        }
-    }
-
-    /// qemu-io read commands covering runs of equal blocks in `[from, to)`.
-    fn reads(&self, from: u64, to: u64) -> Vec<String> {
-        let mut out = Vec::new();
-        let (mut i, end) = ((from / BLOCK) as usize, (to / BLOCK) as usize);
-        while i < end {
-            let mut j = i + 1;
-            while j < end && self.blocks[j] == self.blocks[i] && j - i < 1024 {
-                j += 1;
-            }
-            out.push(format!(
-                "read -P {} {} {}",
-                self.blocks[i],
-                i as u64 * BLOCK,
-                (j - i) as u64 * BLOCK
-            ));
-            i = j;
-        }
-        out
-    }
-}
-
+/// The volume over NBD reads as the model in `[from, to)`.
 fn verify(uri: &str, model: &Model, from: u64, to: u64) {
     let cmds = model.reads(from, to);
     for chunk in cmds.chunks(200) {
         let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
         qemu_io(uri, &refs);
-    }
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
     }
 }
 

@@ -5,11 +5,14 @@
 //!
 //! Run: `cargo bench -p ferry --bench async_migration`.
 
+mod support;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::run;
 
 const GIB: u64 = 1 << 30;
 
@@ -162,19 +165,6 @@ impl Ferry {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
-}
-
-fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{tool}: {e}"));
-    assert!(
-        out.status.success(),
-        "{tool} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// IOPS of a 4k random fio run of `secs` seconds.

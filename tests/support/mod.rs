@@ -2,6 +2,8 @@
 //! loopback ports, talk to its API, run the CLI and the peer NBD tools.
 #![allow(dead_code)]
 
+pub mod volume_model;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
