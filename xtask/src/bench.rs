@@ -22,7 +22,7 @@ const END: &str = "<!-- bench-table:end -->";
 const BENCHES: &[(&str, u64)] = &[
     ("host_copy", 300),
     ("nbd", 300),
-    ("async_migration", 600),
+    ("async_migration", 900),
     ("driver_call", 120),
     ("api", 600),
     ("scale", 600),

@@ -4,20 +4,22 @@
 //! partial writes to a region not yet local copy it first; discards mark
 //! without copying; a background worker copies the rest, skipping the
 //! source's holes and yielding to attached I/O. The region bitmap is
-//! committed after the data it covers is synced, on every flush, every
-//! second while the volume's own I/O is quiet and every 10 s under load, so
-//! a write acknowledged after a FLUSH survives kill -9 and hydration resumes
-//! where it stopped, never from zero.
+//! committed after the data it covers is synced, on every flush and every
+//! second, so a write acknowledged after a FLUSH survives kill -9 and
+//! hydration resumes where it stopped, never from zero. Under load the
+//! once-a-second commit leaves the volume's unflushed writes alone: it
+//! records only regions the worker wrote durably itself (see
+//! [`Hydration::commit_progress`]).
 //!
-//! Every region written on the local LUN is also kept in a second set,
-//! persisted with the bitmap: an abort copies those regions back to the
+//! Every region written on the local LUN is also marked written, and that
+//! set is persisted with the bitmap: an abort copies those regions back to the
 //! source in passes while I/O goes on, then in a last pass with writes
 //! held, after which the device serves everything from the source.
 
 mod gate;
 mod manager;
+mod region_set;
 mod regions;
-mod written;
 
 pub use manager::{HydrationError, HydrationStatus, Hydrations, LunRef};
 
@@ -27,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gate::Gate;
+use region_set::RegionSet;
 use regions::{HYDRATED, HYDRATING, Regions, UNHYDRATED};
-use written::RegionSet;
 
 use crate::array::{Extent, Lun};
 use crate::block::BlockDevice;
@@ -41,23 +43,15 @@ pub const DEFAULT_REGION_SIZE: u64 = 4 << 10;
 /// Most regions the background worker copies in one read and write.
 const RUN_REGIONS: usize = 64;
 
-/// How often the background worker commits the bitmap while the volume's
-/// own I/O is quiet.
+/// How often the background worker commits the bitmap.
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How often it commits while attached I/O keeps it yielding. A commit
-/// syncs the whole local LUN, and with it every write the volume's user
-/// made and has not flushed: forced once a second, that writeback cost a
-/// fifth of the volume's write IOPS. Those writes become durable at the
-/// user's own FLUSH, which commits too; what waits here is only the
-/// worker's progress (a trickle under load), so a crash costs at most this
-/// much copying again.
-const BUSY_COMMIT_INTERVAL: Duration = Duration::from_secs(10);
-
-/// Foreground I/O this recent (in microseconds) counts as load for the
-/// commit interval: longer than the copy's yield window, so a request
-/// stream with short gaps (a client between two batches, a thread not
-/// scheduled for a few milliseconds) does not get a sync in every gap.
+/// Foreground I/O this recent (in microseconds) counts as load: the worker
+/// then writes its copies durably one by one and commits only those
+/// (a progress commit) instead of syncing the whole local LUN. Longer than
+/// the copy's yield window, so a request stream with short gaps (a client
+/// between two batches, a thread not scheduled for a few milliseconds)
+/// does not get a sync in every gap.
 const COMMIT_QUIET_US: u64 = 250_000;
 
 /// Foreground I/O this recent (in microseconds) makes the background
@@ -95,19 +89,25 @@ pub struct Hydration {
     remote_extents: Vec<Extent>,
     sink: Box<dyn BitmapSink>,
     commit_lock: Mutex<()>,
+    /// The bitmaps changed since the last full commit.
     dirty: AtomicBool,
+    /// Hydrated regions whose local data is known durable: what the last
+    /// full commit synced, and the runs the worker wrote durably since. A
+    /// region a foreground write made local is not among them until a full
+    /// commit: its data is synced only by the user's FLUSH.
+    durable: RegionSet,
+    /// `durable` or `written` changed since the last commit of either kind.
+    progress_dirty: AtomicBool,
     epoch: Instant,
     last_io_us: AtomicU64,
     /// Next region the background worker looks at.
     cursor: AtomicU64,
     /// Background copy limit in bytes per second (0: none).
     bandwidth: AtomicU64,
-    /// Regions written since the hydration began (persisted, only grows):
-    /// the ones whose local data may differ from the source.
-    written: RegionSet,
     /// Written regions a copy-back pass has yet to carry to the source
-    /// (filled from `written` when a copy-back begins, kept up by writes
-    /// while it runs).
+    /// (filled from the regions marked written, the ones whose local data
+    /// may differ from the source, when a copy-back begins; kept up by
+    /// writes while it runs).
     pending: RegionSet,
     /// `SERVING`, `COPYING_BACK` or `RETURNED`.
     mode: std::sync::atomic::AtomicU8,
@@ -122,7 +122,7 @@ impl std::fmt::Debug for Hydration {
             .field("remote", self.remote.address())
             .field("regions", &self.regions.count())
             .field("hydrated", &self.regions.hydrated_count())
-            .field("written", &self.written.len())
+            .field("written", &self.regions.written_count())
             .field("mode", &self.mode.load(Ordering::Relaxed))
             .finish()
     }
@@ -164,17 +164,17 @@ impl Hydration {
         let count = local.size().div_ceil(region_size) as usize;
         let half = count.div_ceil(8);
         let (hydrated, written) = if bitmap.len() == 2 * half {
-            let (h, w) = bitmap.split_at(half);
-            (h, RegionSet::new(count, w))
+            bitmap.split_at(half)
         } else {
             // A bitmap without a written half was committed before writes
             // were tracked: any local region may have been written.
-            (bitmap, RegionSet::new(count, bitmap))
+            (bitmap, bitmap)
         };
         let pending = RegionSet::new(count, &[]);
+        // What was committed was synced first.
+        let durable = RegionSet::new(count, hydrated);
         Ok(Arc::new(Self {
-            regions: Regions::new(local.size(), region_size, hydrated),
-            written,
+            regions: Regions::new(local.size(), region_size, hydrated, written),
             pending,
             mode: std::sync::atomic::AtomicU8::new(SERVING),
             gate: Gate::default(),
@@ -184,6 +184,8 @@ impl Hydration {
             sink,
             commit_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
+            durable,
+            progress_dirty: AtomicBool::new(false),
             epoch: Instant::now(),
             last_io_us: AtomicU64::new(0),
             cursor: AtomicU64::new(0),
@@ -237,27 +239,51 @@ impl Hydration {
             }
             return Err(e);
         }
-        if let Some(state) = state
-            && let Err(e) = self.sink.commit(&state)
-        {
-            self.dirty.store(true, Ordering::Release);
-            return Err(e);
+        if let Some(state) = state {
+            if let Err(e) = self.sink.commit(&state) {
+                self.dirty.store(true, Ordering::Release);
+                return Err(e);
+            }
+            let half = self.regions.count().div_ceil(8);
+            self.durable.union_bytes(&state[..half]);
         }
         Ok(())
+    }
+
+    /// Commits progress without syncing the local LUN: the durable regions
+    /// (see `durable`) and the written set. A sync of the local LUN would
+    /// write back every write the volume's user made and has not flushed;
+    /// under load, once a second, that cost a fifth of the volume's write
+    /// IOPS. Those writes become durable at the user's own FLUSH, which
+    /// makes a full commit.
+    fn commit_progress(&self) -> io::Result<()> {
+        if self.mode.load(Ordering::SeqCst) == RETURNED {
+            return Ok(());
+        }
+        let _guard = self.commit_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.progress_dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut state = self.durable.to_bytes();
+        state.extend_from_slice(&self.regions.written_bitmap());
+        self.sink.commit(&state).inspect_err(|_| {
+            self.progress_dirty.store(true, Ordering::Release);
+        })
     }
 
     /// The hydrated bitmap followed by the written one.
     fn persisted_state(&self) -> Vec<u8> {
         let mut state = self.regions.bitmap();
-        state.extend_from_slice(&self.written.to_bytes());
+        state.extend_from_slice(&self.regions.written_bitmap());
         state
     }
 
     /// Records that regions `span` were written; called after the data is.
     fn mark_written(&self, span: std::ops::Range<usize>) {
         for i in span {
-            if self.written.insert(i) {
+            if self.regions.mark_written(i) {
                 self.dirty.store(true, Ordering::Release);
+                self.progress_dirty.store(true, Ordering::Release);
             }
             // Checked after the mark: `begin_copy_back` switches the mode
             // before it copies the written set into the pending one, so a
@@ -305,6 +331,13 @@ impl Hydration {
     /// `RUN_REGIONS` consecutive cold regions copied with one read and one
     /// write; returns how many regions it looked at (0 when done).
     pub fn hydrate_step(&self, max: usize) -> io::Result<usize> {
+        self.hydrate_step_with(max, false)
+    }
+
+    /// [`Hydration::hydrate_step`]; with `durable`, each run's write is
+    /// durable before its regions count as hydrated, and a progress commit
+    /// records them.
+    fn hydrate_step_with(&self, max: usize, durable: bool) -> io::Result<usize> {
         let count = self.regions.count();
         let mut buf = Vec::new();
         let mut looked = 0;
@@ -331,7 +364,7 @@ impl Hydration {
             }
             self.cursor.store(end as u64, Ordering::Relaxed);
             looked += end - first;
-            let copied = self.copy_run(first, end, &mut buf);
+            let copied = self.copy_run(first, end, &mut buf, durable);
             for i in first..end {
                 let _g = self.regions.lock_settled_hydrating(i);
                 self.regions
@@ -343,12 +376,22 @@ impl Hydration {
                 return Err(e);
             }
             self.dirty.store(true, Ordering::Release);
+            if durable && self.durable.insert_range(first..end) {
+                self.progress_dirty.store(true, Ordering::Release);
+            }
         }
         Ok(looked)
     }
 
-    /// Copies regions `[first, end)` from the remote in one read and write.
-    fn copy_run(&self, first: usize, end: usize, buf: &mut Vec<u8>) -> io::Result<()> {
+    /// Copies regions `[first, end)` from the remote in one read and write
+    /// (`durable`: durable writes, see [`Lun::write_durable_at`]).
+    fn copy_run(
+        &self,
+        first: usize,
+        end: usize,
+        buf: &mut Vec<u8>,
+        durable: bool,
+    ) -> io::Result<()> {
         let start = self.regions.bounds(first).0;
         let stop = self.regions.bounds(end - 1).1;
         if !overlaps(&self.remote_extents, start, stop) {
@@ -370,7 +413,11 @@ impl Hydration {
                 j += region;
             }
             let j = j.min(buf.len());
-            self.local.write_at(&buf[i..j], start + i as u64)?;
+            if durable {
+                self.local.write_durable_at(&buf[i..j], start + i as u64)?;
+            } else {
+                self.local.write_at(&buf[i..j], start + i as u64)?;
+            }
             i = j;
         }
         Ok(())
@@ -419,25 +466,27 @@ impl Hydration {
                 }
             }
             let done = self.cursor.load(Ordering::Relaxed) as usize >= self.regions.count();
+            // Under load the next commit is a progress commit, which
+            // records only what was written durably.
+            let busy = self.foreground_within(COMMIT_QUIET_US);
             if done {
                 std::thread::sleep(Duration::from_millis(50));
             } else if !self.foreground_busy() {
-                self.hydrate_step(RUN_REGIONS * 4)?;
+                self.hydrate_step_with(RUN_REGIONS * 4, busy)?;
                 last_step = Instant::now();
             } else if last_step.elapsed() >= TRICKLE_INTERVAL {
-                self.hydrate_step(RUN_REGIONS)?;
+                self.hydrate_step_with(RUN_REGIONS, busy)?;
                 last_step = Instant::now();
             } else {
                 std::thread::sleep(Duration::from_millis(2));
             }
-            let busy = self.foreground_within(COMMIT_QUIET_US);
-            let interval = if busy {
-                BUSY_COMMIT_INTERVAL
-            } else {
-                COMMIT_INTERVAL
-            };
-            if last_commit.elapsed() >= interval
-                || (done && !busy && self.dirty.load(Ordering::Acquire))
+            if busy {
+                if last_commit.elapsed() >= COMMIT_INTERVAL {
+                    self.commit_progress()?;
+                    last_commit = Instant::now();
+                }
+            } else if last_commit.elapsed() >= COMMIT_INTERVAL
+                || (done && self.dirty.load(Ordering::Acquire))
             {
                 self.commit()?;
                 last_commit = Instant::now();
@@ -527,7 +576,7 @@ impl Hydration {
 
     /// Bytes written since the hydration began (what a copy-back carries).
     pub fn written_bytes(&self) -> u64 {
-        (self.written.len() as u64 * self.regions.region_size()).min(self.local.size())
+        (self.regions.written_count() * self.regions.region_size()).min(self.local.size())
     }
 
     /// Begins a copy-back (abort): background hydration pauses; foreground
@@ -538,7 +587,7 @@ impl Hydration {
             .compare_exchange(SERVING, COPYING_BACK, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok()
         {
-            self.pending.union_with(&self.written);
+            self.pending.union_bytes(&self.regions.written_bitmap());
         }
     }
 
@@ -579,7 +628,7 @@ impl Hydration {
             Ok(_) => self.mode.store(RETURNED, Ordering::SeqCst),
             // Nothing switched: the next attempt carries every written
             // region again rather than trust what this one left behind.
-            Err(_) => self.pending.union_with(&self.written),
+            Err(_) => self.pending.union_bytes(&self.regions.written_bitmap()),
         }
         self.gate.release();
         result
@@ -592,7 +641,7 @@ impl Hydration {
             // What this pass wrote may not be durable on the remote (a
             // failed sync can drop dirty pages): carry every written region
             // again on the next attempt.
-            self.pending.union_with(&self.written);
+            self.pending.union_bytes(&self.regions.written_bitmap());
         }
         result
     }

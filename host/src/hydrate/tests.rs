@@ -64,6 +64,23 @@ fn setup(size: u64) -> (tempfile::TempDir, Arc<Lun>, Arc<Lun>, Vec<u8>) {
     (dir, Arc::new(local), Arc::new(remote), model)
 }
 
+/// A hydration of `local` from `remote` with the default region size.
+fn hydrating(
+    local: &Arc<Lun>,
+    remote: &Arc<Lun>,
+    bitmap: &[u8],
+    sink: impl BitmapSink + 'static,
+) -> Arc<Hydration> {
+    Hydration::new(
+        local.clone(),
+        remote.clone(),
+        DEFAULT_REGION_SIZE,
+        bitmap,
+        Box::new(sink),
+    )
+    .unwrap()
+}
+
 fn read_all(d: &dyn BlockDevice) -> Vec<u8> {
     let mut v = vec![0u8; d.size() as usize];
     d.read_at(&mut v, 0).unwrap();
@@ -110,14 +127,7 @@ fn apply(model: &mut [u8], h: &Hydration, rng: &mut Rng) {
 #[test]
 fn reads_come_from_the_source_until_hydrated_and_end_equal() {
     let (_d, local, remote, model) = setup(8 * MIB);
-    let h = Hydration::new(
-        local.clone(),
-        remote,
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(MemorySink::default()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], MemorySink::default());
     assert_eq!(read_all(h.as_ref()), model);
     assert_eq!(h.progress().0, 0);
     while h.hydrate_step(7).unwrap() > 0 {
@@ -134,14 +144,7 @@ fn reads_come_from_the_source_until_hydrated_and_end_equal() {
 fn foreground_io_interleaved_with_hydration_matches_the_model() {
     for seed in 1..6u64 {
         let (_d, local, remote, mut model) = setup(4 * MIB);
-        let h = Hydration::new(
-            local.clone(),
-            remote,
-            DEFAULT_REGION_SIZE,
-            &[],
-            Box::new(MemorySink::default()),
-        )
-        .unwrap();
+        let h = hydrating(&local, &remote, &[], MemorySink::default());
         let mut rng = Rng(seed * 0x9e37_79b9);
         for step in 0..3000 {
             apply(&mut model, &h, &mut rng);
@@ -159,14 +162,7 @@ fn foreground_io_interleaved_with_hydration_matches_the_model() {
 #[test]
 fn concurrent_writers_and_background_worker() {
     let (_d, local, remote, model) = setup(16 * MIB);
-    let h = Hydration::new(
-        local.clone(),
-        remote,
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(MemorySink::default()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], MemorySink::default());
     let stop = AtomicBool::new(false);
     let model = Mutex::new(model);
     std::thread::scope(|s| {
@@ -209,14 +205,7 @@ fn concurrent_writers_and_background_worker() {
 fn resume_from_the_committed_bitmap_keeps_flushed_writes() {
     let (_d, local, remote, mut model) = setup(4 * MIB);
     let sink = MemorySink::default();
-    let h = Hydration::new(
-        local.clone(),
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(sink.clone()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], sink.clone());
     for _ in 0..20 {
         h.hydrate_step(1).unwrap();
     }
@@ -230,14 +219,7 @@ fn resume_from_the_committed_bitmap_keeps_flushed_writes() {
     // "Crash": drop the device, start again from the committed bitmap.
     drop(h);
     let bitmap = sink.0.lock().unwrap().clone();
-    let h = Hydration::new(
-        local.clone(),
-        remote,
-        DEFAULT_REGION_SIZE,
-        &bitmap,
-        Box::new(sink),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &bitmap, sink);
     assert_eq!(h.progress().0, hydrated_before, "resumed from zero");
     assert_eq!(read_all(h.as_ref()), model);
     while h.hydrate_step(64).unwrap() > 0 {}
@@ -290,14 +272,7 @@ fn read_lun(l: &Lun) -> Vec<u8> {
 fn writes_are_tracked_and_persisted_with_the_bitmap() {
     let (_d, local, remote, _) = setup(4 * MIB);
     let sink = MemorySink::default();
-    let h = Hydration::new(
-        local.clone(),
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(sink.clone()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], sink.clone());
     // Hydration alone writes the local LUN but is no write of the volume.
     for _ in 0..50 {
         h.hydrate_step(4).unwrap();
@@ -315,14 +290,7 @@ fn writes_are_tracked_and_persisted_with_the_bitmap() {
     let regions = (4 * MIB / DEFAULT_REGION_SIZE) as usize;
     assert_eq!(persisted.len(), 2 * regions.div_ceil(8));
     drop(h);
-    let h = Hydration::new(
-        local,
-        remote,
-        DEFAULT_REGION_SIZE,
-        &persisted,
-        Box::new(sink),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &persisted, sink);
     assert_eq!(
         h.written_bytes(),
         6 * DEFAULT_REGION_SIZE,
@@ -339,14 +307,7 @@ fn a_bitmap_from_before_write_tracking_counts_every_local_region_written() {
     let mut legacy = vec![0u8; regions.div_ceil(8)];
     legacy[0] = 0b1011;
     legacy[5] = 0xff;
-    let h = Hydration::new(
-        local,
-        remote,
-        DEFAULT_REGION_SIZE,
-        &legacy,
-        Box::new(MemorySink::default()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &legacy, MemorySink::default());
     assert_eq!(h.progress().0, 11 * DEFAULT_REGION_SIZE);
     assert_eq!(h.written_bytes(), 11 * DEFAULT_REGION_SIZE);
 }
@@ -355,14 +316,7 @@ fn a_bitmap_from_before_write_tracking_counts_every_local_region_written() {
 fn copy_back_makes_the_source_equal_the_volume_then_serves_from_it() {
     for seed in 1..4u64 {
         let (_d, local, remote, mut model) = setup(4 * MIB);
-        let h = Hydration::new(
-            local.clone(),
-            remote.clone(),
-            DEFAULT_REGION_SIZE,
-            &[],
-            Box::new(MemorySink::default()),
-        )
-        .unwrap();
+        let h = hydrating(&local, &remote, &[], MemorySink::default());
         let mut rng = Rng(seed * 0x51ed);
         for step in 0..1500 {
             apply(&mut model, &h, &mut rng);
@@ -410,14 +364,7 @@ fn copy_back_makes_the_source_equal_the_volume_then_serves_from_it() {
 #[test]
 fn a_failed_switch_keeps_writes_here_and_a_later_one_carries_them() {
     let (_d, local, remote, mut model) = setup(4 * MIB);
-    let h = Hydration::new(
-        local.clone(),
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(MemorySink::default()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], MemorySink::default());
     let mut rng = Rng(4242);
     for _ in 0..500 {
         apply(&mut model, &h, &mut rng);
@@ -441,14 +388,7 @@ fn a_failed_switch_keeps_writes_here_and_a_later_one_carries_them() {
 fn copy_back_resumes_from_the_persisted_written_set_after_a_crash() {
     let (_d, local, remote, mut model) = setup(4 * MIB);
     let sink = MemorySink::default();
-    let h = Hydration::new(
-        local.clone(),
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(sink.clone()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], sink.clone());
     let mut rng = Rng(77);
     for _ in 0..800 {
         apply(&mut model, &h, &mut rng);
@@ -462,14 +402,7 @@ fn copy_back_resumes_from_the_persisted_written_set_after_a_crash() {
     // "Crash" before the last pass: the remote holds part of the writes.
     drop(h);
     let state = sink.0.lock().unwrap().clone();
-    let h = Hydration::new(
-        local,
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &state,
-        Box::new(sink),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &state, sink);
     assert_eq!(
         read_all(h.as_ref()),
         model,
@@ -483,14 +416,7 @@ fn copy_back_resumes_from_the_persisted_written_set_after_a_crash() {
 #[test]
 fn copy_back_under_concurrent_writers_loses_no_write() {
     let (_d, local, remote, model) = setup(16 * MIB);
-    let h = Hydration::new(
-        local.clone(),
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(MemorySink::default()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], MemorySink::default());
     let stop = AtomicBool::new(false);
     let writers_stop = AtomicBool::new(false);
     let model = Mutex::new(model);
@@ -538,14 +464,7 @@ fn copy_back_under_concurrent_writers_loses_no_write() {
 #[test]
 fn copy_back_keeps_the_source_sparse() {
     let (_d, local, remote, _) = setup(8 * MIB);
-    let h = Hydration::new(
-        local,
-        remote.clone(),
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(MemorySink::default()),
-    )
-    .unwrap();
+    let h = hydrating(&local, &remote, &[], MemorySink::default());
     let before = remote.allocated_bytes().unwrap();
     // Zeroes written over the source's first data extent become a hole.
     let first = 3 * 4096;
@@ -590,46 +509,49 @@ fn a_held_hydration_cannot_finish_and_a_finished_one_cannot_be_held() {
     ));
 }
 
+/// Keeps every bitmap committed, in order.
 #[derive(Default, Clone)]
-struct CountingSink(Arc<std::sync::atomic::AtomicUsize>);
+struct RecordingSink(Arc<Mutex<Vec<Vec<u8>>>>);
 
-impl BitmapSink for CountingSink {
-    fn commit(&self, _bitmap: &[u8]) -> io::Result<()> {
-        self.0.fetch_add(1, Ordering::SeqCst);
+impl BitmapSink for RecordingSink {
+    fn commit(&self, bitmap: &[u8]) -> io::Result<()> {
+        self.0.lock().unwrap().push(bitmap.to_vec());
         Ok(())
     }
+}
+
+fn bit(bits: &[u8], i: usize) -> bool {
+    bits[i / 8] & (1 << (i % 8)) != 0
 }
 
 #[test]
 fn the_worker_yields_to_foreground_writes_and_leaves_their_sync_to_flush() {
     let size = 256 * MIB;
     let (_d, local, remote, _) = setup(size);
-    let sink = CountingSink::default();
-    let h = Hydration::new(
-        local,
-        remote,
-        DEFAULT_REGION_SIZE,
-        &[],
-        Box::new(sink.clone()),
-    )
-    .unwrap();
+    let sink = RecordingSink::default();
+    let h = hydrating(&local, &remote, &[], sink.clone());
+    let count = (size / DEFAULT_REGION_SIZE) as usize;
+    let half = count.div_ceil(8);
     let stop = AtomicBool::new(false);
     let writing = AtomicBool::new(true);
     let written = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
-        // The writer starts first, so the worker finds the volume busy.
+        // The writer starts first, so the worker finds the volume busy. It
+        // writes the upper half only, which the trickling worker (from
+        // region 0 on) does not reach in the time given.
         let writer = s.spawn(|| {
             let mut rng = Rng(5);
             while writing.load(Ordering::SeqCst) {
-                let off = (rng.next() % (size / 4096)) * 4096;
-                h.write_at(&[3u8; 4096], off).unwrap();
+                let region = count as u64 / 2 + rng.next() % (count as u64 / 2);
+                h.write_at(&[3u8; 4096], region * DEFAULT_REGION_SIZE)
+                    .unwrap();
                 written.fetch_add(1, Ordering::Relaxed);
             }
         });
         std::thread::sleep(Duration::from_millis(20));
         let bg = s.spawn(|| h.run_background(&stop));
         std::thread::sleep(Duration::from_millis(2500));
-        let commits_busy = sink.0.load(Ordering::SeqCst);
+        let busy_commits = sink.0.lock().unwrap().clone();
         let hydrated = h.progress().0 / DEFAULT_REGION_SIZE;
         let by_writes = written.load(Ordering::Relaxed);
         writing.store(false, Ordering::SeqCst);
@@ -637,17 +559,85 @@ fn the_worker_yields_to_foreground_writes_and_leaves_their_sync_to_flush() {
         // A worker that did not yield copies the 64 MiB of data in well
         // under a second; yielding, it trickles a run every 50 ms.
         let data_regions = size / 4 / DEFAULT_REGION_SIZE;
+        let by_worker = hydrated.saturating_sub(by_writes);
         assert!(
-            hydrated.saturating_sub(by_writes) < data_regions / 2,
-            "the worker copied {} regions under load",
-            hydrated.saturating_sub(by_writes)
+            by_worker < data_regions / 2,
+            "the worker copied {by_worker} regions under load"
         );
-        assert_eq!(commits_busy, 0, "commits (whole-LUN syncs) under load");
-        // Quiet again: the worker goes on and commits every second.
-        std::thread::sleep(Duration::from_millis(2500));
-        assert!(sink.0.load(Ordering::SeqCst) >= 1, "no commit once quiet");
+        // Under load it still commits once a second, but only its own
+        // durable copies: a region the writer made local holds data that
+        // is synced by a FLUSH alone, so no commit may record it yet.
+        assert!(
+            busy_commits.len() >= 2,
+            "{} commits in 2.5 s under load",
+            busy_commits.len()
+        );
+        let last = busy_commits.last().unwrap();
+        assert!(
+            (0..count / 2).any(|i| bit(&last[..half], i)),
+            "the worker's progress was not committed"
+        );
+        for c in &busy_commits {
+            assert!(
+                !(count / 2..count).any(|i| bit(&c[..half], i)),
+                "a commit under load recorded an unflushed write as local"
+            );
+        }
+        assert!(
+            (count / 2..count).any(|i| bit(&last[half..], i)),
+            "the written set was not committed"
+        );
+        // A FLUSH records them.
         h.flush().unwrap();
+        let flushed = sink.0.lock().unwrap().last().unwrap().clone();
+        assert!((count / 2..count).any(|i| bit(&flushed[..half], i)));
+        // Quiet again: the worker goes on and commits every second.
+        let before = sink.0.lock().unwrap().len();
+        std::thread::sleep(Duration::from_millis(2500));
+        assert!(
+            sink.0.lock().unwrap().len() > before,
+            "no commit once quiet"
+        );
         stop.store(true, Ordering::Relaxed);
         bg.join().unwrap().unwrap();
     });
+}
+
+#[test]
+fn a_progress_commit_keeps_durable_copies_and_leaves_unflushed_writes_to_the_source() {
+    let size = 8 * MIB;
+    let (_d, local, remote, model) = setup(size);
+    let sink = MemorySink::default();
+    let h = hydrating(&local, &remote, &[], sink.clone());
+    let count = (size / DEFAULT_REGION_SIZE) as usize;
+    let half = count.div_ceil(8);
+    // The worker copies regions 0..64 durably; a foreground write makes
+    // region 1000 local without a FLUSH.
+    assert_eq!(h.hydrate_step_with(64, true).unwrap(), 64);
+    let target = 1000usize;
+    h.write_at(&[9u8; 4096], target as u64 * DEFAULT_REGION_SIZE)
+        .unwrap();
+    h.commit_progress().unwrap();
+    let bitmap = sink.0.lock().unwrap().clone();
+    assert!((0..64).all(|i| bit(&bitmap[..half], i)));
+    assert!(!bit(&bitmap[..half], target), "an unflushed write recorded");
+    assert!(bit(&bitmap[half..], target), "the write was not tracked");
+    // Copied without `durable`: a full commit records it, a progress one not.
+    h.hydrate_step_with(64, false).unwrap();
+    h.commit_progress().unwrap();
+    let bitmap = sink.0.lock().unwrap().clone();
+    assert!(!bit(&bitmap[..half], 64));
+    // A crash here: the restarted volume reads region 1000 as the source
+    // has it (the unflushed write may be lost, never turned into garbage).
+    let after_crash = hydrating(&local, &remote, &bitmap, MemorySink::default());
+    assert_eq!(read_all(after_crash.as_ref()), model);
+    // A FLUSH makes the write durable and records it; later progress
+    // commits keep it.
+    h.flush().unwrap();
+    h.write_at(&[1u8; 4096], 2000 * DEFAULT_REGION_SIZE)
+        .unwrap();
+    h.commit_progress().unwrap();
+    let bitmap = sink.0.lock().unwrap().clone();
+    assert!(bit(&bitmap[..half], target) && bit(&bitmap[..half], 64));
+    assert!(!bit(&bitmap[..half], 2000));
 }

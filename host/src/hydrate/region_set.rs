@@ -1,7 +1,6 @@
-//! Sets of regions that foreground writers mark without a lock: which
-//! regions were written on the local LUN since the hydration began (the
-//! regions an abort must copy back to the source), and which of those a
-//! copy-back pass has still to carry.
+//! Sets of regions, one bit each, marked without a lock: the written
+//! regions a copy-back pass has still to carry to the source, and the
+//! hydrated regions whose local data is known durable.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -55,12 +54,19 @@ impl RegionSet {
         self.words[w].fetch_or(mask, Ordering::SeqCst);
     }
 
-    /// Adds every region of `range`.
-    #[cfg(test)]
-    pub(super) fn insert_range(&self, range: std::ops::Range<usize>) {
+    /// Adds every region of `range`; true if any was not in the set.
+    pub(super) fn insert_range(&self, range: std::ops::Range<usize>) -> bool {
+        let mut added = false;
         for i in range {
-            self.insert(i);
+            added |= self.insert(i);
         }
+        added
+    }
+
+    /// Adds the regions of `bytes` (as [`RegionSet::new`] reads them).
+    pub(super) fn union_bytes(&self, bytes: &[u8]) {
+        let other = RegionSet::new(self.count, bytes);
+        self.union_with(&other);
     }
 
     /// Whether region `i` is in the set.
