@@ -237,3 +237,41 @@ fn what_is_no_component_exits_2_with_the_reason() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("cannot read"), "{err}");
 }
+
+#[test]
+fn the_limits_given_on_the_command_line_are_the_ones_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let plain = write_file(dir.path(), "plain.wasm", example("plain"));
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_ferry"))
+            .args(["driver", "check"])
+            .arg(&plain)
+            .args(args)
+            .env("RUST_LOG", "off")
+            .output()
+            .expect("run ferry")
+    };
+    let out = run(&[
+        "--deadline-ms",
+        "250",
+        "--memory-bytes",
+        "8388608",
+        "--json",
+    ]);
+    let all = checks(&report(&out));
+    assert_eq!(out.status.code(), Some(0), "{all:#?}");
+    let (status, reason) = check(&all, "within-limits");
+    assert_eq!(status, "pass");
+    assert!(reason.contains("250 ms and 8 MiB"), "{reason}");
+    // A memory limit below what the component declares refuses it outright.
+    let out = run(&["--memory-bytes", "1048576"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("exceeds the limit"), "{err}");
+    // Limits out of range are usage errors, before anything runs.
+    for bad in [["--deadline-ms", "0"], ["--memory-bytes", "5368709120"]] {
+        let out = run(&bad);
+        assert_eq!(out.status.code(), Some(2), "{bad:?}");
+        assert!(out.stdout.is_empty());
+    }
+}

@@ -10,12 +10,17 @@ use serde_json::{Value, json};
 
 use super::table::{Table, sanitize};
 use super::{EXIT_API, EXIT_USAGE};
+use crate::config::DriverLimits;
 use crate::conformance::{self, CheckOptions, Report, Status};
 
-/// Runs the checks and prints the outcome.
-pub fn run(file: &Path, json: bool) -> ExitCode {
+/// Runs the checks with `limits` on every call and prints the outcome.
+pub fn run(file: &Path, json: bool, limits: DriverLimits) -> ExitCode {
     let shown = sanitize(&file.display().to_string());
-    let report = match conformance::check_file(file, &CheckOptions::default()) {
+    let options = CheckOptions {
+        limits,
+        ..CheckOptions::default()
+    };
+    let report = match conformance::check_file(file, &options) {
         Ok(r) => r,
         Err(e) => {
             if json {

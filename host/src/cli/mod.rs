@@ -119,6 +119,13 @@ pub enum DriverCmd {
     Check {
         /// The component (.wasm).
         file: PathBuf,
+        /// Per-call deadline in milliseconds (what `limits.deadline_ms` or
+        /// `[driver_limits.NAME]` gives the driver in `ferry serve`).
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+        deadline_ms: Option<u64>,
+        /// Largest linear memory of one call, in bytes, 1 MiB to 4 GiB.
+        #[arg(long, value_parser = clap::value_parser!(u64).range((1 << 20)..=(4 << 30)))]
+        memory_bytes: Option<u64>,
     },
 }
 
@@ -223,7 +230,16 @@ pub fn main() -> ExitCode {
         Command::Events { after } => with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
             migrate::events(c, out, after)
         }),
-        Command::Driver(DriverCmd::Check { file }) => check::run(&file, cli.json),
+        Command::Driver(DriverCmd::Check {
+            file,
+            deadline_ms,
+            memory_bytes,
+        }) => {
+            let mut limits = crate::config::DriverLimits::default();
+            limits.deadline_ms = deadline_ms.unwrap_or(limits.deadline_ms);
+            limits.memory_bytes = memory_bytes.unwrap_or(limits.memory_bytes);
+            check::run(&file, cli.json, limits)
+        }
         Command::Driver(DriverCmd::List) => {
             with_client(&cli.url, &cli.data_dir, cli.json, commands::driver_list)
         }
@@ -382,8 +398,38 @@ mod tests {
         assert!(cli.json);
         assert!(matches!(
             cli.command,
-            Command::Driver(DriverCmd::Check { file }) if file == Path::new("d.wasm")
+            Command::Driver(DriverCmd::Check { file, deadline_ms: None, memory_bytes: None })
+                if file == Path::new("d.wasm")
         ));
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "driver",
+            "check",
+            "d.wasm",
+            "--deadline-ms",
+            "250",
+            "--memory-bytes",
+            "8388608",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Driver(DriverCmd::Check {
+                deadline_ms: Some(250),
+                memory_bytes: Some(8388608),
+                ..
+            })
+        ));
+        for bad in [
+            ["--deadline-ms", "0"],
+            ["--memory-bytes", "1024"],
+            ["--memory-bytes", "8589934592"],
+            ["--deadline-ms", "soon"],
+        ] {
+            let e = Cli::try_parse_from(["ferry", "driver", "check", "d.wasm", bad[0], bad[1]])
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?} accepted");
+        }
     }
 
     #[test]
