@@ -75,16 +75,50 @@ fn target(id: &str) -> Target {
     }
 }
 
-pub fn main(args: &[String]) -> ExitCode {
-    let mut only: Option<Vec<String>> = None;
-    let mut write = true;
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--only" => only = it.next().map(|s| s.split(',').map(str::to_owned).collect()),
-            "--no-write" => write = false,
-            other => return crate::fail(&format!("unknown bench option {other}")),
+/// What `cargo xtask bench` was asked to do.
+#[derive(Debug, PartialEq)]
+struct Options {
+    /// Only these benches (all when `None`).
+    only: Option<Vec<String>>,
+    /// Write the table into BENCHMARKS.md.
+    write: bool,
+}
+
+impl Options {
+    fn parse(args: &[String]) -> Result<Options, String> {
+        let mut only: Option<Vec<String>> = None;
+        let mut write = true;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--only" => {
+                    let list = it.next().ok_or("--only needs a list of benches")?;
+                    let names: Vec<String> = list.split(',').map(str::to_owned).collect();
+                    if let Some(bad) = names.iter().find(|n| !BENCHES.iter().any(|(b, _)| b == n)) {
+                        return Err(format!("unknown bench {bad}"));
+                    }
+                    only = Some(names);
+                }
+                "--no-write" => write = false,
+                other => return Err(format!("unknown bench option {other}")),
+            }
         }
+        // The table in BENCHMARKS.md holds every bench's rows: some of them
+        // alone would replace it with a partial one.
+        if only.is_some() {
+            write = false;
+        }
+        Ok(Options { only, write })
+    }
+}
+
+pub fn main(args: &[String]) -> ExitCode {
+    let Options { only, write } = match Options::parse(args) {
+        Ok(o) => o,
+        Err(e) => return crate::fail(&e),
+    };
+    if only.is_some() {
+        eprintln!("xtask: --only prints its rows and leaves BENCHMARKS.md alone");
     }
     if let Err(e) = crate::install_peers(crate::BENCH_TOOLS) {
         return crate::fail(&e);
@@ -546,6 +580,20 @@ mod tests {
         );
         assert_eq!(rows[0].peer.map(|p| p.median), Some(86746.0));
         assert!((rows[2].ferry.max - 29.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn some_benches_alone_never_write_the_table() {
+        let args = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let all = Options::parse(&args(&[])).unwrap();
+        assert_eq!((all.only, all.write), (None, true));
+        let some = Options::parse(&args(&["--only", "nbd,api"])).unwrap();
+        assert_eq!(some.only, Some(vec!["nbd".to_owned(), "api".to_owned()]));
+        assert!(!some.write);
+        assert!(!Options::parse(&args(&["--no-write"])).unwrap().write);
+        for bad in [&["--only"][..], &["--only", "nbd,nope"], &["--fast"]] {
+            assert!(Options::parse(&args(bad)).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
