@@ -10,10 +10,15 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::volume_model::{BLOCK, Model, Rng, config};
-use support::{Server, qemu_io, require_tool, run};
+use support::volume_model::{
+    Model, Rng, attach, config, create_with_pattern, io, migration, random_write_cmds, wait_for,
+};
+use support::{Server, require_tool, run};
 
 const MIB: u64 = 1 << 20;
+
+/// Size of the tests' volume.
+const VOLUME: u64 = 512 * MIB;
 
 /// The whole volume over NBD equals the model, byte for byte.
 fn compare(uri: &str, model: &Model, dir: &Path) {
@@ -35,91 +40,6 @@ fn compare(uri: &str, model: &Model, dir: &Path) {
     assert!(out.contains("Images are identical"), "{out}");
 }
 
-/// qemu-io commands for `count` random writes of 1 to `max_blocks` whole
-/// blocks, recorded in the model, each followed by `pause_ms` of sleep.
-fn random_write_cmds(
-    model: &mut Model,
-    rng: &mut Rng,
-    count: usize,
-    max_blocks: u64,
-    pause_ms: u64,
-) -> Vec<String> {
-    let blocks = model.blocks.len() as u64;
-    let mut cmds = Vec::new();
-    for _ in 0..count {
-        let n = 1 + rng.next() % max_blocks;
-        let first = rng.next() % (blocks - n);
-        let byte = (rng.next() % 250) as u8 + 1;
-        cmds.push(format!("write -P {byte} {} {}", first * BLOCK, n * BLOCK));
-        model.set(first * BLOCK, n * BLOCK, byte);
-        if pause_ms > 0 {
-            cmds.push(format!("sleep {pause_ms}"));
-        }
-    }
-    cmds.push("flush".into());
-    cmds
-}
-
-fn io(uri: &str, cmds: &[String]) {
-    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
-    qemu_io(uri, &refs);
-}
-
-fn create_with_pattern(server: &Server, size: u64, model: &mut Model) -> String {
-    let (status, v) = server.call(
-        "POST",
-        "/v1/volumes",
-        Some(json!({"name": "abort", "size_bytes": size, "array": "p1"})),
-    );
-    assert_eq!(status, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    let (_, a) = server.call(
-        "POST",
-        &format!("/v1/volumes/{id}/attachments"),
-        Some(json!({"server": "loader"})),
-    );
-    let uri = a["uri"].as_str().unwrap().to_owned();
-    // Four extents of data with holes between them.
-    let mut cmds = Vec::new();
-    for k in 0..4u64 {
-        let off = k * (size / 4);
-        let byte = 0x10 + k as u8;
-        cmds.push(format!("write -P {byte} {off} {}", 32 * MIB));
-        model.set(off, 32 * MIB, byte);
-    }
-    cmds.push("flush".into());
-    io(&uri, &cmds);
-    server.call(
-        "DELETE",
-        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
-        None,
-    );
-    id
-}
-
-fn migration(server: &Server, id: &str) -> Value {
-    server
-        .call("GET", &format!("/v1/volumes/{id}/migration"), None)
-        .1
-}
-
-fn wait_for(server: &Server, id: &str, status: &str, limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let m = migration(server, id);
-        if m["migration_status"] == status {
-            return m;
-        }
-        assert!(
-            !matches!(m["migration_status"].as_str(), Some("error" | "success"))
-                && (status == "aborted" || m["migration_status"] != "aborted"),
-            "waiting for {status}: {m}"
-        );
-        assert!(start.elapsed() < limit, "no {status} after {limit:?}: {m}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn migrate_to_t1(server: &Server, id: &str) {
     let (status, body) = server.call(
         "POST",
@@ -130,17 +50,38 @@ fn migrate_to_t1(server: &Server, id: &str) {
     wait_for(server, id, "migrating_attachable", Duration::from_secs(10));
 }
 
-fn attach(server: &Server, id: &str) -> (String, String) {
-    let (status, a) = server.call(
-        "POST",
-        &format!("/v1/volumes/{id}/attachments"),
-        Some(json!({"server": "app"})),
-    );
-    assert_eq!(status, 201, "{a}");
-    (
-        a["id"].as_str().unwrap().to_owned(),
-        a["uri"].as_str().unwrap().to_owned(),
-    )
+/// A server whose volume (`VOLUME` bytes) holds the pattern, is `migrating_attachable`
+/// to `t1` (hydration and copy-back paced at `bps`) and attached.
+struct Attached {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    data: PathBuf,
+    server: Server,
+    model: Model,
+    id: String,
+    attachment: String,
+    uri: String,
+}
+
+fn migrating_attached(bps: u64) -> Attached {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), bps);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let mut model = Model::new(VOLUME);
+    let id = create_with_pattern(&server, "abort", VOLUME, 32 * MIB, &mut model);
+    migrate_to_t1(&server, &id);
+    let (attachment, uri) = attach(&server, &id);
+    Attached {
+        dir,
+        config,
+        data,
+        server,
+        model,
+        id,
+        attachment,
+        uri,
+    }
 }
 
 fn abort(server: &Server, id: &str) -> Value {
@@ -176,15 +117,16 @@ fn lun(data: &Path, array: &str, id: &str) -> PathBuf {
 /// a second migration that succeeds.
 #[test]
 fn abort_copies_back_every_write_while_clients_keep_writing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 32 * MIB);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, Some(&config));
-    let size = 512 * MIB;
-    let mut model = Model::new(size);
-    let id = create_with_pattern(&server, size, &mut model);
-    migrate_to_t1(&server, &id);
-    let (attachment, uri) = attach(&server, &id);
+    let Attached {
+        dir,
+        data,
+        server,
+        mut model,
+        id,
+        attachment,
+        uri,
+        ..
+    } = migrating_attached(32 * MIB);
     let mut rng = Rng(0xab07);
     io(&uri, &random_write_cmds(&mut model, &mut rng, 300, 8, 0));
     assert_eq!(
@@ -285,20 +227,21 @@ fn abort_copies_back_every_write_while_clients_keep_writing() {
 /// done early), and the end holds every flushed write.
 #[test]
 fn kill_9_during_copy_back_resumes_it_and_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 16 * MIB);
-    let data = dir.path().join("data");
-    let mut server = Server::start(&data, Some(&config));
-    let size = 512 * MIB;
-    let mut model = Model::new(size);
-    let id = create_with_pattern(&server, size, &mut model);
-    migrate_to_t1(&server, &id);
-    let (attachment, uri) = attach(&server, &id);
+    let Attached {
+        dir,
+        config,
+        data,
+        mut server,
+        mut model,
+        id,
+        attachment,
+        uri,
+    } = migrating_attached(16 * MIB);
     let mut rng = Rng(0xdead);
     // About 48 MiB written: three seconds of copy-back at 16 MiB/s.
     let mut cmds = Vec::new();
     for k in 0..48u64 {
-        let off = (rng.next() % (size / MIB)) * MIB;
+        let off = (rng.next() % (VOLUME / MIB)) * MIB;
         let byte = (k % 250) as u8 + 1;
         cmds.push(format!("write -P {byte} {off} {MIB}"));
         model.set(off, MIB, byte);
@@ -351,15 +294,15 @@ fn kill_9_during_copy_back_resumes_it_and_loses_nothing() {
 /// finishes once the LUN is back, with nothing lost.
 #[test]
 fn a_failing_copy_back_retries_visibly_then_finishes() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 32 * MIB);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, Some(&config));
-    let size = 512 * MIB;
-    let mut model = Model::new(size);
-    let id = create_with_pattern(&server, size, &mut model);
-    migrate_to_t1(&server, &id);
-    let (_, uri) = attach(&server, &id);
+    let Attached {
+        dir,
+        data,
+        server,
+        mut model,
+        id,
+        uri,
+        ..
+    } = migrating_attached(32 * MIB);
     let mut rng = Rng(0xfa11);
     io(&uri, &random_write_cmds(&mut model, &mut rng, 100, 4, 0));
     let source = lun(&data, "p1", &id);

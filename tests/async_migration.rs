@@ -7,8 +7,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use support::volume_model::{BLOCK, Model, Rng, config};
+use serde_json::json;
+use support::volume_model::{
+    Model, Rng, attach, config, create_with_pattern, io, migration, random_write_cmds, wait_for,
+};
 use support::{Server, qemu_io, require_tool, run};
 
 const MIB: u64 = 1 << 20;
@@ -22,88 +24,10 @@ fn verify(uri: &str, model: &Model, from: u64, to: u64) {
     }
 }
 
-/// `count` random whole-block writes, then a flush, recorded in the model.
+/// `count` random writes of 1 to 4 blocks, then a flush, recorded in the
+/// model.
 fn random_writes(uri: &str, model: &mut Model, rng: &mut Rng, count: usize) {
-    let blocks = model.blocks.len() as u64;
-    let mut cmds = Vec::new();
-    for _ in 0..count {
-        let n = 1 + rng.next() % 4;
-        let first = rng.next() % (blocks - n);
-        let byte = (rng.next() % 250) as u8 + 1;
-        cmds.push(format!("write -P {byte} {} {}", first * BLOCK, n * BLOCK));
-        model.set(first * BLOCK, n * BLOCK, byte);
-    }
-    cmds.push("flush".into());
-    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
-    qemu_io(uri, &refs);
-}
-
-fn create_with_pattern(server: &Server, size: u64, model: &mut Model) -> String {
-    let (status, v) = server.call(
-        "POST",
-        "/v1/volumes",
-        Some(json!({"name": "async", "size_bytes": size, "array": "p1"})),
-    );
-    assert_eq!(status, 201, "{v}");
-    let id = v["id"].as_str().unwrap().to_owned();
-    let (_, a) = server.call(
-        "POST",
-        &format!("/v1/volumes/{id}/attachments"),
-        Some(json!({"server": "loader"})),
-    );
-    let uri = a["uri"].as_str().unwrap().to_owned();
-    // Four extents of data with holes between them.
-    let mut cmds = Vec::new();
-    for k in 0..4u64 {
-        let off = k * (size / 4);
-        let byte = 0x10 + k as u8;
-        cmds.push(format!("write -P {byte} {off} {}", 64 * MIB));
-        model.set(off, 64 * MIB, byte);
-    }
-    cmds.push("flush".into());
-    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
-    qemu_io(&uri, &refs);
-    server.call(
-        "DELETE",
-        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
-        None,
-    );
-    id
-}
-
-fn migration(server: &Server, id: &str) -> Value {
-    server
-        .call("GET", &format!("/v1/volumes/{id}/migration"), None)
-        .1
-}
-
-fn wait_for(server: &Server, id: &str, status: &str, limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let m = migration(server, id);
-        if m["migration_status"] == status {
-            return m;
-        }
-        assert!(
-            !matches!(m["migration_status"].as_str(), Some("error" | "aborted")),
-            "waiting for {status}: {m}"
-        );
-        assert!(start.elapsed() < limit, "no {status} after {limit:?}: {m}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-fn attach(server: &Server, id: &str) -> (String, String) {
-    let (status, a) = server.call(
-        "POST",
-        &format!("/v1/volumes/{id}/attachments"),
-        Some(json!({"server": "app"})),
-    );
-    assert_eq!(status, 201, "{a}");
-    (
-        a["id"].as_str().unwrap().to_owned(),
-        a["uri"].as_str().unwrap().to_owned(),
-    )
+    io(uri, &random_write_cmds(model, rng, count, 4, 0));
 }
 
 /// The acceptance walk: 4 GiB, attachable within a second, random writes
@@ -117,7 +41,7 @@ fn attachable_at_once_and_correct_during_and_after() {
     let server = Server::start(&data, Some(&config));
     let size = 4096 * MIB;
     let mut model = Model::new(size);
-    let id = create_with_pattern(&server, size, &mut model);
+    let id = create_with_pattern(&server, "async", size, 64 * MIB, &mut model);
 
     let asked = Instant::now();
     let (status, body) = server.call(
@@ -179,7 +103,7 @@ fn fio_verifies_across_the_whole_migration() {
     let server = Server::start(&dir.path().join("data"), Some(&config));
     let size = 1024 * MIB;
     let mut model = Model::new(size);
-    let id = create_with_pattern(&server, size, &mut model);
+    let id = create_with_pattern(&server, "async", size, 64 * MIB, &mut model);
     let (status, _) = server.call(
         "POST",
         &format!("/v1/volumes/{id}/migrate"),
@@ -223,7 +147,7 @@ fn kill_9_loop_loses_no_flushed_write() {
     let mut server = Server::start(&data, Some(&config));
     let size = 2048 * MIB;
     let mut model = Model::new(size);
-    let id = create_with_pattern(&server, size, &mut model);
+    let id = create_with_pattern(&server, "async", size, 64 * MIB, &mut model);
     let (status, _) = server.call(
         "POST",
         &format!("/v1/volumes/{id}/migrate"),

@@ -1,9 +1,15 @@
 //! The async migration tests' shared fixture: the two-array configuration
 //! (`p1` plain, `t1` takeover, zoned, hydration paced), a model of what
-//! every 64 KiB block of a volume must read as, and a small deterministic
-//! random number generator for the writes.
+//! every 64 KiB block of a volume must read as, a small deterministic
+//! random number generator for the writes, and the API steps those tests
+//! share (a volume holding a pattern, attach, wait for a migration status).
 
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use super::{Server, qemu_io};
 
 /// Model granularity: every write is whole 64 KiB blocks of one byte.
 pub const BLOCK: u64 = 64 << 10;
@@ -89,4 +95,118 @@ impl Rng {
         self.0 ^= self.0 << 17;
         self.0
     }
+}
+
+/// qemu-io commands for `count` random writes of 1 to `max_blocks` whole
+/// blocks, recorded in the model, each followed by `pause_ms` of sleep, and
+/// a flush at the end.
+pub fn random_write_cmds(
+    model: &mut Model,
+    rng: &mut Rng,
+    count: usize,
+    max_blocks: u64,
+    pause_ms: u64,
+) -> Vec<String> {
+    let blocks = model.blocks.len() as u64;
+    let mut cmds = Vec::new();
+    for _ in 0..count {
+        let n = 1 + rng.next() % max_blocks;
+        let first = rng.next() % (blocks - n);
+        let byte = (rng.next() % 250) as u8 + 1;
+        cmds.push(format!("write -P {byte} {} {}", first * BLOCK, n * BLOCK));
+        model.set(first * BLOCK, n * BLOCK, byte);
+        if pause_ms > 0 {
+            cmds.push(format!("sleep {pause_ms}"));
+        }
+    }
+    cmds.push("flush".into());
+    cmds
+}
+
+/// Runs qemu-io `cmds` on `uri`.
+pub fn io(uri: &str, cmds: &[String]) {
+    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    qemu_io(uri, &refs);
+}
+
+/// A volume `name` of `size` bytes on `p1` holding four extents of
+/// `extent` bytes (holes between them), recorded in the model.
+pub fn create_with_pattern(
+    server: &Server,
+    name: &str,
+    size: u64,
+    extent: u64,
+    model: &mut Model,
+) -> String {
+    let (status, v) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": name, "size_bytes": size, "array": "p1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let (_, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "loader"})),
+    );
+    let uri = a["uri"].as_str().unwrap().to_owned();
+    let mut cmds = Vec::new();
+    for k in 0..4u64 {
+        let off = k * (size / 4);
+        let byte = 0x10 + k as u8;
+        cmds.push(format!("write -P {byte} {off} {extent}"));
+        model.set(off, extent, byte);
+    }
+    cmds.push("flush".into());
+    io(&uri, &cmds);
+    server.call(
+        "DELETE",
+        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
+        None,
+    );
+    id
+}
+
+/// `GET /v1/volumes/{id}/migration`.
+pub fn migration(server: &Server, id: &str) -> Value {
+    server
+        .call("GET", &format!("/v1/volumes/{id}/migration"), None)
+        .1
+}
+
+/// Polls the migration until its status is `status`; fails on another end
+/// state (`error`, `aborted`, `success`) or after `limit`.
+pub fn wait_for(server: &Server, id: &str, status: &str, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let m = migration(server, id);
+        if m["migration_status"] == status {
+            return m;
+        }
+        assert!(
+            !matches!(
+                m["migration_status"].as_str(),
+                Some("error" | "aborted" | "success")
+            ),
+            "waiting for {status}: {m}"
+        );
+        assert!(start.elapsed() < limit, "no {status} after {limit:?}: {m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Attaches volume `id` for server `app`; returns the attachment's id and
+/// NBD URI.
+pub fn attach(server: &Server, id: &str) -> (String, String) {
+    let (status, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "app"})),
+    );
+    assert_eq!(status, 201, "{a}");
+    (
+        a["id"].as_str().unwrap().to_owned(),
+        a["uri"].as_str().unwrap().to_owned(),
+    )
 }
