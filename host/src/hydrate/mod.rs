@@ -232,7 +232,7 @@ impl Hydration {
         // written, so every region this state marks has its data on disk
         // once the sync returns. (Taken after, a mark racing the sync could
         // be persisted ahead of its data.)
-        let state = dirty.then(|| self.persisted_state());
+        let state = dirty.then(|| self.regions.bitmaps());
         if let Err(e) = self.local.flush() {
             if dirty {
                 self.dirty.store(true, Ordering::Release);
@@ -269,13 +269,6 @@ impl Hydration {
         self.sink.commit(&state).inspect_err(|_| {
             self.progress_dirty.store(true, Ordering::Release);
         })
-    }
-
-    /// The hydrated bitmap followed by the written one.
-    fn persisted_state(&self) -> Vec<u8> {
-        let mut state = self.regions.bitmap();
-        state.extend_from_slice(&self.regions.written_bitmap());
-        state
     }
 
     /// Records that regions `span` were written; called after the data is.

@@ -161,12 +161,21 @@ impl Regions {
         }
     }
 
-    /// The bitmap to persist: bit set = hydrated.
-    pub(super) fn bitmap(&self) -> Vec<u8> {
-        let mut bits = vec![0u8; self.states.len().div_ceil(8)];
+    /// The bitmaps to persist, from one pass over the map: the hydrated one
+    /// (bit set = hydrated), then the written one of the same length. A
+    /// FLUSH commits them, so this runs on the volume's I/O path.
+    pub(super) fn bitmaps(&self) -> Vec<u8> {
+        let half = self.states.len().div_ceil(8);
+        let mut bits = vec![0u8; 2 * half];
+        let (hydrated, written) = bits.split_at_mut(half);
         for (i, s) in self.states.iter().enumerate() {
-            if s.load(Ordering::Acquire) & STATE == HYDRATED {
-                bits[i / 8] |= 1 << (i % 8);
+            let b = s.load(Ordering::SeqCst);
+            let bit = 1 << (i % 8);
+            if b & STATE == HYDRATED {
+                hydrated[i / 8] |= bit;
+            }
+            if b & WRITTEN != 0 {
+                written[i / 8] |= bit;
             }
         }
         bits
