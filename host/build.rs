@@ -115,9 +115,34 @@ fn guest_target_dir(workspace: &Path) -> PathBuf {
     base.join("guests")
 }
 
-/// Fails early, with the fix, when the standard library for the guest target
-/// is missing: cargo's own message about it is far from obvious.
+/// Makes sure the standard library for the guest target is there. Where it
+/// is missing and the compiler came from rustup, the script adds it (a
+/// `rust-toolchain.toml` does not reliably do so, for example with
+/// `RUSTUP_AUTO_INSTALL=0`); without rustup it fails early with the fix, as
+/// cargo's own message about a missing target is far from obvious.
 fn check_target_installed() {
+    if target_std_dir().is_dir() {
+        return;
+    }
+    match rustup_add_target() {
+        Ok(()) if target_std_dir().is_dir() => {
+            println!("cargo:warning=installed the Rust target {TARGET} with rustup");
+        }
+        Ok(()) => fail(&format!(
+            "`rustup target add {TARGET}` succeeded but the target's standard library \
+             is still missing ({})",
+            target_std_dir().display()
+        )),
+        Err(why) => fail(&format!(
+            "the Rust target {TARGET} is not installed (no {}) and could not be added \
+             ({why}); install it with `rustup target add {TARGET}`",
+            target_std_dir().display()
+        )),
+    }
+}
+
+/// `<sysroot>/lib/rustlib/wasm32-wasip2` of the compiler cargo uses.
+fn target_std_dir() -> PathBuf {
     let rustc = env::var_os("RUSTC").unwrap_or_else(|| OsString::from("rustc"));
     let output = Command::new(&rustc)
         .args(["--print", "sysroot"])
@@ -127,13 +152,30 @@ fn check_target_installed() {
     if !output.status.success() || sysroot.is_empty() {
         fail("`rustc --print sysroot` failed");
     }
-    let std_dir = Path::new(&sysroot).join("lib/rustlib").join(TARGET);
-    if !std_dir.is_dir() {
-        fail(&format!(
-            "the Rust target {TARGET} is not installed (no {}); \
-             install it with `rustup target add {TARGET}`",
-            std_dir.display()
-        ));
+    Path::new(&sysroot).join("lib/rustlib").join(TARGET)
+}
+
+/// Runs `rustup target add` for the toolchain this build runs under (rustup
+/// names it in `RUSTUP_TOOLCHAIN`). An error says why it could not.
+fn rustup_add_target() -> Result<(), String> {
+    let rustup = env::var_os("RUSTUP_HOME")
+        .map(|_| OsString::from("rustup"))
+        .or_else(|| env::var_os("RUSTUP_TOOLCHAIN").map(|_| OsString::from("rustup")))
+        .ok_or_else(|| "this toolchain was not installed by rustup".to_owned())?;
+    let mut command = Command::new(rustup);
+    command.args(["target", "add", TARGET]);
+    if let Some(toolchain) = env::var_os("RUSTUP_TOOLCHAIN") {
+        command.arg("--toolchain").arg(toolchain);
+    }
+    // rustup's progress goes to stderr, which cargo shows on failure only.
+    command.stdout(Stdio::from(std::io::stderr()));
+    let status = command
+        .status()
+        .map_err(|e| format!("cannot run rustup: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("rustup exited with {status}"))
     }
 }
 
