@@ -2,7 +2,8 @@
 //! the status query and abort (seed 003).
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
@@ -37,12 +38,24 @@ async fn status(
     Ok(Json(service.migration(id)?))
 }
 
+/// Query of an abort.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AbortQuery {
+    /// Abort a migration started with `lock_volume` all the same.
+    #[serde(default)]
+    force: bool,
+}
+
 async fn abort(
     State(service): State<Service>,
     Ids([id]): Ids<1>,
+    query: Result<Query<AbortQuery>, QueryRejection>,
 ) -> Result<(StatusCode, Json<MigrationView>), ApiError> {
+    let Query(q) = query
+        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", e.body_text()))?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(service.abort_migration(id).await?),
+        Json(service.abort_migration(id, q.force).await?),
     ))
 }

@@ -25,6 +25,22 @@ const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
 /// Holes in the source become holes in the target; returns the number of
 /// allocated source bytes that were read.
 pub fn copy_range(src: &Lun, src_off: u64, dst: &Lun, dst_off: u64, len: u64) -> io::Result<u64> {
+    copy_range_cancellable(src, src_off, dst, dst_off, len, None).map_err(|e| match e {
+        CopyError::Io(e) => e,
+        other => io::Error::other(other),
+    })
+}
+
+/// [`copy_range`] that stops at the next chunk once `cancel` is raised
+/// (with [`CopyError::Cancelled`]); what it copied so far stays.
+pub fn copy_range_cancellable(
+    src: &Lun,
+    src_off: u64,
+    dst: &Lun,
+    dst_off: u64,
+    len: u64,
+    cancel: Option<&AtomicBool>,
+) -> Result<u64, CopyError> {
     src.check_range(src_off, len)?;
     dst.check_range(dst_off, len)?;
     // The target range must read as zeroes where the source has holes.
@@ -35,6 +51,9 @@ pub fn copy_range(src: &Lun, src_off: u64, dst: &Lun, dst_off: u64, len: u64) ->
         let mut pos = ext.offset;
         let end = ext.offset + ext.length;
         while pos < end {
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(CopyError::Cancelled);
+            }
             let n = chunk_len(end - pos);
             copy_chunk(src, pos, dst, pos - src_off + dst_off, &mut buf[..n])?;
             moved += n as u64;

@@ -12,7 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-pub use copy::{CopyCheckpoint, CopyError, CopyOptions, copy_lun, copy_range};
+pub use copy::{
+    CopyCheckpoint, CopyError, CopyOptions, copy_lun, copy_range, copy_range_cancellable,
+};
 pub use lun::{Extent, Lun};
 
 use crate::config::{ArrayConfig, Config};

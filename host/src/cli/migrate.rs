@@ -17,7 +17,11 @@ fn text(v: &Value) -> String {
 
 /// One redrawn progress line: bar, percent, status and path.
 pub(super) fn progress_line(m: &MigrationView) -> String {
-    let percent = m.progress.percent.clamp(0.0, 100.0);
+    let (done, total, percent) = m
+        .progress
+        .as_ref()
+        .map_or((0, 0, 0.0), |p| (p.done_bytes, p.total_bytes, p.percent));
+    let percent = percent.clamp(0.0, 100.0);
     let filled = (percent / 5.0).round() as usize;
     let name = |v: Value| text(&v);
     format!(
@@ -26,8 +30,8 @@ pub(super) fn progress_line(m: &MigrationView) -> String {
         ".".repeat(20 - filled.min(20)),
         name(serde_json::to_value(m.migration_status).unwrap_or_default()),
         name(serde_json::to_value(m.path).unwrap_or_default()),
-        format_size(m.progress.done_bytes),
-        format_size(m.progress.total_bytes),
+        format_size(done),
+        format_size(total),
     )
 }
 
@@ -56,8 +60,29 @@ fn details(m: &MigrationView) -> String {
                 .as_ref()
                 .map_or("-".into(), |p| format!("{}/{}", p.array, p.pool)),
         ),
-        ("progress", format!("{:.1}%", m.progress.percent)),
+        (
+            "progress",
+            m.progress
+                .as_ref()
+                .map_or("-".into(), |p| format!("{:.1}%", p.percent)),
+        ),
         ("error", m.error.clone().unwrap_or_else(|| "-".into())),
+        (
+            "attempts",
+            if m.attempts == 0 {
+                "-".into()
+            } else {
+                m.attempts.to_string()
+            },
+        ),
+        (
+            "warnings",
+            if m.warnings.is_empty() {
+                "-".into()
+            } else {
+                m.warnings.join("; ")
+            },
+        ),
         (
             "started",
             m.started_at.clone().unwrap_or_else(|| "-".into()),
@@ -199,12 +224,16 @@ mod tests {
             phase: None,
             source: None,
             destination: None,
-            progress: Progress {
+            progress: Some(Progress {
                 done_bytes: 1 << 30,
                 total_bytes: 4 << 30,
                 percent: 25.0,
-            },
+            }),
             error: None,
+            warnings: vec![],
+            attempts: 0,
+            abort_requested: false,
+            lock_volume: false,
             started_at: None,
             finished_at: None,
         };

@@ -18,9 +18,12 @@ use crate::array::Array;
 const MAX_RESOURCES: usize = 4096;
 /// Longest driver-supplied text (errors, log lines) passed on, in bytes.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 4096;
-/// Time spent in native copies that does not count against the deadline:
-/// a copy moves bytes at disk speed and is not the driver's doing, but a
-/// driver cannot stretch a call forever by copying in a loop.
+/// Time spent in the host's native I/O (copies, flushes, deletes, zeroing,
+/// hydration) that does not count against the deadline: the host, not the
+/// driver, spent it, at disk speed, and a deadline that a busy disk can
+/// blow would stop a driver between two steps it meant to do together
+/// (copy, then delete the source). A driver cannot stretch a call forever
+/// this way: the allowance is per call.
 const MAX_COPY_ALLOWANCE: Duration = Duration::from_secs(30 * 60);
 
 /// What a call may touch besides its own memory.
@@ -28,6 +31,8 @@ pub(crate) struct Scope {
     pub(crate) array: Arc<Array>,
     pub(crate) zoned_with: Vec<String>,
     pub(crate) progress: Option<super::ProgressFn>,
+    /// Raised when the operation the call serves is aborted.
+    pub(crate) cancel: Option<Arc<std::sync::atomic::AtomicBool>>,
     /// The host's hydrations, when it runs any.
     pub(crate) hydrations: Option<Arc<crate::hydrate::Hydrations>>,
 }
@@ -74,13 +79,21 @@ impl CallState {
         }
     }
 
+    /// Whether the operation this call serves was aborted.
+    pub(crate) fn cancelled(&self) -> bool {
+        self.scope
+            .as_ref()
+            .and_then(|s| s.cancel.as_ref())
+            .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
+    }
+
     /// Name of the array the call works for ("" while loading).
     pub(crate) fn array_name(&self) -> &str {
         self.scope.as_ref().map_or("", |s| s.array.name())
     }
 
-    /// Moves the deadline back by time spent in a native copy, within the
-    /// call's allowance.
+    /// Moves the deadline back by time spent in the host's native I/O,
+    /// within the call's allowance.
     pub(crate) fn credit(&mut self, spent: Duration) {
         let credit = spent.min(self.copy_allowance);
         self.copy_allowance -= credit;

@@ -11,7 +11,7 @@ use super::bindings::ferry::driver::types::{DriverError, Extent, LogLevel, LunAd
 use super::bindings::ferry::driver::{block, context, fabric, state, types};
 use super::call::{CallState, DriverFault, HostFault, MAX_MESSAGE_BYTES, truncate};
 use super::state::StateError;
-use crate::array::{Array, ArrayError, Lun, copy_range};
+use crate::array::{Array, ArrayError, CopyError, Lun, copy_range_cancellable};
 use crate::block::BlockDevice;
 use crate::model;
 
@@ -120,6 +120,28 @@ impl CallState {
         }
     }
 
+    /// Runs host I/O whose time is credited back to the call's deadline.
+    fn timed<T>(&mut self, f: impl FnOnce(&mut Self) -> T) -> T {
+        let started = Instant::now();
+        let out = f(self);
+        self.credit(started.elapsed());
+        out
+    }
+
+    /// The error that data-creating host functions answer once the
+    /// operation this call serves was aborted.
+    fn refuse_if_cancelled(&self) -> Result<(), DriverError> {
+        if self.cancelled() {
+            Err(DriverError::BackendError(
+                "the operation this call serves was aborted by an operator; \
+                 clean up and return"
+                    .into(),
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
     fn lun(&self, r: &Resource<LunHandle>) -> wasmtime::Result<Arc<Lun>> {
         Ok(self.table.get(r)?.lun.clone())
     }
@@ -145,7 +167,10 @@ impl CallState {
         a: &LunAddress,
         size: u64,
     ) -> DResult<Resource<LunHandle>> {
-        match array.create_lun(&addr(a), size) {
+        if let Err(e) = self.refuse_if_cancelled() {
+            return Ok(Err(e));
+        }
+        match self.timed(|_| array.create_lun(&addr(a), size)) {
             Ok(lun) => self.hand_out(lun),
             Err(e) => Ok(Err(array_error(e))),
         }
@@ -179,9 +204,10 @@ impl block::Host for CallState {
     }
 
     fn delete_lun(&mut self, address: LunAddress) -> DResult<()> {
-        Ok(self
-            .own_array()
-            .and_then(|a| a.delete_lun(&addr(&address)).map_err(array_error)))
+        Ok(self.timed(|s| {
+            s.own_array()
+                .and_then(|a| a.delete_lun(&addr(&address)).map_err(array_error))
+        }))
     }
 
     fn list_luns(&mut self, pool: String) -> DResult<Vec<String>> {
@@ -211,10 +237,11 @@ impl block::HostLun for CallState {
             return Ok(Err(too_big("read", len)));
         }
         let mut buf = vec![0u8; len];
-        Ok(lun
-            .read_at(&mut buf, offset)
-            .map(|()| buf)
-            .map_err(|e| io_error(&lun, "read", e)))
+        Ok(self.timed(|_| {
+            lun.read_at(&mut buf, offset)
+                .map(|()| buf)
+                .map_err(|e| io_error(&lun, "read", e))
+        }))
     }
 
     fn write(&mut self, r: Resource<LunHandle>, offset: u64, data: Vec<u8>) -> DResult<()> {
@@ -222,28 +249,37 @@ impl block::HostLun for CallState {
         if data.len() > MAX_IO_BYTES {
             return Ok(Err(too_big("write", data.len())));
         }
-        Ok(lun
-            .write_at(&data, offset)
-            .map_err(|e| io_error(&lun, "write", e)))
+        if let Err(e) = self.refuse_if_cancelled() {
+            return Ok(Err(e));
+        }
+        Ok(self.timed(|_| {
+            lun.write_at(&data, offset)
+                .map_err(|e| io_error(&lun, "write", e))
+        }))
     }
 
     fn write_zeroes(&mut self, r: Resource<LunHandle>, offset: u64, length: u64) -> DResult<()> {
         let lun = self.lun(&r)?;
-        Ok(lun
-            .write_zeroes(offset, length)
-            .map_err(|e| io_error(&lun, "write-zeroes", e)))
+        if let Err(e) = self.refuse_if_cancelled() {
+            return Ok(Err(e));
+        }
+        Ok(self.timed(|_| {
+            lun.write_zeroes(offset, length)
+                .map_err(|e| io_error(&lun, "write-zeroes", e))
+        }))
     }
 
     fn discard(&mut self, r: Resource<LunHandle>, offset: u64, length: u64) -> DResult<()> {
         let lun = self.lun(&r)?;
-        Ok(lun
-            .discard(offset, length)
-            .map_err(|e| io_error(&lun, "discard", e)))
+        Ok(self.timed(|_| {
+            lun.discard(offset, length)
+                .map_err(|e| io_error(&lun, "discard", e))
+        }))
     }
 
     fn flush(&mut self, r: Resource<LunHandle>) -> DResult<()> {
         let lun = self.lun(&r)?;
-        Ok(BlockDevice::flush(&*lun).map_err(|e| io_error(&lun, "flush", e)))
+        Ok(self.timed(|_| BlockDevice::flush(&*lun).map_err(|e| io_error(&lun, "flush", e))))
     }
 
     fn allocated_extents(
@@ -253,7 +289,7 @@ impl block::HostLun for CallState {
         length: u64,
     ) -> DResult<Vec<Extent>> {
         let lun = self.lun(&r)?;
-        let found = match lun.allocated_extents(offset, length) {
+        let found = match self.timed(|_| lun.allocated_extents(offset, length)) {
             Ok(x) => x,
             Err(e) => return Ok(Err(io_error(&lun, "allocated-extents", e))),
         };
@@ -291,11 +327,22 @@ impl block::HostLun for CallState {
                 "copy-range-from: source and target ranges overlap on the same LUN".into(),
             )));
         }
-        let started = Instant::now();
-        let result = copy_range(&src, source_offset, &dst, offset, length)
-            .map_err(|e| io_error(&dst, "copy-range-from", e));
-        self.credit(started.elapsed());
-        Ok(result)
+        if let Err(e) = self.refuse_if_cancelled() {
+            return Ok(Err(e));
+        }
+        let cancel = self.scope.as_ref().and_then(|s| s.cancel.clone());
+        Ok(self.timed(|_| {
+            copy_range_cancellable(&src, source_offset, &dst, offset, length, cancel.as_deref())
+                .map_err(|e| match e {
+                    CopyError::Cancelled => DriverError::BackendError(
+                        "copy-range-from stopped: the operation this call serves was aborted \
+                         by an operator; clean up and return"
+                            .into(),
+                    ),
+                    CopyError::Io(e) => io_error(&dst, "copy-range-from", e),
+                    other => DriverError::BackendError(format!("copy-range-from: {other}")),
+                })
+        }))
     }
 
     fn drop(&mut self, r: Resource<LunHandle>) -> wasmtime::Result<()> {
@@ -354,7 +401,7 @@ impl fabric::HostPeerArray for CallState {
 
     fn delete_lun(&mut self, r: Resource<PeerArrayHandle>, address: LunAddress) -> DResult<()> {
         let array = self.table.get(&r)?.array.clone();
-        Ok(array.delete_lun(&addr(&address)).map_err(array_error))
+        Ok(self.timed(|_| array.delete_lun(&addr(&address)).map_err(array_error)))
     }
 
     fn drop(&mut self, r: Resource<PeerArrayHandle>) -> wasmtime::Result<()> {

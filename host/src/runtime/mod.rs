@@ -25,6 +25,7 @@ mod tests_hydration;
 mod tests_registry;
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -115,6 +116,11 @@ pub struct CallScope {
     pub zoned_with: Vec<String>,
     /// Receives the driver's `report-progress` calls.
     pub progress: Option<ProgressFn>,
+    /// Raised when the operation the call serves is aborted: from then on
+    /// the host functions that create or write data fail with
+    /// `backend-error`, so a driver in the middle of a long native copy
+    /// stops, cleans up and returns instead of finishing the move.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl CallScope {
@@ -125,6 +131,7 @@ impl CallScope {
             array,
             zoned_with,
             progress: None,
+            cancel: None,
         }
     }
 }
@@ -136,6 +143,7 @@ impl std::fmt::Debug for CallScope {
             .field("array", &self.array.name())
             .field("zoned_with", &self.zoned_with)
             .field("progress", &self.progress.is_some())
+            .field("cancel", &self.cancel.is_some())
             .finish()
     }
 }
@@ -306,6 +314,17 @@ impl DriverRuntime {
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
             .map(|l| l.digest.clone())
+    }
+
+    /// What the active version of `name` declared when it was loaded (its
+    /// first `capabilities` call); the host holds the driver to it.
+    pub fn active_capabilities(&self, name: &str) -> Option<Capabilities> {
+        self.inner
+            .active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|l| l.capabilities)
     }
 
     /// What the driver supports.
@@ -492,6 +511,7 @@ impl DriverRuntime {
             array: scope.array.clone(),
             zoned_with: scope.zoned_with.clone(),
             progress: scope.progress.clone(),
+            cancel: scope.cancel.clone(),
             hydrations: self.inner.cfg.hydrations.clone(),
         };
         self.inner.execute(&loaded.pre, &scope.driver, Some(s), f)

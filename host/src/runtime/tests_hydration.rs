@@ -276,6 +276,7 @@ fn call_state(array: &Arc<Array>, hydrations: Option<Arc<Hydrations>>) -> CallSt
         array: array.clone(),
         zoned_with: vec![],
         progress: None,
+        cancel: None,
         hydrations,
     };
     let overlay = StateOverlay::new("takeover".into(), Arc::new(MemoryStateStore::default()));

@@ -81,6 +81,28 @@ pub enum ServiceError {
         /// Why.
         reason: String,
     },
+    /// An abort came after the point of no return: the volume lives on the
+    /// destination and the migration is completing.
+    #[error("the migration of volume {id} can no longer be aborted: {reason}")]
+    AbortTooLate {
+        /// Volume id.
+        id: Uuid,
+        /// Why.
+        reason: String,
+    },
+    /// A migration started with `lock_volume` refuses the request.
+    #[error(
+        "volume {id} is locked by migration {migration} (started with lock_volume); \
+         {what} is refused until it ends"
+    )]
+    VolumeLocked {
+        /// Volume id.
+        id: Uuid,
+        /// The locking migration.
+        migration: Uuid,
+        /// What was refused (`attach`, `detach`, `abort`).
+        what: &'static str,
+    },
     /// The array's driver is not loaded.
     #[error("driver {0:?} is not loaded")]
     DriverNotLoaded(String),
@@ -142,6 +164,8 @@ impl ServiceError {
             Self::NotMigratable { .. } => "not_migratable",
             Self::NoMigrationRunning(_) => "no_migration_running",
             Self::AbortNotPossible { .. } => "abort_not_possible",
+            Self::AbortTooLate { .. } => "abort_too_late",
+            Self::VolumeLocked { .. } => "volume_locked",
             Self::DriverNotLoaded(_) => "driver_not_loaded",
             Self::DriverNotFound(_) => "driver_not_found",
             Self::DriverVersionNotFound { .. } => "driver_version_not_found",
@@ -168,7 +192,9 @@ impl ServiceError {
             Self::MigrationInProgress(_)
             | Self::NotMigratable { .. }
             | Self::NoMigrationRunning(_)
-            | Self::AbortNotPossible { .. } => ErrorKind::Conflict,
+            | Self::AbortNotPossible { .. }
+            | Self::AbortTooLate { .. }
+            | Self::VolumeLocked { .. } => ErrorKind::Conflict,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
@@ -204,4 +230,11 @@ pub enum ErrorKind {
     BadGateway,
     /// The host failed.
     Internal,
+}
+
+impl From<crate::model::TransitionError> for ServiceError {
+    /// A move the migration table refuses is a host bug, never a client's.
+    fn from(e: crate::model::TransitionError) -> Self {
+        ServiceError::Internal(e.to_string())
+    }
 }

@@ -7,7 +7,6 @@ mod error;
 mod events;
 mod metrics;
 mod migration;
-mod migration_run;
 mod views;
 mod volumes;
 
@@ -238,6 +237,7 @@ impl Service {
             array: array.clone(),
             zoned_with: self.inner.arrays.zoned_with(array.name()),
             progress: None,
+            cancel: None,
         })
     }
 

@@ -171,6 +171,8 @@ mod tests {
             abort_requested: false,
             remote: None,
             error: None,
+            warnings: vec![],
+            attempts: 0,
             started_at: "2024-01-02T00:00:00.000Z".into(),
             finished_at: None,
         });

@@ -1,6 +1,19 @@
-//! Migration admission, status query and abort (seed 003), and the recovery
-//! of migrations a crash interrupted. The steps themselves are in
-//! `migration_run`.
+//! Migrations (seed 000's paths, seed 003's status, abort and recovery):
+//! admission, the status query and abort live here; the runner walks the
+//! phases of `model::migration`'s table, one concern a file: `run` (the loop,
+//! persisting and events), `paths` (the drivers' own moves), `host_copy`
+//! (the host's copy, forward and back), `hydrating` (the async target path
+//! after the switch), `copy_back` (an abort's return from it) and `settle`
+//! (cleanup, rollback, and finding where the data is before anything is
+//! deleted).
+
+mod copy_back;
+mod failure;
+mod host_copy;
+mod hydrating;
+mod paths;
+mod run;
+mod settle;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -29,9 +42,9 @@ pub struct MigrateVolume {
     /// Skip the driver paths and copy in the host.
     #[serde(default)]
     pub force_host_copy: bool,
-    /// Refuse other operations on the volume while it migrates. A migrating
-    /// volume is always locked against delete and attach (but for the async
-    /// path), so this is accepted for compatibility and recorded.
+    /// Cinder's `lock_volume` (default false): while the migration runs,
+    /// attach, detach and abort requests are refused with `volume_locked`
+    /// (an abort passes with `?force=true`).
     #[serde(default)]
     pub lock_volume: Option<bool>,
 }
@@ -45,18 +58,21 @@ pub struct MigrationAccepted {
     pub message: String,
 }
 
-/// Progress of a migration.
+/// Progress of the current copy: the migration's, or while `aborting`, the
+/// copy back to the source. The total is fixed when the copy starts and
+/// `done_bytes` never decreases within it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Progress {
-    /// Bytes moved.
+    /// Bytes settled (copied, or known to be holes).
     pub done_bytes: u64,
-    /// Bytes to move.
+    /// Bytes in all.
     pub total_bytes: u64,
     /// `done / total` in percent (100 when there is nothing to move).
     pub percent: f64,
 }
 
-/// The last migration of a volume, as the status query shows it.
+/// The last migration of a volume, as the status query shows it. A volume
+/// never migrated answers with every field null (and `warnings` empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MigrationView {
     /// Volume id.
@@ -73,10 +89,22 @@ pub struct MigrationView {
     pub source: Option<Placement>,
     /// Where it goes.
     pub destination: Option<Placement>,
-    /// Progress.
-    pub progress: Progress,
-    /// Why it failed.
+    /// Progress; null if never migrated.
+    pub progress: Option<Progress>,
+    /// Why it failed (status `error`), or why the step now retried failed.
     pub error: Option<String>,
+    /// What went wrong without failing the migration.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Failed attempts of the step now retried (after the switch).
+    #[serde(default)]
+    pub attempts: u32,
+    /// Whether an operator asked to abort it.
+    #[serde(default)]
+    pub abort_requested: bool,
+    /// Whether attach, detach and abort are refused while it runs.
+    #[serde(default)]
+    pub lock_volume: bool,
     /// When it started.
     pub started_at: Option<String>,
     /// When it ended.
@@ -106,23 +134,23 @@ fn view(volume: &Volume) -> MigrationView {
         phase: m.map(|m| m.phase),
         source: m.map(|m| m.source.clone()),
         destination: m.map(|m| m.destination.clone()),
-        progress: m.map_or_else(|| progress(0, 0), |m| progress(m.done_bytes, m.total_bytes)),
+        progress: m.map(|m| progress(m.done_bytes, m.total_bytes)),
         error: m.and_then(|m| m.error.clone()),
+        warnings: m.map(|m| m.warnings.clone()).unwrap_or_default(),
+        attempts: m.map_or(0, |m| m.attempts),
+        abort_requested: m.is_some_and(|m| m.abort_requested),
+        lock_volume: m.is_some_and(|m| m.lock_volume),
         started_at: m.map(|m| m.started_at.clone()),
         finished_at: m.and_then(|m| m.finished_at.clone()),
     }
 }
 
-/// Whether an abort can still undo the migration at this step.
-fn abortable(phase: MigrationPhase) -> bool {
-    matches!(
-        phase,
-        MigrationPhase::Admitted
-            | MigrationPhase::SourceDriver
-            | MigrationPhase::TargetDriver
-            | MigrationPhase::HostCopyPrepare
-            | MigrationPhase::HostCopy
-    )
+/// The migration that locks a volume against attach, detach and abort, if
+/// one runs with `lock_volume`.
+pub(super) fn locked_by(v: &Volume) -> Option<&Migration> {
+    v.migration
+        .as_ref()
+        .filter(|m| m.is_running() && m.lock_volume)
 }
 
 impl Service {
@@ -172,7 +200,7 @@ impl Service {
             provider_location: None,
         };
         let force = req.force_host_copy;
-        let lock = req.lock_volume.unwrap_or(true);
+        let lock = req.lock_volume.unwrap_or(false);
         let mut original = VolumeStatus::Available;
         let (checked_array, checked_pool) = (volume.array.clone(), volume.pool.clone());
         let admitted = self.inner.store.update_volume(id, |v| {
@@ -223,6 +251,8 @@ impl Service {
                 abort_requested: false,
                 remote: None,
                 error: None,
+                warnings: Vec::new(),
+                attempts: 0,
                 started_at: now_rfc3339(),
                 finished_at: None,
             });
@@ -262,22 +292,37 @@ impl Service {
     pub fn migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
         let volume = self.volume(id)?;
         let mut v = view(&volume);
-        if let Some((done, total)) = self.live_progress(id)
-            && v.phase.is_some_and(|p| p != MigrationPhase::Finished)
+        if let (Some(live), Some(m)) = (self.live_progress(id), volume.migration.as_ref())
+            && m.is_running()
+            && live.1 == m.total_bytes
         {
-            v.progress = progress(done, total);
+            // Live reports land between two persisted ones; a report of an
+            // earlier copy (another total) is stale.
+            v.progress = Some(progress(live.0.max(m.done_bytes), m.total_bytes));
         }
         Ok(v)
     }
 
-    /// Asks a running migration to stop and roll back. In the async phase
-    /// (`migrating_attachable`) that means copying the regions written on
-    /// the destination back to the source first, then switching back.
-    pub async fn abort_migration(&self, id: Uuid) -> Result<MigrationView, ServiceError> {
+    /// Asks a running migration to stop and put the volume back where it
+    /// was. An accepted abort always takes effect: before the switch the
+    /// migration rolls back (a driver call in flight is stopped through its
+    /// host functions; a move the source driver finished anyway is copied
+    /// back); while `migrating_attachable` the destination's writes are
+    /// copied back first. When it cannot be honoured the request is refused
+    /// with a specific code, and nothing changes. A repeated abort answers
+    /// like the first.
+    pub async fn abort_migration(&self, id: Uuid, force: bool) -> Result<MigrationView, ServiceError> {
         // The hydration is held before the abort is recorded, so that a
         // completion poll in flight cannot finish it under the copy-back;
         // if it finished already, the migration is completing: refused.
         let current = self.volume(id)?;
+        if !force && let Some(m) = locked_by(&current) {
+            return Err(ServiceError::VolumeLocked {
+                id,
+                migration: m.id,
+                what: "abort",
+            });
+        }
         let mut held = None;
         if let Some(m) = current
             .migration
@@ -286,91 +331,82 @@ impl Service {
         {
             match self.hold_hydration(m) {
                 Ok((hid, _)) => held = Some(hid),
-                Err(reason) => return Err(ServiceError::AbortNotPossible { id, reason }),
+                Err(reason) => return Err(ServiceError::AbortTooLate { id, reason }),
             }
         }
         let is_held = held.is_some();
-        let mut copy_back = false;
-        let updated = self.inner.store.update_volume(id, |v| {
+        let recorded = self.record(id, Some("abort requested by an operator".into()), |v, m| {
             let vid = v.id;
-            let Some(m) = v
-                .migration
-                .as_mut()
-                .filter(|m| m.phase != MigrationPhase::Finished)
-            else {
+            if !m.is_running() {
                 return Err(ServiceError::NoMigrationRunning(vid));
-            };
-            if m.phase == MigrationPhase::CopyingBack {
-                return Err(ServiceError::AbortNotPossible {
-                    id: vid,
-                    reason: "the migration is already aborting: the writes made on the \
-                             destination are being copied back to the source"
-                        .into(),
-                });
             }
-            if m.abort_requested || m.phase == MigrationPhase::RollingBack {
-                return Err(ServiceError::AbortNotPossible {
-                    id: vid,
-                    reason: "the migration is already rolling back".into(),
-                });
-            }
-            if m.phase == MigrationPhase::Hydrating {
-                if !is_held {
-                    // It switched to the destination since we looked.
-                    return Err(ServiceError::AbortNotPossible {
-                        id: vid,
-                        reason: "the volume has just switched to the destination; \
-                                 ask again to copy its writes back"
-                            .into(),
-                    });
-                }
-                // Persisted before the first byte goes back: a restart
-                // resumes the copy-back, never the completion.
-                m.phase = MigrationPhase::CopyingBack;
-                m.abort_requested = true;
-                m.error = None;
-                copy_back = true;
+            if m.abort_requested {
+                // Already under way: the same answer again.
                 return Ok(());
             }
-            if !abortable(m.phase) {
-                return Err(ServiceError::AbortNotPossible {
+            match m.phase {
+                MigrationPhase::RollingBack => Err(ServiceError::AbortNotPossible {
                     id: vid,
-                    reason:
-                        "the volume already lives on the destination; the migration is finishing"
-                            .into(),
-                });
+                    reason: format!(
+                        "the migration failed and is rolling back already; it ends `error` \
+                         with the volume on {}",
+                        m.source.array
+                    ),
+                }),
+                MigrationPhase::CleanupSource => Err(ServiceError::AbortTooLate {
+                    id: vid,
+                    reason: format!(
+                        "all data is on {} and the source is being removed; the migration \
+                         is completing",
+                        m.destination.array
+                    ),
+                }),
+                MigrationPhase::Hydrating if !is_held => Err(ServiceError::AbortNotPossible {
+                    id: vid,
+                    reason: "the volume has just switched to the destination; ask again to \
+                             copy its writes back"
+                        .into(),
+                }),
+                MigrationPhase::Hydrating => {
+                    // Persisted before the first byte goes back: a restart
+                    // resumes the copy-back, never the completion.
+                    m.request_abort();
+                    m.error = None;
+                    m.enter(MigrationPhase::CopyingBack)?;
+                    Ok(())
+                }
+                phase if phase.abortable() => {
+                    m.request_abort();
+                    Ok(())
+                }
+                phase => Err(ServiceError::AbortNotPossible {
+                    id: vid,
+                    reason: format!("the migration is in phase {phase:?}"),
+                }),
             }
-            m.abort_requested = true;
-            Ok(())
         });
-        let volume = match updated {
+        let volume = match recorded {
             Ok(v) => v,
             Err(e) => {
                 if let Some(hid) = &held {
                     self.release_unless_copying_back(id, hid);
                 }
-                return Err(match e {
-                    UpdateError::NotFound => ServiceError::VolumeNotFound(id),
-                    UpdateError::Refused(e) => e,
-                    UpdateError::Store(e) => e.into(),
-                });
+                return Err(e);
             }
         };
-        if copy_back {
-            if let Some(m) = volume.migration.as_ref() {
-                let reason = format!(
-                    "abort requested: copying the writes made on {} back to {}, then switching back",
-                    m.destination.array, m.source.array
-                );
-                self.emit_migration(&volume, Some(m.status), m.status, Some(reason));
-            }
-        } else if let Some(hid) = &held {
+        let copying_back = volume
+            .migration
+            .as_ref()
+            .is_some_and(|m| m.phase == MigrationPhase::CopyingBack);
+        if !copying_back && let Some(hid) = &held {
             self.release_unless_copying_back(id, hid);
         }
+        // Stops a host copy at its next chunk and a driver call's native
+        // copies and writes at their next step.
         if let Some(flag) = self.cancel_flag(id) {
             flag.store(true, Ordering::SeqCst);
         }
-        tracing::info!(volume = %id, copy_back, "migration abort requested");
+        tracing::info!(volume = %id, copying_back, "migration abort requested");
         Ok(view(&volume))
     }
 
@@ -451,7 +487,10 @@ impl Service {
             .unwrap_or_else(|p| p.into_inner())
             .get_mut(&id)
         {
-            r.progress = Some((done, total));
+            r.progress = Some(match r.progress {
+                Some((before, t)) if t == total => (before.max(done), total),
+                _ => (done, total),
+            });
         }
     }
 

@@ -1,0 +1,121 @@
+//! Domain records: what Ferry knows about volumes, attachments and drivers.
+//!
+//! These are the persisted shapes (the store serializes them) and the shapes
+//! the service hands to the API. Wire views that differ live in `api`.
+
+mod migration;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+pub use migration::{
+    Migration, MigrationEnd, MigrationPath, MigrationPhase, MigrationStatus, Placement,
+    TransitionError,
+};
+
+/// Where a LUN lives on an array.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct LunAddress {
+    /// Pool name on the array.
+    pub pool: String,
+    /// LUN name in the pool.
+    pub name: String,
+}
+
+/// Life-cycle status of a volume (seed 003: `migrating` for a whole migration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum VolumeStatus {
+    /// The driver is creating the volume's storage.
+    Creating,
+    /// Ready and not attached.
+    Available,
+    /// Attached to at least one server.
+    InUse,
+    /// The driver is deleting the volume's storage.
+    Deleting,
+    /// A migration runs.
+    Migrating,
+    /// The last life-cycle call failed; the volume can still be deleted.
+    Error,
+}
+
+/// Access mode of an attachment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// Read and write.
+    #[default]
+    Rw,
+    /// Read only.
+    Ro,
+}
+
+/// A volume connected to a server through an NBD export.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// Attachment id; also the NBD export name.
+    pub id: Uuid,
+    /// The server's name, as the client gave it.
+    pub server: String,
+    /// Access mode.
+    pub mode: AttachMode,
+    /// The LUN the driver exposed for this attachment.
+    pub lun: LunAddress,
+    /// When it was made (RFC 3339).
+    pub created_at: String,
+}
+
+/// A volume, as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Volume {
+    /// UUID; never changes, also across migrations.
+    pub id: Uuid,
+    /// Display name.
+    pub name: String,
+    /// Size in bytes, a positive multiple of 512.
+    pub size_bytes: u64,
+    /// Life-cycle status.
+    pub status: VolumeStatus,
+    /// Status of the last migration; `None` if never migrated.
+    pub migration_status: Option<MigrationStatus>,
+    /// Array the volume lives on.
+    pub array: String,
+    /// Pool on that array.
+    pub pool: String,
+    /// The driver's model update.
+    pub provider_location: Option<String>,
+    /// Servers the volume is attached to.
+    pub attachments: Vec<Attachment>,
+    /// When it was created (RFC 3339).
+    pub created_at: String,
+    /// The last migration of this volume, kept inside the volume record so
+    /// that every transition is one atomic update of one record.
+    #[serde(default)]
+    pub migration: Option<Migration>,
+}
+
+/// One installed version of a driver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverVersion {
+    /// Lowercase hex SHA-256 of the component bytes.
+    pub digest: String,
+    /// When it was installed (RFC 3339).
+    pub installed_at: String,
+}
+
+/// A driver by name: its versions and the active one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DriverRecord {
+    /// Driver name, as arrays refer to it.
+    pub name: String,
+    /// Digest of the version new calls use.
+    pub active_digest: String,
+    /// Every installed version, oldest first.
+    pub versions: Vec<DriverVersion>,
+}
+
+/// Current time as RFC 3339 with milliseconds, UTC.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
+}

@@ -1,0 +1,312 @@
+//! The drivers' own moves, seed 000's first two paths: the source driver's
+//! `migrate-volume`, then the target driver's take-over and
+//! `migrate-volume-target`. Each driver is held to the capabilities it
+//! declared when it was loaded; an abort reaches a call in flight through
+//! its host functions; and a call that does not answer is repeated before
+//! the runner decides anything.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use super::failure::{Failure, StepError, declined};
+use super::run::{Called, vref_at};
+use crate::array::Array;
+use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Volume};
+use crate::runtime::{Capabilities, Connector, Destination, Source};
+use crate::service::{Service, ServiceError};
+
+impl Service {
+    /// What the active version of `array`'s driver declared.
+    fn declared(&self, array: &Array) -> Result<Capabilities, ServiceError> {
+        self.inner
+            .runtime
+            .active_capabilities(array.driver())
+            .ok_or_else(|| ServiceError::DriverNotLoaded(array.driver().to_owned()))
+    }
+
+    /// Admitted: choose the first path to try.
+    pub(super) fn step_admitted(&self, v: &Volume, m: &Migration) -> Result<(), StepError> {
+        if m.force_host_copy {
+            self.record(v.id, Some("host copy forced".into()), |_, m| {
+                Ok(m.enter(MigrationPhase::HostCopyPrepare)?)
+            })?;
+            return Ok(());
+        }
+        let src = self.array(&m.source.array)?.clone();
+        if self.declared(&src)?.source_migration {
+            self.record(v.id, Some("asking the source driver".into()), |_, m| {
+                Ok(m.enter(MigrationPhase::SourceDriver)?)
+            })?;
+            return Ok(());
+        }
+        let dest = self.array(&m.destination.array)?.clone();
+        let (next, why) = self.after_source(&src, &dest, "the source driver does not declare source-migration")?;
+        self.record(v.id, Some(why), |_, m| Ok(m.enter(next)?))?;
+        Ok(())
+    }
+
+    /// The path after the source driver: the target's take-over when the
+    /// arrays are zoned and the target declares it, else a host copy.
+    fn after_source(
+        &self,
+        src: &Array,
+        dest: &Array,
+        because: &str,
+    ) -> Result<(MigrationPhase, String), ServiceError> {
+        let zoned = self.inner.arrays.zoned(src.name(), dest.name());
+        let takes_over = zoned && self.declared(dest)?.take_over;
+        Ok(if takes_over {
+            (
+                MigrationPhase::TargetDriver,
+                format!("{because}; the target array takes over the LUN"),
+            )
+        } else if zoned {
+            (
+                MigrationPhase::HostCopyPrepare,
+                format!("{because} and the target driver does not declare take-over; host copy"),
+            )
+        } else {
+            (
+                MigrationPhase::HostCopyPrepare,
+                format!("{because} and the arrays are not zoned; host copy"),
+            )
+        })
+    }
+
+    /// Path 1: the source driver's `migrate-volume`.
+    pub(super) async fn step_source_driver(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<(), StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let dest = self.array(&m.destination.array)?.clone();
+        let scope = self.progress_scope(&src, v.id, v.size_bytes, Some(cancel.clone()))?;
+        let peer = (dest.driver() == src.driver()).then(|| dest.clone());
+        let destination = Destination {
+            array: m.destination.array.clone(),
+            pool: m.destination.pool.clone(),
+            driver: dest.driver().to_owned(),
+        };
+        let vref = vref_at(v, &m.source);
+        let called = self
+            .call_step(src.driver(), move |rt| {
+                rt.migrate_volume(&scope, &vref, &destination, peer.clone())
+            })
+            .await?;
+        // The abort may have come while the driver ran.
+        let aborted = self.volume(v.id)?.migration.is_some_and(|m| m.abort_requested);
+        match called {
+            Called::Answered(o) if o.moved && aborted => {
+                // The move is done and the source LUN is gone: the abort is
+                // honoured by bringing the volume back, never ignored.
+                let update = o.model_update;
+                self.record(
+                    v.id,
+                    Some(
+                        "the source driver finished its move as the abort came; bringing the \
+                         volume back"
+                            .into(),
+                    ),
+                    |v, m| {
+                        m.path = Some(MigrationPath::SourceDriver);
+                        m.destination.provider_location = update;
+                        let at = m.destination.clone();
+                        v.place(&at);
+                        Ok(m.enter(MigrationPhase::ReturnPrepare)?)
+                    },
+                )?;
+                Ok(())
+            }
+            Called::Answered(o) if o.moved => {
+                let update = o.model_update;
+                self.record(
+                    v.id,
+                    Some("the source driver moved the volume".into()),
+                    |v, m| {
+                        m.path = Some(MigrationPath::SourceDriver);
+                        m.destination.provider_location = update;
+                        let at = m.destination.clone();
+                        v.place(&at);
+                        m.finish(MigrationEnd::Success)?;
+                        v.settle_after_migration(m.original_status);
+                        Ok(())
+                    },
+                )?;
+                Ok(())
+            }
+            Called::Answered(_) if aborted => self.roll_back_for_abort(v.id),
+            Called::Refused(e) if aborted => {
+                tracing::info!(volume = %v.id, error = %e, "the source driver stopped for the abort");
+                self.roll_back_for_abort(v.id)
+            }
+            Called::Answered(_) => self.next_after_source(v, &src, &dest, "the source driver declined"),
+            Called::Refused(e) if declined(&e) => {
+                self.next_after_source(v, &src, &dest, &format!("the source driver declined ({e})"))
+            }
+            Called::Refused(e) => Err(Failure::driver("source", src.driver(), "migrate-volume", e).into()),
+            Called::Unanswered { attempts, last } => Err(Failure::Unanswered {
+                role: "source",
+                driver: src.driver().to_owned(),
+                call: "migrate-volume",
+                attempts,
+                source: last,
+            }
+            .into()),
+        }
+    }
+
+    fn next_after_source(
+        &self,
+        v: &Volume,
+        src: &Array,
+        dest: &Array,
+        because: &str,
+    ) -> Result<(), StepError> {
+        let (next, why) = self.after_source(src, dest, because)?;
+        tracing::info!(volume = %v.id, "{why}");
+        self.record(v.id, Some(why), |_, m| Ok(m.enter(next)?))?;
+        Ok(())
+    }
+
+    /// An abort reached a step whose driver call left the source as it
+    /// was: roll back (which checks the source before deleting anything).
+    fn roll_back_for_abort(&self, id: uuid::Uuid) -> Result<(), StepError> {
+        self.record(id, Some("aborted by an operator: rolling back".into()), |_, m| {
+            Ok(m.enter(MigrationPhase::RollingBack)?)
+        })?;
+        Ok(())
+    }
+
+    /// Path 2: the source exposes its LUN, the target takes it over and
+    /// migrates it.
+    pub(super) async fn step_target_driver(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        cancel: &Arc<AtomicBool>,
+    ) -> Result<(), StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let dest = self.array(&m.destination.array)?.clone();
+        let declared = self.declared(&dest)?;
+        let src_scope = self.scope(&src)?;
+        let vsrc = vref_at(v, &m.source);
+        let to_dest = Connector::Array(dest.name().to_owned());
+        let exposed = self
+            .call(src.driver(), move |rt| {
+                rt.initialize_connection(&src_scope, &vsrc, &to_dest)
+            })
+            .await
+            .map_err(|e| Failure::unreachable("the source could not expose its LUN", e))?;
+        let remote_address = exposed.lun.clone();
+        let remote = Arc::new(
+            src.open_lun(&exposed.lun)
+                .map_err(|e| Failure::unreachable("the exposed LUN cannot be opened", e))?,
+        );
+        let scope = self.progress_scope(&dest, v.id, v.size_bytes, Some(cancel.clone()))?;
+        let vdest = vref_at(v, &m.destination);
+        let source = Source {
+            array: m.source.array.clone(),
+            pool: m.source.pool.clone(),
+            driver: src.driver().to_owned(),
+        };
+        let called = self
+            .call_step(dest.driver(), move |rt| {
+                rt.take_over_remote_lun(&scope, &vdest, remote.clone())?;
+                rt.migrate_volume_target(&scope, &vdest, &source, remote.clone())
+            })
+            .await?;
+        let aborted = self.volume(v.id)?.migration.is_some_and(|m| m.abort_requested);
+        match called {
+            // Before the switch the source still holds every byte (nothing
+            // was attached to the destination): an abort rolls back.
+            Called::Answered(_) | Called::Refused(_) if aborted => self.roll_back_for_abort(v.id),
+            Called::Answered(o) if o.moved && !o.is_async => {
+                let update = o.model_update;
+                self.record(
+                    v.id,
+                    Some("the target driver moved the volume".into()),
+                    |v, m| {
+                        m.path = Some(MigrationPath::TargetDriver);
+                        m.destination.provider_location = update;
+                        let at = m.destination.clone();
+                        v.place(&at);
+                        Ok(m.enter(MigrationPhase::CleanupSource)?)
+                    },
+                )?;
+                Ok(())
+            }
+            Called::Answered(o) if o.moved && !declared.async_target_migration => {
+                // Held to its word: an async answer it never declared is a
+                // broken promise, so the step fails over to a host copy.
+                let why = format!(
+                    "the target driver {} answered an asynchronous move without declaring \
+                     async-target-migration; its move was discarded and the host copies",
+                    dest.driver()
+                );
+                tracing::warn!(volume = %v.id, "{why}");
+                self.release_exposure(v, m).await;
+                self.discard_destination(v, m).await?;
+                self.record(v.id, Some(why.clone()), |_, m| {
+                    m.warn(why);
+                    Ok(m.enter(MigrationPhase::HostCopyPrepare)?)
+                })?;
+                Ok(())
+            }
+            Called::Answered(o) if o.moved => {
+                // Seed 000: the volume lives on the target from now on and is
+                // attachable while its data flows; never roll back past here.
+                let update = o.model_update;
+                self.record(
+                    v.id,
+                    Some(
+                        "the target array took over the LUN; the volume is attachable while it \
+                         hydrates"
+                            .into(),
+                    ),
+                    |v, m| {
+                        m.path = Some(MigrationPath::TargetDriverAsync);
+                        m.remote = Some(remote_address.clone());
+                        m.destination.provider_location = update;
+                        let at = m.destination.clone();
+                        v.place(&at);
+                        Ok(m.enter(MigrationPhase::Hydrating)?)
+                    },
+                )?;
+                Ok(())
+            }
+            Called::Answered(_) => {
+                self.release_exposure(v, m).await;
+                self.record(v.id, Some("the target driver declined; host copy".into()), |_, m| {
+                    Ok(m.enter(MigrationPhase::HostCopyPrepare)?)
+                })?;
+                Ok(())
+            }
+            Called::Refused(e) if declined(&e) => {
+                self.release_exposure(v, m).await;
+                self.record(
+                    v.id,
+                    Some(format!("the target driver declined ({e}); host copy")),
+                    |_, m| Ok(m.enter(MigrationPhase::HostCopyPrepare)?),
+                )?;
+                Ok(())
+            }
+            Called::Refused(e) => Err(Failure::driver(
+                "target",
+                dest.driver(),
+                "take-over-remote-lun or migrate-volume-target",
+                e,
+            )
+            .into()),
+            Called::Unanswered { attempts, last } => Err(Failure::Unanswered {
+                role: "target",
+                driver: dest.driver().to_owned(),
+                call: "take-over-remote-lun or migrate-volume-target",
+                attempts,
+                source: last,
+            }
+            .into()),
+        }
+    }
+}
