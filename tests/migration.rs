@@ -8,110 +8,12 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use support::migrations::{
+    allocated, check_pattern, create, lun_path, migrate, wait_end, with_attachment, write_pattern,
+};
 use support::{Server, qemu_io};
 
 const MIB: u64 = 1 << 20;
-
-fn create(server: &Server, name: &str, array: &str, size: u64) -> String {
-    let (status, body) = server.call(
-        "POST",
-        "/v1/volumes",
-        Some(json!({"name": name, "size_bytes": size, "array": array})),
-    );
-    assert_eq!(status, 201, "create {name} on {array}: {body}");
-    body["id"].as_str().unwrap().to_owned()
-}
-
-fn with_attachment<T>(server: &Server, id: &str, f: impl FnOnce(&str) -> T) -> T {
-    let (status, a) = server.call(
-        "POST",
-        &format!("/v1/volumes/{id}/attachments"),
-        Some(json!({"server": "host-a"})),
-    );
-    assert_eq!(status, 201, "attach {id}: {a}");
-    let out = f(a["uri"].as_str().unwrap());
-    let (status, _) = server.call(
-        "DELETE",
-        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
-        None,
-    );
-    assert_eq!(status, 204);
-    out
-}
-
-/// Writes a recognisable pattern: three extents with holes between them.
-fn write_pattern(uri: &str) {
-    qemu_io(
-        uri,
-        &[
-            "write -P 0x11 0 4M",
-            "write -P 0x22 40M 8M",
-            "write -P 0x33 200M 1M",
-            "flush",
-        ],
-    );
-}
-
-fn check_pattern(uri: &str) {
-    qemu_io(
-        uri,
-        &[
-            "read -P 0x11 0 4M",
-            "read -P 0 4M 36M",
-            "read -P 0x22 40M 8M",
-            "read -P 0 48M 152M",
-            "read -P 0x33 200M 1M",
-            "read -P 0 201M 55M",
-        ],
-    );
-}
-
-fn migrate(server: &Server, id: &str, body: Value) -> (u16, Value) {
-    server.call("POST", &format!("/v1/volumes/{id}/migrate"), Some(body))
-}
-
-/// Polls the status query until the migration ends; returns the last view
-/// and every status seen on the way (volume, migration).
-fn wait_end(server: &Server, id: &str, limit: Duration) -> (Value, Vec<(String, String)>) {
-    let start = Instant::now();
-    let mut seen = Vec::new();
-    loop {
-        let (status, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
-        assert_eq!(status, 200, "{m}");
-        let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
-        // Both from the one volume record: two reads could straddle the
-        // last transition and pair a stale status with a fresh one.
-        let pair = (
-            v["status"].as_str().unwrap_or("").to_owned(),
-            v["migration_status"].as_str().unwrap_or("").to_owned(),
-        );
-        if seen.last() != Some(&pair) {
-            seen.push(pair);
-        }
-        if matches!(
-            m["migration_status"].as_str(),
-            Some("success" | "error" | "aborted")
-        ) {
-            return (m, seen);
-        }
-        assert!(start.elapsed() < limit, "migration did not end: {m}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn lun_path(dir: &Path, array: &str, id: &str) -> std::path::PathBuf {
-    dir.join("arrays")
-        .join(array)
-        .join("default")
-        .join(format!("volume-{id}"))
-}
-
-fn allocated(path: &Path) -> u64 {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| m.blocks() * 512)
-        .unwrap_or(0)
-}
 
 /// Each path of seed 000 with the example drivers: the data arrives intact,
 /// the source LUN is gone, the destination is no fatter than the source,

@@ -2,6 +2,7 @@
 //! loopback ports, talk to its API, run the CLI and the peer NBD tools.
 #![allow(dead_code)]
 
+pub mod migrations;
 pub mod volume_model;
 
 use std::io::{BufRead, BufReader};

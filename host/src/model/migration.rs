@@ -126,19 +126,34 @@ use MigrationPhase as P;
 const TRANSITIONS: &[(MigrationPhase, &[MigrationPhase], &[MigrationEnd])] = &[
     (
         P::Admitted,
-        &[P::SourceDriver, P::TargetDriver, P::HostCopyPrepare, P::RollingBack],
+        &[
+            P::SourceDriver,
+            P::TargetDriver,
+            P::HostCopyPrepare,
+            P::RollingBack,
+        ],
         &[],
     ),
     (
         P::SourceDriver,
-        &[P::TargetDriver, P::HostCopyPrepare, P::ReturnPrepare, P::RollingBack],
+        &[
+            P::TargetDriver,
+            P::HostCopyPrepare,
+            P::ReturnPrepare,
+            P::RollingBack,
+        ],
         // Error: the driver does not confirm a move and the source LUN is
         // gone, so nothing may be deleted on either side.
         &[End::Success, End::Error],
     ),
     (
         P::TargetDriver,
-        &[P::HostCopyPrepare, P::Hydrating, P::CleanupSource, P::RollingBack],
+        &[
+            P::HostCopyPrepare,
+            P::Hydrating,
+            P::CleanupSource,
+            P::RollingBack,
+        ],
         &[],
     ),
     (P::HostCopyPrepare, &[P::HostCopy, P::RollingBack], &[]),
@@ -160,7 +175,11 @@ const TRANSITIONS: &[(MigrationPhase, &[MigrationPhase], &[MigrationEnd])] = &[
 
 fn row(
     phase: MigrationPhase,
-) -> &'static (MigrationPhase, &'static [MigrationPhase], &'static [MigrationEnd]) {
+) -> &'static (
+    MigrationPhase,
+    &'static [MigrationPhase],
+    &'static [MigrationEnd],
+) {
     TRANSITIONS
         .iter()
         .find(|(from, _, _)| *from == phase)

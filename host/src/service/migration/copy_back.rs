@@ -187,7 +187,11 @@ impl Service {
 
     /// The switch back, persisted while writes are held: the volume and its
     /// attachments live on the source again; the rollback follows.
-    fn switch_back(&self, id: Uuid, luns: &HashMap<Uuid, LunAddress>) -> Result<Volume, SwitchBack> {
+    fn switch_back(
+        &self,
+        id: Uuid,
+        luns: &HashMap<Uuid, LunAddress>,
+    ) -> Result<Volume, SwitchBack> {
         let mut new_attachment = None;
         let recorded = self.record(
             id,

@@ -125,7 +125,9 @@ impl Service {
             .await
         {
             Ok(_) => {}
-            Err(StepError::Failed(f)) => return self.return_failed(v, m, retry, f.to_string()).await,
+            Err(StepError::Failed(f)) => {
+                return self.return_failed(v, m, retry, f.to_string()).await;
+            }
             Err(e) => return Err(e),
         }
         self.release_host_copy(v, m).await;

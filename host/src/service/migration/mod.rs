@@ -311,7 +311,11 @@ impl Service {
     /// copied back first. When it cannot be honoured the request is refused
     /// with a specific code, and nothing changes. A repeated abort answers
     /// like the first.
-    pub async fn abort_migration(&self, id: Uuid, force: bool) -> Result<MigrationView, ServiceError> {
+    pub async fn abort_migration(
+        &self,
+        id: Uuid,
+        force: bool,
+    ) -> Result<MigrationView, ServiceError> {
         // The hydration is held before the abort is recorded, so that a
         // completion poll in flight cannot finish it under the copy-back;
         // if it finished already, the migration is completing: refused.

@@ -40,7 +40,11 @@ impl Service {
             return Ok(());
         }
         let dest = self.array(&m.destination.array)?.clone();
-        let (next, why) = self.after_source(&src, &dest, "the source driver does not declare source-migration")?;
+        let (next, why) = self.after_source(
+            &src,
+            &dest,
+            "the source driver does not declare source-migration",
+        )?;
         self.record(v.id, Some(why), |_, m| Ok(m.enter(next)?))?;
         Ok(())
     }
@@ -96,7 +100,10 @@ impl Service {
             })
             .await?;
         // The abort may have come while the driver ran.
-        let aborted = self.volume(v.id)?.migration.is_some_and(|m| m.abort_requested);
+        let aborted = self
+            .volume(v.id)?
+            .migration
+            .is_some_and(|m| m.abort_requested);
         match called {
             Called::Answered(o) if o.moved && aborted => {
                 // The move is done and the source LUN is gone: the abort is
@@ -141,11 +148,15 @@ impl Service {
                 tracing::info!(volume = %v.id, error = %e, "the source driver stopped for the abort");
                 self.roll_back_for_abort(v.id)
             }
-            Called::Answered(_) => self.next_after_source(v, &src, &dest, "the source driver declined"),
+            Called::Answered(_) => {
+                self.next_after_source(v, &src, &dest, "the source driver declined")
+            }
             Called::Refused(e) if declined(&e) => {
                 self.next_after_source(v, &src, &dest, &format!("the source driver declined ({e})"))
             }
-            Called::Refused(e) => Err(Failure::driver("source", src.driver(), "migrate-volume", e).into()),
+            Called::Refused(e) => {
+                Err(Failure::driver("source", src.driver(), "migrate-volume", e).into())
+            }
             Called::Unanswered { attempts, last } => Err(Failure::Unanswered {
                 role: "source",
                 driver: src.driver().to_owned(),
@@ -173,9 +184,11 @@ impl Service {
     /// An abort reached a step whose driver call left the source as it
     /// was: roll back (which checks the source before deleting anything).
     fn roll_back_for_abort(&self, id: uuid::Uuid) -> Result<(), StepError> {
-        self.record(id, Some("aborted by an operator: rolling back".into()), |_, m| {
-            Ok(m.enter(MigrationPhase::RollingBack)?)
-        })?;
+        self.record(
+            id,
+            Some("aborted by an operator: rolling back".into()),
+            |_, m| Ok(m.enter(MigrationPhase::RollingBack)?),
+        )?;
         Ok(())
     }
 
@@ -217,7 +230,10 @@ impl Service {
                 rt.migrate_volume_target(&scope, &vdest, &source, remote.clone())
             })
             .await?;
-        let aborted = self.volume(v.id)?.migration.is_some_and(|m| m.abort_requested);
+        let aborted = self
+            .volume(v.id)?
+            .migration
+            .is_some_and(|m| m.abort_requested);
         match called {
             // Before the switch the source still holds every byte (nothing
             // was attached to the destination): an abort rolls back.
@@ -278,9 +294,11 @@ impl Service {
             }
             Called::Answered(_) => {
                 self.release_exposure(v, m).await;
-                self.record(v.id, Some("the target driver declined; host copy".into()), |_, m| {
-                    Ok(m.enter(MigrationPhase::HostCopyPrepare)?)
-                })?;
+                self.record(
+                    v.id,
+                    Some("the target driver declined; host copy".into()),
+                    |_, m| Ok(m.enter(MigrationPhase::HostCopyPrepare)?),
+                )?;
                 Ok(())
             }
             Called::Refused(e) if declined(&e) => {

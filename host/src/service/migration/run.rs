@@ -88,9 +88,11 @@ impl Service {
                         | MigrationPhase::HostCopy
                 )
             {
-                let rolled = self.record(id, Some("aborted by an operator: rolling back".into()), |_, m| {
-                    Ok(m.enter(MigrationPhase::RollingBack)?)
-                });
+                let rolled = self.record(
+                    id,
+                    Some("aborted by an operator: rolling back".into()),
+                    |_, m| Ok(m.enter(MigrationPhase::RollingBack)?),
+                );
                 if let Err(e) = rolled {
                     tracing::error!(volume = %id, error = %e, "cannot start the rollback");
                     tokio::time::sleep(host.fail()).await;

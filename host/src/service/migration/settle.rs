@@ -63,7 +63,10 @@ impl Service {
                 "{}the source LUN on {} cannot be shown to hold the volume ({why}); nothing was \
                  deleted on either side: the destination array {} may hold its data. The volume \
                  is marked error; reset its status or force-delete it once its data is located",
-                m.error.as_ref().map(|e| format!("{e}. ")).unwrap_or_default(),
+                m.error
+                    .as_ref()
+                    .map(|e| format!("{e}. "))
+                    .unwrap_or_default(),
                 m.source.array,
                 m.destination.array
             );
@@ -78,11 +81,10 @@ impl Service {
             })?;
             return Ok(());
         }
-        let warning = self
-            .delete_at(v, &m.destination)
-            .await
-            .err()
-            .map(|e| format!("the destination LUN could not be removed and is left behind: {e}"));
+        let warning =
+            self.delete_at(v, &m.destination).await.err().map(|e| {
+                format!("the destination LUN could not be removed and is left behind: {e}")
+            });
         let reason = m
             .error
             .clone()
@@ -103,7 +105,10 @@ impl Service {
     /// Whether the source LUN, as the source driver names it, exists with
     /// the volume's size. Asked a few times before the answer counts as no.
     async fn check_source(&self, v: &Volume, m: &Migration) -> Result<(), String> {
-        let src = self.array(&m.source.array).map_err(|e| e.to_string())?.clone();
+        let src = self
+            .array(&m.source.array)
+            .map_err(|e| e.to_string())?
+            .clone();
         let mut last = String::new();
         for attempt in 0..CLEANUP_ATTEMPTS {
             if attempt > 0 {
