@@ -6,56 +6,15 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use support::migrations::{MIB, create, lun_path, migrate, wait_end, with_attachment};
+use support::migrations::{
+    MIB, check_data, create, faulty_config, lun_path, migrate, volume_with_data, wait_end,
+    wait_phase, with_attachment,
+};
 use support::{Server, qemu_io};
-
-/// Two arrays of the `faulty` test driver, zoned, with a per-call deadline.
-fn faulty_config(dir: &Path, deadline_ms: u64) -> PathBuf {
-    let config = dir.join("ferry.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "zoning = [[\"f1\", \"f2\"]]\n\
-             [limits]\ndeadline_ms = {deadline_ms}\n\
-             [[array]]\nname = \"f1\"\ndriver = \"faulty\"\n\
-             [[array]]\nname = \"f2\"\ndriver = \"faulty\"\n\
-             [[driver]]\nname = \"faulty\"\npath = {:?}\n",
-            ferry::guests::FAULTY_PATH
-        ),
-    )
-    .unwrap();
-    config
-}
-
-/// A volume on `array` holding 0x5a in its first 8 MiB and 0xa5 at 24 MiB.
-fn volume_with_data(server: &Server, name: &str, array: &str) -> String {
-    let id = create(server, name, array, 32 * MIB);
-    with_attachment(server, &id, |uri| {
-        qemu_io(
-            uri,
-            &["write -P 0x5a 0 8M", "write -P 0xa5 24M 1M", "flush"],
-        )
-    });
-    id
-}
-
-fn check_data(server: &Server, id: &str) {
-    with_attachment(server, id, |uri| {
-        qemu_io(
-            uri,
-            &[
-                "read -P 0x5a 0 8M",
-                "read -P 0 8M 16M",
-                "read -P 0xa5 24M 1M",
-                "read -P 0 25M 7M",
-            ],
-        )
-    });
-}
 
 fn volume(server: &Server, id: &str) -> Value {
     let (status, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
@@ -65,19 +24,6 @@ fn volume(server: &Server, id: &str) -> Value {
 
 fn abort(server: &Server, id: &str) -> (u16, Value) {
     server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None)
-}
-
-/// Waits until the migration's phase is `phase`.
-fn wait_phase(server: &Server, id: &str, phase: &str, limit: Duration) -> Value {
-    let start = Instant::now();
-    loop {
-        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
-        if m["phase"] == phase {
-            return m;
-        }
-        assert!(start.elapsed() < limit, "never reached {phase}: {m}");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 /// Ends `aborted` with the volume back on `array`, available, its data

@@ -188,8 +188,8 @@ impl Config {
         }
         let mut names = std::collections::BTreeSet::new();
         for a in &self.arrays {
-            if let Err(e) = crate::array::validate_name(&a.name) {
-                return invalid(format!("array name: {e}"));
+            if let Err(e) = crate::model::check_name(&a.name) {
+                return invalid(format!("array name {:?}: {e}", a.name));
             }
             if !names.insert(a.name.as_str()) {
                 return invalid(format!("array {} is listed twice", a.name));
@@ -198,8 +198,8 @@ impl Config {
                 return invalid(format!("array {} has no pools", a.name));
             }
             for p in &a.pools {
-                if let Err(e) = crate::array::validate_name(p) {
-                    return invalid(format!("pool of array {}: {e}", a.name));
+                if let Err(e) = crate::model::check_name(p) {
+                    return invalid(format!("pool {p:?} of array {}: {e}", a.name));
                 }
             }
             if a.capacity_bytes == 0 {

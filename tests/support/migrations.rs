@@ -2,7 +2,7 @@
 //! the length of a closure, write and check a recognisable pattern, start a
 //! migration and follow it to its end, find a LUN's file.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -111,4 +111,67 @@ pub fn allocated(path: &Path) -> u64 {
     std::fs::metadata(path)
         .map(|m| m.blocks() * 512)
         .unwrap_or(0)
+}
+
+/// Two arrays of the `faulty` test driver, zoned, with a per-call deadline.
+pub fn faulty_config(dir: &Path, deadline_ms: u64) -> PathBuf {
+    faulty_config_with(dir, deadline_ms, "")
+}
+
+/// [`faulty_config`] with more top-level settings (`key = value` lines).
+pub fn faulty_config_with(dir: &Path, deadline_ms: u64, settings: &str) -> PathBuf {
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "zoning = [[\"f1\", \"f2\"]]\n\
+             {settings}\n\
+             [limits]\ndeadline_ms = {deadline_ms}\n\
+             [[array]]\nname = \"f1\"\ndriver = \"faulty\"\n\
+             [[array]]\nname = \"f2\"\ndriver = \"faulty\"\n\
+             [[driver]]\nname = \"faulty\"\npath = {:?}\n",
+            ferry::guests::FAULTY_PATH
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// A volume on `array` holding 0x5a in its first 8 MiB and 0xa5 at 24 MiB.
+pub fn volume_with_data(server: &Server, name: &str, array: &str) -> String {
+    let id = create(server, name, array, 32 * MIB);
+    with_attachment(server, &id, |uri| {
+        qemu_io(
+            uri,
+            &["write -P 0x5a 0 8M", "write -P 0xa5 24M 1M", "flush"],
+        )
+    });
+    id
+}
+
+pub fn check_data(server: &Server, id: &str) {
+    with_attachment(server, id, |uri| {
+        qemu_io(
+            uri,
+            &[
+                "read -P 0x5a 0 8M",
+                "read -P 0 8M 16M",
+                "read -P 0xa5 24M 1M",
+                "read -P 0 25M 7M",
+            ],
+        )
+    });
+}
+
+/// Waits until the migration's phase is `phase`.
+pub fn wait_phase(server: &Server, id: &str, phase: &str, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        if m["phase"] == phase {
+            return m;
+        }
+        assert!(start.elapsed() < limit, "never reached {phase}: {m}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }

@@ -83,28 +83,12 @@ pub enum ArrayError {
     },
 }
 
-/// Checks a pool or LUN name: 1 to 128 characters of `[A-Za-z0-9._-]`, not
-/// starting with a dot, so a name can never leave its directory.
+/// Checks a pool or LUN name (see [`crate::model::check_name`]).
 pub fn validate_name(name: &str) -> Result<(), ArrayError> {
-    let bad = |reason| {
-        Err(ArrayError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.is_empty() || name.len() > 128 {
-        return bad("must be 1 to 128 characters");
-    }
-    if name.starts_with('.') {
-        return bad("must not start with '.'");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
-    {
-        return bad("only letters, digits, '.', '_' and '-' are allowed");
-    }
-    Ok(())
+    crate::model::check_name(name).map_err(|reason| ArrayError::InvalidName {
+        name: name.to_owned(),
+        reason,
+    })
 }
 
 /// One file-backed array.

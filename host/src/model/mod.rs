@@ -115,6 +115,25 @@ pub struct DriverRecord {
     pub versions: Vec<DriverVersion>,
 }
 
+/// Checks an array, pool or LUN name: 1 to 128 characters of
+/// `[A-Za-z0-9._-]`, not starting with a dot, so a name can never leave its
+/// directory. The error says which rule it breaks.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() || name.len() > 128 {
+        return Err("must be 1 to 128 characters");
+    }
+    if name.starts_with('.') {
+        return Err("must not start with '.'");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+    {
+        return Err("only letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
 /// Current time as RFC 3339 with milliseconds, UTC.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()

@@ -5,7 +5,7 @@
 use super::bindings::ferry::driver::types as wit;
 use super::call::{MAX_MESSAGE_BYTES, truncate};
 use super::types::{self, DriverErrorKind};
-use crate::service::ErrorKind;
+use crate::error_kind::ErrorKind;
 
 /// Longest provider location (model update) a driver may return, in bytes.
 pub const MAX_MODEL_UPDATE_BYTES: usize = 4096;

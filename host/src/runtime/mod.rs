@@ -14,6 +14,7 @@ mod hydration;
 mod load;
 mod metrics;
 mod state;
+mod store_backing;
 mod types;
 mod wasi;
 

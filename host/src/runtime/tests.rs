@@ -8,9 +8,9 @@ use sha2::{Digest, Sha256};
 use super::*;
 use crate::block::BlockDevice;
 use crate::config::ArrayConfig;
+use crate::error_kind::ErrorKind;
 use crate::guests;
 use crate::model::LunAddress;
-use crate::service::ErrorKind;
 
 pub(super) fn runtime_with(state: Arc<MemoryStateStore>) -> DriverRuntime {
     DriverRuntime::new(RuntimeConfig::default(), state).unwrap()

@@ -7,6 +7,8 @@ use crate::array::ArrayError;
 use crate::runtime::{CallError, RuntimeError};
 use crate::store::StoreError;
 
+pub use crate::error_kind::ErrorKind;
+
 /// Why a service call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ServiceError {
@@ -209,27 +211,6 @@ impl ServiceError {
             Self::Array(_) | Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
         }
     }
-}
-
-/// Broad classes of failure, independent of HTTP.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    /// The request is malformed.
-    BadRequest,
-    /// What it names does not exist.
-    NotFound,
-    /// The current state forbids it.
-    Conflict,
-    /// Well-formed but cannot be done (no space).
-    Unprocessable,
-    /// The request body is larger than allowed.
-    TooLarge,
-    /// A dependency (a driver) is not available.
-    Unavailable,
-    /// A driver failed (trap, timeout, backend error).
-    BadGateway,
-    /// The host failed.
-    Internal,
 }
 
 impl From<crate::model::TransitionError> for ServiceError {

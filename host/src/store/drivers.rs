@@ -64,21 +64,21 @@ impl Store {
     }
 }
 
-impl crate::runtime::ArtifactCache for Store {
-    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+impl Store {
+    /// The compiled artifact stored under `key`, if any.
+    pub fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|txn| {
             let table = txn.open_table(DRIVER_ARTIFACTS)?;
             Ok(table.get(key)?.map(|g| g.value().to_vec()))
         })
-        .map_err(|e| e.to_string())
     }
 
-    fn put(&self, key: &str, artifact: &[u8]) -> Result<(), String> {
+    /// Stores a compiled artifact under `key`.
+    pub fn put_artifact(&self, key: &str, artifact: &[u8]) -> Result<(), StoreError> {
         self.write(|txn| {
             txn.open_table(DRIVER_ARTIFACTS)?.insert(key, artifact)?;
             Ok(())
         })
-        .map_err(|e| e.to_string())
     }
 }
 

@@ -7,7 +7,6 @@
 //! not need a schema step. Every write is one committed, durable transaction.
 
 mod arrays;
-mod driver_state;
 mod drivers;
 mod error;
 mod events;

@@ -14,8 +14,9 @@
 //!   repeated call that finds the source gone and the copy whole answers
 //!   `moved`, as an idempotent driver must;
 //! - for `migrate-volume-target`: `sync` copy the remote LUN into a local
-//!   one and answer a synchronous move; `async` answer an asynchronous move
-//!   this driver never declared;
+//!   one, take 1 s more, and answer a synchronous move; `async` answer an
+//!   asynchronous move this driver never declared;
+//! - for `delete-volume`: `slow` take 1.5 s, then delete;
 //! - `CALL` is the WIT export's name (`create-volume`, `migrate-volume`, ...);
 //! - `@ARRAY` limits the fault to calls working for that array.
 //!
@@ -170,7 +171,9 @@ impl Driver for Faulty {
     }
 
     fn delete_volume(volume: Volume) -> Result<(), DriverError> {
-        misbehave(&volume, "delete-volume")?;
+        if misbehave(&volume, "delete-volume")? == Some("slow") {
+            spin(1500);
+        }
         block::delete_lun_if_present(&layout::volume_lun(&volume)?)
     }
 
@@ -221,6 +224,7 @@ impl Driver for Faulty {
                 let local = block::ensure_lun(&address, volume.size_bytes)?;
                 local.copy_range_from(remote, 0, 0, volume.size_bytes)?;
                 local.flush()?;
+                spin(1000);
                 Ok(TargetOutcome::moved(location))
             }
             Some("async") => {

@@ -1,7 +1,9 @@
-//! The database as the driver runtime's state store: driver key-value state
-//! survives restarts, and one call's writes land in one transaction.
+//! The database as the runtime's backing: driver key-value state survives
+//! restarts with one call's writes in one transaction, and compiled
+//! artifacts are cached across restarts. The runtime defines what it needs
+//! (its traits); the store stays unaware of the runtime.
 
-use crate::runtime::DriverStateStore;
+use super::{ArtifactCache, DriverStateStore};
 use crate::store::Store;
 
 impl DriverStateStore for Store {
@@ -15,6 +17,16 @@ impl DriverStateStore for Store {
 
     fn commit(&self, driver: &str, writes: Vec<(String, Option<Vec<u8>>)>) -> Result<(), String> {
         self.kv_commit(driver, writes).map_err(|e| e.to_string())
+    }
+}
+
+impl ArtifactCache for Store {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        self.artifact(key).map_err(|e| e.to_string())
+    }
+
+    fn put(&self, key: &str, artifact: &[u8]) -> Result<(), String> {
+        self.put_artifact(key, artifact).map_err(|e| e.to_string())
     }
 }
 
@@ -51,5 +63,15 @@ mod tests {
         assert_eq!(state.get("takeover", "job/2").unwrap(), None);
         assert_eq!(state.keys("takeover", "job/").unwrap(), vec!["job/1"]);
         assert!(state.keys("plain", "").unwrap().is_empty());
+    }
+
+    #[test]
+    fn artifacts_round_trip_through_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache: Arc<dyn ArtifactCache> =
+            Arc::new(Store::open(&dir.path().join("ferry.redb")).unwrap());
+        assert_eq!(cache.get("k").unwrap(), None);
+        cache.put("k", b"compiled").unwrap();
+        assert_eq!(cache.get("k").unwrap(), Some(b"compiled".to_vec()));
     }
 }

@@ -1,0 +1,24 @@
+//! Broad classes of failure, shared by the layers that fail (runtime,
+//! service) and the one that answers clients (api), so that neither of the
+//! first two depends on the other for it.
+
+/// Broad classes of failure, independent of HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The request is malformed.
+    BadRequest,
+    /// What it names does not exist.
+    NotFound,
+    /// The current state forbids it.
+    Conflict,
+    /// Well-formed but cannot be done (no space).
+    Unprocessable,
+    /// The request body is larger than allowed.
+    TooLarge,
+    /// A dependency (a driver) is not available.
+    Unavailable,
+    /// A driver failed (trap, timeout, backend error).
+    BadGateway,
+    /// The host failed.
+    Internal,
+}
