@@ -12,6 +12,7 @@ pub mod guests;
 pub mod hydrate;
 pub mod model;
 pub mod nbd;
+pub mod private_fs;
 pub mod prometheus;
 pub mod runtime;
 pub mod service;

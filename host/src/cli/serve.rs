@@ -15,6 +15,7 @@ use tokio::sync::Notify;
 use crate::api::{self, Tokens, auth};
 use crate::config::Config;
 use crate::service::{Service, ServiceOptions};
+use crate::private_fs;
 
 /// How long requests in flight may take to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -36,6 +37,9 @@ pub struct ServeArgs {
 
 /// Runs the server; returns when it has stopped.
 pub fn run(args: ServeArgs, data_dir: PathBuf) -> ExitCode {
+    // Files are created private explicitly; the umask also covers anything
+    // a dependency creates on its own.
+    private_fs::restrict_umask();
     init_tracing();
     match serve(args, &data_dir) {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,6 +68,15 @@ fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
     };
+    // Checked before anything is created in it: a fresh directory is 0700.
+    // (`Service::start` logs the same through tracing, for embedders.)
+    if let Ok(Some(mode)) = private_fs::open_to_others(data_dir) {
+        eprintln!(
+            "warning: the data directory {} has mode {mode:04o}: other users may read the \
+             volumes' data, the store and the tokens; chmod 700 it",
+            data_dir.display()
+        );
+    }
     let tokens = Tokens::load_or_create(data_dir)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
