@@ -252,7 +252,7 @@ pub async fn require_token(
     if Access::required_for(req.method()) == Access::Admin && role != Role::Admin {
         return Err(ApiError::forbidden(format!(
             "{} needs an admin token; this token may only read",
-            req.method()
+            super::clip::echo(req.method().as_str())
         )));
     }
     Ok(next.run(req).await)

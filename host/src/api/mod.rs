@@ -7,6 +7,7 @@
 
 mod arrays;
 pub mod auth;
+pub mod clip;
 mod drivers;
 pub mod error;
 mod events;
