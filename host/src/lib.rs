@@ -8,6 +8,7 @@ pub mod block;
 pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod fdlimit;
 pub mod guests;
 pub mod hydrate;
 pub mod model;
