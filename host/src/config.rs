@@ -78,6 +78,37 @@ impl Default for DriverLimits {
     }
 }
 
+/// Limits of the HTTP API's connections (`[http]`): how many may be open
+/// and how long each may take to send a request or sit idle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Most connections open at once. When full, a new connection closes
+    /// the one idle the longest; when every one is busy it is refused. The
+    /// host lowers it when its descriptor limit leaves too few for NBD and
+    /// LUN files.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: u64,
+    /// Time a client has to send a whole request head, from the opening of
+    /// the connection or from the first byte of a later request.
+    #[serde(default = "default_header_read_timeout_ms")]
+    pub header_read_timeout_ms: u64,
+    /// Time a connection may stay open between a response and the next
+    /// request.
+    #[serde(default = "default_keep_alive_timeout_ms")]
+    pub keep_alive_timeout_ms: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_max_connections(),
+            header_read_timeout_ms: default_header_read_timeout_ms(),
+            keep_alive_timeout_ms: default_keep_alive_timeout_ms(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +142,9 @@ pub struct Config {
     /// volume scanned (none when absent).
     #[serde(default)]
     pub hydration_bandwidth_bytes_per_sec: Option<u64>,
+    /// Limits of the HTTP API's connections.
+    #[serde(default)]
+    pub http: HttpConfig,
 }
 
 fn default_pools() -> Vec<String> {
@@ -131,6 +165,18 @@ fn default_max_component_bytes() -> u64 {
 fn default_max_compile_ms() -> u64 {
     60_000
 }
+fn default_max_connections() -> u64 {
+    4096
+}
+fn default_header_read_timeout_ms() -> u64 {
+    10_000
+}
+fn default_keep_alive_timeout_ms() -> u64 {
+    30_000
+}
+/// Largest `http.max_connections` accepted: a connection is a descriptor,
+/// and no system gives a process more than a few million.
+const MAX_HTTP_CONNECTIONS: u64 = 1 << 20;
 
 /// The embedded default: `t1` (takeover), `v1` and `v2` (vendor-copy), `p1`
 /// (plain), each with a pool `default`; zoning `t1`-`p1` and `t1`-`v1`.
@@ -231,6 +277,17 @@ impl Config {
         if self.max_component_bytes == 0 || self.max_compile_ms == 0 {
             return invalid("max_component_bytes and max_compile_ms must be > 0".into());
         }
+        let http = &self.http;
+        if http.max_connections == 0 || http.max_connections > MAX_HTTP_CONNECTIONS {
+            return invalid(format!(
+                "http.max_connections must be between 1 and {MAX_HTTP_CONNECTIONS}"
+            ));
+        }
+        if http.header_read_timeout_ms == 0 || http.keep_alive_timeout_ms == 0 {
+            return invalid(
+                "http.header_read_timeout_ms and http.keep_alive_timeout_ms must be > 0".into(),
+            );
+        }
         Ok(())
     }
 }
@@ -245,6 +302,20 @@ mod tests {
         let names: Vec<_> = c.arrays.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["t1", "v1", "v2", "p1"]);
         assert_eq!(c.zoning.len(), 2);
+        assert_eq!(c.http, HttpConfig::default());
+    }
+
+    #[test]
+    fn http_limits_are_read_from_their_table() {
+        let text = "[http]\nmax_connections = 10\nheader_read_timeout_ms = 500\n\
+                    [[array]]\nname='a'\ndriver='d'\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(c.http.max_connections, 10);
+        assert_eq!(c.http.header_read_timeout_ms, 500);
+        assert_eq!(
+            c.http.keep_alive_timeout_ms,
+            HttpConfig::default().keep_alive_timeout_ms
+        );
     }
 
     #[test]
@@ -275,6 +346,18 @@ mod tests {
             ),
             (
                 "[[array]]\nname='a'\ndriver='d'\n[driver_limits.d]\nfuel=3\n",
+                "unknown field",
+            ),
+            (
+                "[http]\nmax_connections=0\n[[array]]\nname='a'\ndriver='d'\n",
+                "http.max_connections",
+            ),
+            (
+                "[http]\nkeep_alive_timeout_ms=0\n[[array]]\nname='a'\ndriver='d'\n",
+                "http.header_read_timeout_ms",
+            ),
+            (
+                "[http]\nidle=1\n[[array]]\nname='a'\ndriver='d'\n",
                 "unknown field",
             ),
         ];

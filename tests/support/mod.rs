@@ -36,24 +36,104 @@ pub struct Server {
     pub nbd: String,
     pub token: String,
     config: Option<PathBuf>,
+    /// What the server wrote to stderr (its log), when captured.
+    pub log: Option<ServerLog>,
+}
+
+/// How to start a server, beyond its data directory and config.
+#[derive(Debug, Default, Clone)]
+pub struct Launch {
+    /// Keep the server's stderr in [`Server::log`] (still echoed).
+    pub capture_stderr: bool,
+    /// Start the server with this soft RLIMIT_NOFILE (the hard limit stays).
+    pub nofile_soft_limit: Option<u64>,
+    /// The server's `RUST_LOG` instead of `warn`.
+    pub rust_log: Option<String>,
+}
+
+/// The lines a server wrote to stderr so far.
+#[derive(Debug, Default, Clone)]
+pub struct ServerLog(std::sync::Arc<std::sync::Mutex<Vec<String>>>);
+
+impl ServerLog {
+    /// Every line so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Waits up to `timeout` for a line containing `needle`.
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(l) = self.lines().into_iter().find(|l| l.contains(needle)) {
+                return Some(l);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Server {
     /// Starts `ferry serve` on `data_dir` (with `config` if given) and waits
     /// until it answers `/healthz`.
     pub fn start(data_dir: &Path, config: Option<&Path>) -> Server {
+        Self::launch(data_dir, config, &Launch::default())
+    }
+
+    /// Like [`Server::start`], with the extra settings of `how`.
+    pub fn launch(data_dir: &Path, config: Option<&Path>, how: &Launch) -> Server {
         let mut cmd = Command::new(ferry_bin());
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"])
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", how.rust_log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
+            .stderr(if how.capture_stderr {
+                Stdio::piped()
+            } else {
+                Stdio::inherit()
+            });
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        if let Some(soft) = how.nofile_soft_limit {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: between fork and exec only async-signal-safe calls:
+            // getrlimit and setrlimit on the child itself.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let mut lim = libc::rlimit {
+                        rlim_cur: 0,
+                        rlim_max: 0,
+                    };
+                    if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    lim.rlim_cur = soft.min(lim.rlim_max);
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
         let mut child = cmd.spawn().expect("spawn ferry serve");
+        let log = how.capture_stderr.then(|| {
+            let log = ServerLog::default();
+            let stderr = child.stderr.take().expect("stderr");
+            let lines = log.0.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    eprintln!("[ferry] {line}");
+                    lines.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                }
+            });
+            log
+        });
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -84,9 +164,20 @@ impl Server {
             nbd,
             token,
             config: config.map(Path::to_owned),
+            log,
         };
         server.wait_healthy();
         server
+    }
+
+    /// The server's process id (to look at its descriptors in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The host and port of the HTTP API, for raw sockets.
+    pub fn http_addr(&self) -> String {
+        self.url.trim_start_matches("http://").to_owned()
     }
 
     fn wait_healthy(&self) {

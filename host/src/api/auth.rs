@@ -1,9 +1,8 @@
 //! Bearer tokens: loading (and creating on first start), checking in constant
 //! time, and the middleware that enforces roles. Tokens are never logged.
 
-use std::fs::OpenOptions;
 use std::io::{ErrorKind as IoKind, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -90,7 +89,7 @@ impl Tokens {
     /// 0600) on first start, and `DIR/reader.token` when present. Each file
     /// holds one token per line; blank lines and `#` comments are skipped.
     pub fn load_or_create(data_dir: &Path) -> Result<Tokens, TokenError> {
-        std::fs::create_dir_all(data_dir).map_err(|source| TokenError::Io {
+        crate::private_fs::create_dir_all(data_dir).map_err(|source| TokenError::Io {
             action: "cannot create",
             path: data_dir.to_owned(),
             source,
@@ -198,10 +197,9 @@ fn create_admin_token(dir: &Path, path: &Path) -> Result<String, TokenError> {
         }
     };
     let _ = std::fs::remove_file(&tmp);
-    let mut file = OpenOptions::new()
+    let mut file = crate::private_fs::file_options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(&tmp)
         .map_err(io("cannot create", &tmp))?;
     let written = file
@@ -254,7 +252,7 @@ pub async fn require_token(
     if Access::required_for(req.method()) == Access::Admin && role != Role::Admin {
         return Err(ApiError::forbidden(format!(
             "{} needs an admin token; this token may only read",
-            req.method()
+            super::clip::echo(req.method().as_str())
         )));
     }
     Ok(next.run(req).await)

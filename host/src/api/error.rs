@@ -7,6 +7,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use super::clip;
 use crate::service::{ErrorKind, ServiceError};
 
 /// A failed request, as the client sees it.
@@ -30,12 +31,17 @@ struct Body<'a> {
 }
 
 impl ApiError {
-    /// An error with an explicit status, code and message.
+    /// An error with an explicit status, code and message. The message is
+    /// cut to [`clip::MESSAGE_BYTES`]: it may quote what the client sent.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        let mut message = message.into();
+        if message.len() > clip::MESSAGE_BYTES {
+            message = clip::clip(&message, clip::MESSAGE_BYTES).into_owned();
+        }
         Self {
             status,
             code,
-            message: message.into(),
+            message,
             challenge: None,
         }
     }
@@ -71,7 +77,7 @@ impl ApiError {
         Self::new(
             StatusCode::NOT_FOUND,
             "not_found",
-            format!("no route for {method} {path}"),
+            format!("no route for {} {}", clip::echo(method), clip::echo(path)),
         )
     }
 
@@ -80,7 +86,11 @@ impl ApiError {
         Self::new(
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
-            format!("{method} is not allowed on {path}"),
+            format!(
+                "{} is not allowed on {}",
+                clip::echo(method),
+                clip::echo(path)
+            ),
         )
     }
 
@@ -119,7 +129,12 @@ impl From<ServiceError> for ApiError {
         let status = status_of(e.kind());
         if status.is_server_error() {
             // The client gets the message too; the log keeps the cause chain.
-            tracing::error!(code = e.code(), error = %DisplayChain(&e), "service call failed");
+            let chain = DisplayChain(&e).to_string();
+            tracing::error!(
+                code = e.code(),
+                error = %clip::clip(&chain, clip::MESSAGE_BYTES),
+                "service call failed"
+            );
         }
         Self::new(status, e.code(), e.to_string())
     }
@@ -127,9 +142,13 @@ impl From<ServiceError> for ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        // serde's message quotes the offending value, which is the
+        // client's and may be as large as the body: show a bounded part.
         let inner = |e: &dyn std::error::Error| {
-            e.source()
-                .map_or_else(|| e.to_string(), ToString::to_string)
+            let text = e
+                .source()
+                .map_or_else(|| e.to_string(), ToString::to_string);
+            clip::echo(&text).into_owned()
         };
         match r {
             JsonRejection::JsonSyntaxError(e) => Self::new(
@@ -291,6 +310,26 @@ mod tests {
             res.headers()[header::WWW_AUTHENTICATE],
             "Bearer realm=\"ferry\""
         );
+    }
+
+    #[test]
+    fn echoed_client_text_and_long_messages_are_cut() {
+        let method = "M".repeat(16 << 10);
+        let path = format!("/{}", "p".repeat(8 << 10));
+        for e in [
+            ApiError::route_not_found(&method, &path),
+            ApiError::method_not_allowed(&method, &path),
+        ] {
+            assert!(
+                e.message().len() < 2 * clip::ECHO_BYTES + 80,
+                "{}",
+                e.message()
+            );
+            assert!(e.message().contains("(16384 bytes)"), "{}", e.message());
+        }
+        let e = ApiError::new(StatusCode::BAD_REQUEST, "x", "é".repeat(4096));
+        assert!(e.message().len() <= clip::MESSAGE_BYTES + 32);
+        assert!(e.message().ends_with("(8192 bytes)"), "{}", e.message());
     }
 
     #[test]

@@ -7,11 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::header;
+use axum::http::{Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
+use super::clip;
 use super::error::ApiError;
 use super::routes::Routes;
 use crate::prometheus::{CONTENT_TYPE, Kind, Text};
@@ -33,18 +34,40 @@ struct RouteStats {
     sum_seconds: f64,
 }
 
-/// The API's request counters, by (method, route template).
+/// The label of every method outside the standard set, and of every
+/// request no route matched: one series each, whatever clients send.
+pub const OTHER: &str = "other";
+
+/// The API's request counters, by (method, route template). Both labels
+/// come from fixed sets (the standard methods, the registered templates,
+/// [`OTHER`]), so the number of series is bounded by the route table and
+/// not by what clients send.
 #[derive(Debug, Default)]
 pub struct HttpMetrics {
-    routes: Mutex<BTreeMap<(String, String), RouteStats>>,
+    routes: Mutex<BTreeMap<(&'static str, String), RouteStats>>,
+}
+
+/// The metrics label of a method: its name for the methods of RFC 9110
+/// and PATCH, [`OTHER`] for any extension method a client makes up.
+pub fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => OTHER,
+    }
 }
 
 impl HttpMetrics {
-    fn record(&self, method: &str, route: &str, status: u16, took: Duration) {
+    fn record(&self, method: &'static str, route: &str, status: u16, took: Duration) {
         let mut map = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let s = map
-            .entry((method.to_owned(), route.to_owned()))
-            .or_default();
+        let s = map.entry((method, route.to_owned())).or_default();
         *s.by_status.entry(status).or_default() += 1;
         let secs = took.as_secs_f64();
         s.buckets[crate::prometheus::bucket_index(&BUCKETS, secs)] += 1;
@@ -96,18 +119,21 @@ pub(super) async fn observe(
     req: Request,
     next: Next,
 ) -> Response {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    // The template, not the path: ids would make a label per volume.
+    // The log shows what the client sent, cut to a bounded length.
+    let method = clip::echo(req.method().as_str()).into_owned();
+    let path = clip::echo(req.uri().path()).into_owned();
+    let label = method_label(req.method());
+    // The template, not the path: ids would make a label per volume, and
+    // paths no route knows would make one per request.
     let route = req
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+        .map_or_else(|| OTHER.to_owned(), |m| m.as_str().to_owned());
     let started = std::time::Instant::now();
     let res = next.run(req).await;
     let took = started.elapsed();
     let status = res.status().as_u16();
-    http.record(method.as_str(), &route, status, took);
+    http.record(label, &route, status, took);
     let latency_ms = took.as_secs_f64() * 1e3;
     if res.status().is_server_error() {
         tracing::warn!(%method, %path, status, latency_ms, "request");
@@ -133,4 +159,24 @@ async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
     state.http.render(&mut http);
     text.append(http);
     Ok(([(header::CONTENT_TYPE, CONTENT_TYPE)], text.finish()).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label_and_series() {
+        let m = HttpMetrics::default();
+        for name in ["FOO", "BAR", "PROPFIND", &"X".repeat(16 << 10)] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), OTHER);
+            m.record(method_label(&method), OTHER, 405, Duration::ZERO);
+        }
+        assert_eq!(method_label(&Method::DELETE), "DELETE");
+        m.record(method_label(&Method::GET), "/healthz", 200, Duration::ZERO);
+        let map = m.routes.lock().unwrap();
+        assert_eq!(map.len(), 2);
+        assert_eq!(map[&(OTHER, OTHER.to_owned())].by_status[&405], 4);
+    }
 }

@@ -7,6 +7,7 @@
 
 mod arrays;
 pub mod auth;
+pub mod clip;
 mod drivers;
 pub mod error;
 mod events;
@@ -15,6 +16,7 @@ pub mod metrics;
 mod migrations;
 mod openapi;
 pub mod routes;
+pub mod server;
 mod system;
 mod volumes;
 
@@ -29,6 +31,7 @@ use axum::middleware;
 pub use auth::{Role, TokenError, Tokens};
 pub use error::ApiError;
 pub use routes::{Access, RouteInfo};
+pub use server::HttpLimits;
 
 use crate::service::Service;
 
@@ -100,14 +103,12 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::method_not_allowed(method.as_str(), uri.path())
 }
 
-/// Serves `app` on `listener` until `shutdown` resolves, then lets the
-/// requests in flight finish.
+/// Serves `app` on `listener` within the default [`HttpLimits`] until
+/// `shutdown` resolves, then lets the requests in flight finish.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     app: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    server::serve(listener, app, HttpLimits::default(), shutdown).await
 }

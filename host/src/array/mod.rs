@@ -107,16 +107,18 @@ pub struct Array {
 }
 
 impl Array {
-    /// Opens (creating directories as needed) the array described by `cfg`
-    /// under `root`.
+    /// Opens the array described by `cfg` under `root`, creating its
+    /// directories as needed (mode 0700: LUNs hold volume data).
     pub fn open(root: &Path, cfg: &ArrayConfig) -> Result<Self, ArrayError> {
         validate_name(&cfg.name)?;
         let dir = root.join(&cfg.name);
         for pool in &cfg.pools {
             validate_name(pool)?;
-            fs::create_dir_all(dir.join(pool)).map_err(|source| ArrayError::Io {
-                array: cfg.name.clone(),
-                source,
+            crate::private_fs::create_dir_all(&dir.join(pool)).map_err(|source| {
+                ArrayError::Io {
+                    array: cfg.name.clone(),
+                    source,
+                }
             })?;
         }
         Ok(Self {
@@ -224,7 +226,8 @@ impl Array {
         Ok(used)
     }
 
-    /// Creates a sparse LUN of `size` bytes.
+    /// Creates a sparse LUN of `size` bytes, readable by this user only
+    /// (mode 0600).
     pub fn create_lun(&self, addr: &LunAddress, size: u64) -> Result<Lun, ArrayError> {
         if size == 0 || !size.is_multiple_of(512) {
             return Err(ArrayError::InvalidSize(size));
@@ -240,7 +243,7 @@ impl Array {
                 wanted: size,
             });
         }
-        let file = match File::options()
+        let file = match crate::private_fs::file_options()
             .read(true)
             .write(true)
             .create_new(true)
@@ -433,6 +436,26 @@ mod tests {
             a.open_lun(&other_pool),
             Err(ArrayError::NoSuchPool { .. })
         ));
+    }
+
+    #[test]
+    fn array_directories_and_luns_are_private_to_their_user() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("arrays");
+        let a = array(&root, 1 << 30);
+        a.create_lun(&addr("l"), 1 << 20).unwrap();
+        let mode = |p: &str| {
+            std::fs::metadata(root.join(p))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777
+        };
+        for d in ["", "a1", "a1/default"] {
+            assert_eq!(mode(d), 0o700, "{d:?}");
+        }
+        assert_eq!(mode("a1/default/l"), 0o600);
     }
 
     #[test]

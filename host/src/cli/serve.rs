@@ -12,9 +12,10 @@ use anyhow::Context as _;
 use clap::Args;
 use tokio::sync::Notify;
 
-use crate::api::{self, Tokens, auth};
+use crate::api::{self, HttpLimits, Tokens, auth};
 use crate::config::Config;
 use crate::service::{Service, ServiceOptions};
+use crate::{fdlimit, private_fs};
 
 /// How long requests in flight may take to finish after a stop signal.
 const DRAIN: Duration = Duration::from_secs(10);
@@ -36,6 +37,9 @@ pub struct ServeArgs {
 
 /// Runs the server; returns when it has stopped.
 pub fn run(args: ServeArgs, data_dir: PathBuf) -> ExitCode {
+    // Files are created private explicitly; the umask also covers anything
+    // a dependency creates on its own.
+    private_fs::restrict_umask();
     init_tracing();
     match serve(args, &data_dir) {
         Ok(()) => ExitCode::SUCCESS,
@@ -64,13 +68,48 @@ fn serve(args: ServeArgs, data_dir: &Path) -> anyhow::Result<()> {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
     };
+    // Checked before anything is created in it: a fresh directory is 0700.
+    // (`Service::start` logs the same through tracing, for embedders.)
+    if let Ok(Some(mode)) = private_fs::open_to_others(data_dir) {
+        eprintln!(
+            "warning: the data directory {} has mode {mode:04o}: other users may read the \
+             volumes' data, the store and the tokens; chmod 700 it",
+            data_dir.display()
+        );
+    }
     let tokens = Tokens::load_or_create(data_dir)?;
+    let http_limits = http_limits(&config);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("ferry")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve_async(args, data_dir, config, tokens))
+    runtime.block_on(serve_async(args, data_dir, config, tokens, http_limits))
+}
+
+/// The HTTP limits of `config`, with the connection cap lowered if the
+/// process's descriptor limit (raised to its hard limit first) would leave
+/// too few for NBD connections and LUN files.
+fn http_limits(config: &Config) -> HttpLimits {
+    let mut limits = HttpLimits::from_config(&config.http);
+    match fdlimit::raise_nofile_limit() {
+        Ok(nofile) => {
+            let cap = fdlimit::http_connection_cap(config.http.max_connections, nofile);
+            if cap < config.http.max_connections {
+                tracing::warn!(
+                    configured = config.http.max_connections,
+                    max_connections = cap,
+                    open_file_limit = nofile,
+                    reserved = fdlimit::RESERVED,
+                    "fewer HTTP connections than configured, to keep descriptors for NBD and \
+                     LUN files; raise the open file limit (ulimit -n) to allow more"
+                );
+            }
+            limits.max_connections = usize::try_from(cap).unwrap_or(limits.max_connections);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the open file limit"),
+    }
+    limits
 }
 
 async fn serve_async(
@@ -78,6 +117,7 @@ async fn serve_async(
     data_dir: &Path,
     config: Config,
     tokens: Tokens,
+    http_limits: HttpLimits,
 ) -> anyhow::Result<()> {
     // Bind first: a busy port should fail before the store is opened.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -117,7 +157,7 @@ async fn serve_async(
     let signalled = stop.clone();
     let app = api::app(service.clone(), tokens);
     let stopping = service.clone();
-    let server = api::serve(listener, app, async move {
+    let server = api::server::serve(listener, app, http_limits, async move {
         shutdown_signal().await;
         tracing::info!("stopping: finishing requests in flight");
         stopping.begin_shutdown();

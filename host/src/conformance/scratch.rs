@@ -43,7 +43,7 @@ impl TempDir {
         // A fresh name every time, and `create_dir` (not `_all`) so two runs
         // can never share one.
         let dir = parent.join(format!("ferry-check-{:016x}", rand::random::<u64>()));
-        std::fs::create_dir(&dir)?;
+        crate::private_fs::create_dir(&dir)?;
         Ok(Self(dir))
     }
 }

@@ -90,7 +90,8 @@ impl Service {
         let io = |what: &str, e: std::io::Error| {
             ServiceError::Internal(format!("{what} {}: {e}", opts.data_dir.display()))
         };
-        std::fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
+        crate::private_fs::warn_if_open_to_others(&opts.data_dir, "data directory");
+        crate::private_fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
         let store = Store::open(&opts.data_dir.join("ferry.redb"))?;
         check_config_keeps_volumes(&store, &opts.config)?;
         store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;

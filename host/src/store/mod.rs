@@ -135,6 +135,19 @@ impl Store {
 }
 
 fn open_database(path: &Path) -> Result<Database, StoreError> {
+    // redb would create a missing file with the umask's mode; create it
+    // first, private (the store holds every volume's record and the driver
+    // state), and let redb initialise the empty file. An existing file is
+    // left as it is.
+    crate::private_fs::file_options()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)
+        .map_err(|e| StoreError::Open {
+            path: path.to_owned(),
+            source: e.into(),
+        })?;
     // redb trusts a file it believes it closed cleanly and may panic on bytes
     // written by something else; that must surface as an error naming the file.
     let opened = std::panic::catch_unwind(|| {
@@ -410,6 +423,16 @@ mod tests {
         drop(first);
         // Once the holder is gone the file opens again.
         Store::open(&path).unwrap();
+    }
+
+    #[test]
+    fn a_new_database_file_is_private_to_its_user() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.redb");
+        drop(Store::open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[test]

@@ -1,0 +1,428 @@
+//! Security and resource limits of a real `ferry serve`: what it writes is
+//! private to its user, hostile HTTP requests cannot grow its memory, and
+//! idle sockets cannot starve it of file descriptors.
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::json;
+use support::{Launch, Server};
+
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// A fresh data directory, the store, the token, every directory of the
+/// arrays tree and a volume's LUN file are reachable by their owner only.
+#[test]
+fn a_fresh_data_directory_and_everything_in_it_is_private() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let server = Server::launch(
+        &data,
+        None,
+        &Launch {
+            capture_stderr: true,
+            ..Launch::default()
+        },
+    );
+    let (status, v) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "private", "size_bytes": 1 << 20, "array": "p1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+
+    assert_eq!(mode(&data), 0o700, "data directory");
+    assert_eq!(mode(&data.join("ferry.redb")), 0o600, "store");
+    assert_eq!(mode(&data.join("admin.token")), 0o600, "admin token");
+    assert_eq!(mode(&data.join("arrays")), 0o700, "arrays/");
+    // Every directory and file below arrays/: array and pool directories,
+    // and the LUN the new volume lives in.
+    let mut luns = 0;
+    let mut stack = vec![data.join("arrays")];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let p = entry.unwrap().path();
+            if p.is_dir() {
+                assert_eq!(mode(&p), 0o700, "{}", p.display());
+                stack.push(p);
+            } else {
+                assert_eq!(mode(&p), 0o600, "{}", p.display());
+                luns += 1;
+            }
+        }
+    }
+    assert_eq!(luns, 1, "the volume's LUN file");
+    let log = server.log.clone().unwrap();
+    server.stop();
+    assert!(
+        !log.lines().iter().any(|l| l.contains("chmod 700")),
+        "a fresh directory is not warned about: {:?}",
+        log.lines()
+    );
+}
+
+/// A data directory that group and others may enter (as older versions
+/// created it) is served, with a warning on stderr and in the log.
+#[test]
+fn an_existing_data_directory_open_to_others_is_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let server = Server::launch(
+        &data,
+        None,
+        &Launch {
+            capture_stderr: true,
+            ..Launch::default()
+        },
+    );
+    let log = server.log.clone().unwrap();
+    let plain = log.wait_for("warning: the data directory", Duration::from_secs(5));
+    let plain = plain.expect("no stderr warning about the data directory");
+    assert!(
+        plain.contains("0755") && plain.contains("chmod 700"),
+        "{plain}"
+    );
+    let traced = log
+        .lines()
+        .into_iter()
+        .find(|l| l.contains("WARN") && l.contains("data directory is open to other users"));
+    assert!(traced.is_some(), "no log warning: {:?}", log.lines());
+    // Warned about, not changed behind the operator's back.
+    assert_eq!(mode(&data), 0o755);
+    server.stop();
+}
+
+/// Raises this test process's open file limit to its hard limit: the tests
+/// below hold thousands of sockets.
+fn raise_own_nofile_limit() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on structs we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim), 0);
+        lim.rlim_cur = lim.rlim_max;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0);
+    }
+    lim.rlim_cur
+}
+
+/// Letters from a xorshift generator: names no one has sent before.
+struct Letters(u64);
+
+impl Letters {
+    fn new() -> Self {
+        Self(rand::random::<u64>() | 1)
+    }
+
+    fn take(&mut self, n: usize) -> String {
+        (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                char::from(b'A' + (self.0 % 26) as u8)
+            })
+            .collect()
+    }
+}
+
+/// Sends one raw request (`Connection: close`) and returns the status and
+/// the body.
+fn raw_request(addr: &str, method: &str, path: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let head = format!("{method} {path} HTTP/1.1\r\nHost: ferry\r\nConnection: close\r\n\r\n");
+    s.write_all(head.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    let split = answer
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let status_line = String::from_utf8_lossy(&answer[..split]);
+    let status = status_line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("status line: {status_line}"));
+    (status, answer[split + 4..].to_vec())
+}
+
+/// Hundreds of requests with 16 KB made-up method names and paths: every
+/// one answered with a short error, `/metrics` keeps a bounded set of
+/// series with only standard method labels, and no log line grows with
+/// what the client sent.
+#[test]
+fn made_up_methods_and_paths_cannot_grow_metrics_logs_or_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(
+        dir.path(),
+        None,
+        &Launch {
+            capture_stderr: true,
+            rust_log: Some("info".into()),
+            ..Launch::default()
+        },
+    );
+    let addr = server.http_addr();
+    let mut letters = Letters::new();
+    let mut statuses = std::collections::BTreeSet::new();
+    for i in 0..300 {
+        let method = letters.take(16 << 10);
+        let path = if i % 2 == 0 {
+            "/healthz".to_owned()
+        } else {
+            format!("/{}", letters.take(8 << 10))
+        };
+        let (status, body) = raw_request(&addr, &method, &path);
+        statuses.insert(status);
+        assert!(
+            body.len() < 2048,
+            "a {} byte error body for a {} byte method",
+            body.len(),
+            method.len()
+        );
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert!(v["error"]["code"].is_string(), "{v}");
+    }
+    assert_eq!(
+        statuses,
+        [404, 405].into_iter().collect(),
+        "unknown paths and methods"
+    );
+
+    let (status, text) = server.get_text("/metrics");
+    assert_eq!(status, 200);
+    assert!(text.len() < 64 << 10, "/metrics is {} bytes", text.len());
+    let series: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("ferry_http_requests_total{"))
+        .collect();
+    assert!(
+        !series.is_empty() && series.len() <= 10,
+        "{} series: {series:?}",
+        series.len()
+    );
+    let standard = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+    ];
+    for line in &series {
+        let method = line
+            .split("method=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no method label: {line}"));
+        assert!(standard.contains(&method), "{line}");
+    }
+    assert!(
+        series
+            .iter()
+            .any(|l| l.contains("method=\"other\"") && l.contains("route=\"other\"")),
+        "{series:?}"
+    );
+
+    let log = server.log.clone().unwrap();
+    server.stop();
+    let lines = log.lines();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("request") && l.contains("405")),
+        "the requests were logged: {} lines",
+        lines.len()
+    );
+    let longest = lines.iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 2048, "a {longest} byte log line");
+}
+
+/// The number of descriptors `pid` has open.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+/// Opens `n` TCP connections to `addr` that send nothing.
+fn idle_connections(addr: &str, n: usize) -> Vec<std::net::TcpStream> {
+    let addr: std::net::SocketAddr = addr.parse().unwrap();
+    (0..n)
+        .map(|i| {
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+                .unwrap_or_else(|e| panic!("connection {i}: {e}"))
+        })
+        .collect()
+}
+
+/// Whether the server closed `s` (EOF or reset) within `wait`.
+fn closed_within(s: &mut std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read as _;
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 512];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => {} // a response: keep reading until the close
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+/// `/healthz` over a fresh connection, timed.
+fn timed_health(server: &Server) -> Duration {
+    let started = std::time::Instant::now();
+    let (status, body) = raw_request(&server.http_addr(), "GET", "/healthz");
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    started.elapsed()
+}
+
+/// The issue's attack: thousands of idle sockets against a host started
+/// with the usual soft limit of 1,024 descriptors. The host raises its
+/// limit and caps HTTP below it, so health checks and volume creation (a
+/// LUN file) keep working while the sockets are held.
+#[test]
+fn idle_sockets_cannot_starve_the_host_of_descriptors() {
+    let hard = raise_own_nofile_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::launch(
+        dir.path(),
+        None,
+        &Launch {
+            nofile_soft_limit: Some(1024),
+            ..Launch::default()
+        },
+    );
+    let n = 2000.min(usize::try_from(hard / 2).unwrap_or(2000));
+    let held = idle_connections(&server.http_addr(), n);
+    let took = timed_health(&server);
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    let (status, v) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "under-siege", "size_bytes": 1 << 20, "array": "p1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    drop(held);
+    server.stop();
+}
+
+fn http_config(dir: &Path, http: &str) -> std::path::PathBuf {
+    let path = dir.join("ferry.toml");
+    let text = format!("[http]\n{http}\n\n[[array]]\nname = \"p1\"\ndriver = \"plain\"\n");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A connection that sends nothing is closed after the header-read
+/// timeout; one that began a request head and stalled, after the same time
+/// from its first byte; one idle after a response, after the (longer)
+/// keep-alive timeout.
+#[test]
+fn silent_slow_and_idle_connections_are_closed_after_their_timeouts() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let config = http_config(
+        dir.path(),
+        "header_read_timeout_ms = 800\nkeep_alive_timeout_ms = 2500",
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let addr = server.http_addr();
+    let connect = || std::net::TcpStream::connect(&addr).unwrap();
+
+    // Silent from the start.
+    let mut silent = connect();
+    let started = std::time::Instant::now();
+    assert!(!closed_within(&mut silent, Duration::from_millis(500)));
+    assert!(closed_within(&mut silent, Duration::from_secs(3)));
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_secs(3),
+        "closed after {took:?}"
+    );
+
+    // One request answered, then idle: the keep-alive timeout, not the
+    // header-read one, applies.
+    let mut idle = connect();
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: ferry\r\n\r\n")
+        .unwrap();
+    let answered = std::time::Instant::now();
+    assert!(
+        !closed_within(&mut idle, Duration::from_millis(1500)),
+        "closed before the keep-alive timeout"
+    );
+    assert!(closed_within(&mut idle, Duration::from_secs(3)));
+    let took = answered.elapsed();
+    assert!(took < Duration::from_secs(4), "closed after {took:?}");
+
+    // A later request head that stalls: closed a header-read timeout after
+    // its first byte, long before the keep-alive timeout.
+    let mut slow = connect();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: ferry\r\n\r\n")
+        .unwrap();
+    assert!(!closed_within(&mut slow, Duration::from_millis(200)));
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: fe")
+        .unwrap();
+    let began = std::time::Instant::now();
+    assert!(closed_within(&mut slow, Duration::from_secs(3)));
+    let took = began.elapsed();
+    assert!(
+        took >= Duration::from_millis(700) && took < Duration::from_millis(2000),
+        "closed after {took:?}"
+    );
+    server.stop();
+}
+
+/// With the connection table full of idle sockets, a new client still gets
+/// in: the idlest connection is closed to make room, and the host's
+/// descriptors stay within the cap.
+#[test]
+fn a_full_connection_table_makes_room_by_closing_the_idlest() {
+    raise_own_nofile_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let config = http_config(
+        dir.path(),
+        "max_connections = 64\nheader_read_timeout_ms = 60000\nkeep_alive_timeout_ms = 60000",
+    );
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let baseline = open_fds(server.pid());
+    let mut held = idle_connections(&server.http_addr(), 300);
+    let took = timed_health(&server);
+    assert!(took < Duration::from_secs(1), "/healthz took {took:?}");
+    let fds = open_fds(server.pid());
+    assert!(
+        fds <= baseline + 64 + 8,
+        "{fds} descriptors open, {baseline} before 300 connections"
+    );
+    // The oldest were closed to make room; the newest are still open.
+    let closed = held
+        .iter_mut()
+        .filter_map(|s| closed_within(s, Duration::from_millis(20)).then_some(()))
+        .count();
+    assert!(closed >= 300 - 64, "{closed} of 300 closed");
+    assert!(!closed_within(
+        held.last_mut().unwrap(),
+        Duration::from_millis(20)
+    ));
+    server.stop();
+}
