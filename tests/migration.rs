@@ -497,3 +497,175 @@ fn cli_migrates_and_waits() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no_migration_running"));
 }
+
+/// A move between two pools of one array: the plain driver declines, the
+/// host copies into the other pool.
+#[test]
+fn a_move_between_pools_of_one_array() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        "[[array]]\nname = \"a\"\ndriver = \"plain\"\npools = [\"default\", \"gold\"]\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = create(&server, "pools", "a", 256 * MIB);
+    with_attachment(&server, &id, write_pattern);
+    let (status, body) = migrate(&server, &id, json!({"array": "a", "pool": "gold"}));
+    assert_eq!(status, 202, "{body}");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(
+        (v["array"].as_str(), v["pool"].as_str()),
+        (Some("a"), Some("gold")),
+        "{v}"
+    );
+    let gold = data.join("arrays/a/gold").join(format!("volume-{id}"));
+    assert!(gold.exists() && !lun_path(&data, "a", &id).exists());
+    with_attachment(&server, &id, check_pattern);
+}
+
+/// In `completing` the volume lives on the destination and its source is
+/// being removed: an abort is refused with `abort_too_late`, and the
+/// migration succeeds.
+#[test]
+fn abort_is_refused_while_completing() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::migrations::faulty_config(dir.path(), 5000);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = create(&server, "slow:delete-volume@f1", "f1", 8 * MIB);
+    let (status, _) = migrate(&server, &id, json!({"array": "f2"}));
+    assert_eq!(status, 202);
+    let m =
+        support::migrations::wait_phase(&server, &id, "cleanup_source", Duration::from_secs(30));
+    assert_eq!(m["migration_status"], "completing", "{m}");
+    let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("abort_too_late")),
+        "{body}"
+    );
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(30));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    assert_eq!(m["abort_requested"], false, "{m}");
+}
+
+/// While `migrating` (a host copy) the volume cannot be attached; the
+/// refusal changes nothing.
+#[test]
+fn attach_is_refused_while_migrating() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = throttled_config(dir.path(), 8 * MIB);
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let id = create(&server, "busy", "a", 256 * MIB);
+    with_attachment(&server, &id, write_pattern);
+    let (status, _) = migrate(&server, &id, json!({"array": "b"}));
+    assert_eq!(status, 202);
+    support::migrations::wait_phase(&server, &id, "host_copy", Duration::from_secs(10));
+    let (status, body) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "late"})),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{body}"
+    );
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(v["attachments"], json!([]), "{v}");
+    assert_eq!(v["status"], "migrating", "{v}");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success", "{m}");
+}
+
+/// An array whose driver is not installed: a migration to it is refused at
+/// admission with `driver_not_loaded` and changes nothing; once a driver of
+/// that name is uploaded, the same request is admitted.
+#[test]
+fn a_migration_to_an_array_without_its_driver_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        "[[array]]\nname = \"a\"\ndriver = \"plain\"\n\
+         [[array]]\nname = \"x\"\ndriver = \"acme\"\n",
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let id = create(&server, "v", "a", 8 * MIB);
+    let (status, body) = migrate(&server, &id, json!({"array": "x"}));
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("driver_not_loaded")),
+        "{body}"
+    );
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(
+        (v["status"].as_str(), v["migration_status"].as_str()),
+        (Some("available"), None),
+        "{v}"
+    );
+    let plain = ferry::guests::EXAMPLE_DRIVERS
+        .iter()
+        .find(|(n, _)| *n == "plain")
+        .unwrap()
+        .1;
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/acme", plain);
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = migrate(&server, &id, json!({"array": "x"}));
+    assert_eq!(status, 202, "{body}");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "{m}");
+}
+
+/// After the switch a failing completion is retried, never undone: the
+/// error and the attempt count are in the status query, the volume stays
+/// `migrating_attachable`, and once the cause is gone the migration ends.
+#[test]
+fn completion_retries_after_the_switch_stay_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::volume_model::config(dir.path(), 2 * MIB);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = create(&server, "retry", "p1", 32 * MIB);
+    with_attachment(&server, &id, |uri| {
+        qemu_io(uri, &["write -P 0x5a 0 16M", "flush"])
+    });
+    let (status, _) = migrate(&server, &id, json!({"array": "t1"}));
+    assert_eq!(status, 202);
+    support::volume_model::wait_for(
+        &server,
+        &id,
+        "migrating_attachable",
+        Duration::from_secs(10),
+    );
+    let source = lun_path(&data, "p1", &id);
+    let away = dir.path().join("away");
+    std::fs::rename(&source, &away).unwrap();
+    let start = Instant::now();
+    let m = loop {
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        if m["attempts"].as_u64().unwrap_or(0) >= 2 {
+            break m;
+        }
+        assert_eq!(m["migration_status"], "migrating_attachable", "{m}");
+        assert!(start.elapsed() < Duration::from_secs(20), "no retries: {m}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(
+        m["error"].as_str().unwrap_or("").contains("retrying"),
+        "{m}"
+    );
+    std::fs::rename(&away, &source).unwrap();
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    assert!(m["error"].is_null() && m["attempts"] == 0, "{m}");
+    with_attachment(&server, &id, |uri| {
+        qemu_io(uri, &["read -P 0x5a 0 16M", "read -P 0 16M 16M"])
+    });
+}

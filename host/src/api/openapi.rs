@@ -141,16 +141,18 @@ fn paths() -> Value {
                 ("503", "A driver is not loaded (`driver_not_loaded`)."),
             ]])},
         "/v1/volumes/{id}/migration": {"get": operation(
-            "getMigration", "The last migration of a volume: status, path, progress, error.",
+            "getMigration", "The last migration of a volume: status, phase, path, progress, error, warnings, retries.",
             &["id"], None,
-            ("200", ok("The last migration (`migration_status` null if never migrated).", "Migration")),
+            ("200", ok("The last migration; for a volume never migrated every field is null (`progress` too) and `warnings` empty.", "Migration")),
             &[AUTH_ERRORS, ID_ERRORS])},
         "/v1/volumes/{id}/migration/abort": {"post": operation(
-            "abortMigration", "Stop a running migration and roll it back.",
+            "abortMigration",
+            "Stop a running migration and put the volume back where it was. An accepted abort always takes effect: the migration shows `aborting` at once and ends `aborted` with the volume on its source (a driver's copy in flight is stopped; a move the source driver finished anyway is copied back; while `migrating_attachable` the destination's writes are copied back first). Asking again answers the same. A migration started with `lock_volume` refuses it unless `?force=true`.",
             &["id"], None,
-            ("202", ok("Abort requested; the migration ends `aborted`.", "Migration")),
+            ("202", ok("Abort accepted; the migration is `aborting` and ends `aborted`.", "Migration")),
             &[AUTH_ERRORS, ADMIN_ERRORS, ID_ERRORS, &[
-                ("409", "Nothing to abort (`no_migration_running`) or too late (`abort_not_possible`)."),
+                ("400", "A query other than `force=true|false` (`invalid_query`)."),
+                ("409", "Nothing to abort (`no_migration_running`), the volume already lives on the destination and its source is being removed (`abort_too_late`), a failed migration is rolling back already (`abort_not_possible`), or the migration holds `lock_volume` (`volume_locked`)."),
             ]])},
         "/v1/volumes/{id}": {
             "get": operation(
@@ -346,8 +348,8 @@ fn schemas() -> Value {
                 "status": {"type": "string", "enum": [
                     "creating", "available", "in-use", "deleting", "migrating", "error"]},
                 "migration_status": {"enum": [
-                    null, "starting", "migrating", "migrating_attachable", "completing",
-                    "success", "error", "aborted"],
+                    null, "starting", "migrating", "migrating_attachable", "aborting",
+                    "completing", "success", "error", "aborted"],
                     "description": "Status of the last migration; null if never migrated."},
                 "attachable": {"type": "boolean"},
                 "array": {"type": "string"},
@@ -383,7 +385,8 @@ fn schemas() -> Value {
                 "array": {"type": "string"},
                 "pool": {"type": ["string", "null"]},
                 "force_host_copy": {"type": "boolean"},
-                "lock_volume": {"type": ["boolean", "null"]}
+                "lock_volume": {"type": ["boolean", "null"],
+                    "description": "Default false. When true, attach, detach and abort requests are refused with `volume_locked` while the migration runs (abort passes with `?force=true`)."}
             }
         },
         "MigrationAccepted": {
@@ -401,22 +404,34 @@ fn schemas() -> Value {
                 "volume_id": {"type": "string", "format": "uuid"},
                 "migration_id": {"type": ["string", "null"], "format": "uuid"},
                 "migration_status": {"enum": [
-                    null, "starting", "migrating", "migrating_attachable", "completing",
-                    "success", "error", "aborted"]},
+                    null, "starting", "migrating", "migrating_attachable", "aborting",
+                    "completing", "success", "error", "aborted"]},
                 "path": {"enum": [null, "source-driver", "target-driver",
                                   "target-driver-async", "host-copy"]},
-                "phase": {"type": ["string", "null"]},
+                "phase": {"enum": [null, "admitted", "source_driver", "target_driver",
+                                   "host_copy_prepare", "host_copy", "hydrating",
+                                   "copying_back", "return_prepare", "returning",
+                                   "cleanup_source", "rolling_back", "finished"],
+                          "description": "The step of the state machine (ARCHITECTURE.md draws it)."},
                 "source": {"type": ["object", "null"]},
                 "destination": {"type": ["object", "null"]},
                 "progress": {
-                    "type": "object", "required": ["done_bytes", "total_bytes", "percent"],
+                    "type": ["object", "null"], "required": ["done_bytes", "total_bytes", "percent"],
+                    "description": "The current copy: the migration's, or while `aborting` the copy back. Its total is fixed when the copy starts; `done_bytes` never decreases within it. Null if never migrated.",
                     "properties": {
                         "done_bytes": {"type": "integer"},
                         "total_bytes": {"type": "integer"},
                         "percent": {"type": "number"}
                     }
                 },
-                "error": {"type": ["string", "null"]},
+                "error": {"type": ["string", "null"],
+                          "description": "Why it failed (`error`), or why the step now retried failed; null on success."},
+                "warnings": {"type": "array", "items": {"type": "string"},
+                             "description": "What went wrong without failing it (a LUN left behind, a broken driver promise, an abort that could not be honoured)."},
+                "attempts": {"type": "integer",
+                             "description": "Failed attempts of the step now retried (after the switch); 0 otherwise."},
+                "abort_requested": {"type": "boolean"},
+                "lock_volume": {"type": "boolean"},
                 "started_at": {"type": ["string", "null"]},
                 "finished_at": {"type": ["string", "null"]}
             }

@@ -80,7 +80,7 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
             wait,
         } => super::migrate::migrate(c, out, id, &to, pool, force_host_copy, wait)?,
         VolumeCmd::Migration { id } => super::migrate::show(c, out, id)?,
-        VolumeCmd::AbortMigration { id } => super::migrate::abort(c, out, id)?,
+        VolumeCmd::AbortMigration { id, force } => super::migrate::abort(c, out, id, force)?,
         VolumeCmd::Create {
             name,
             size,

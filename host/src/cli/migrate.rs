@@ -165,10 +165,17 @@ pub fn show(c: &Client, out: Output, id: Uuid) -> Result<(), ClientError> {
 }
 
 /// `ferry volume abort-migration`.
-pub fn abort(c: &Client, out: Output, id: Uuid) -> Result<(), ClientError> {
-    let v = c.post(&format!("/v1/volumes/{id}/migration/abort"), &json!({}))?;
+pub fn abort(c: &Client, out: Output, id: Uuid, force: bool) -> Result<(), ClientError> {
+    let query = if force { "?force=true" } else { "" };
+    let v = c.post(
+        &format!("/v1/volumes/{id}/migration/abort{query}"),
+        &json!({}),
+    )?;
     if !out.json(&v)? {
-        println!("abort requested; the migration rolls back");
+        println!(
+            "abort accepted; the migration is {} and ends aborted, with the volume on its source",
+            text(&v["migration_status"])
+        );
     }
     Ok(())
 }

@@ -212,6 +212,9 @@ pub enum VolumeCmd {
     AbortMigration {
         /// Volume id.
         id: Uuid,
+        /// Abort a migration started with `lock_volume` all the same.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -193,9 +193,16 @@ impl Service {
         luns: &HashMap<Uuid, LunAddress>,
     ) -> Result<Volume, SwitchBack> {
         let mut new_attachment = None;
+        let volume = self.volume(id).map_err(SwitchBack::Refused)?;
+        let source = volume
+            .migration
+            .as_ref()
+            .map_or_else(String::new, |m| m.source.array.clone());
         let recorded = self.record(
             id,
-            Some("written regions copied back; the volume serves from the source again".into()),
+            Some(format!(
+                "written regions copied back; the volume serves from {source} again"
+            )),
             |v, m| {
                 if m.phase != MigrationPhase::CopyingBack {
                     return Err(ServiceError::Internal(

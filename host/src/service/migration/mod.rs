@@ -339,7 +339,15 @@ impl Service {
             }
         }
         let is_held = held.is_some();
-        let recorded = self.record(id, Some("abort requested by an operator".into()), |v, m| {
+        let reason = match current.migration.as_ref() {
+            Some(m) if m.phase == MigrationPhase::Hydrating => format!(
+                "abort requested by an operator: copying the writes made on {} back to {}, then \
+                 switching back",
+                m.destination.array, m.source.array
+            ),
+            _ => "abort requested by an operator".to_owned(),
+        };
+        let recorded = self.record(id, Some(reason), |v, m| {
             let vid = v.id;
             if !m.is_running() {
                 return Err(ServiceError::NoMigrationRunning(vid));

@@ -153,7 +153,7 @@ impl Service {
             let Some(mut m) = v.migration.take() else {
                 return Err(ServiceError::NoMigrationRunning(v.id));
             };
-            before = Some((v.status, m.status, m.phase));
+            before = Some((v.status, m.clone()));
             let changed = change(v, &mut m);
             v.migration_status = Some(m.status);
             v.migration = Some(m);
@@ -165,11 +165,10 @@ impl Service {
             Err(UpdateError::Refused(e)) => return Err(e),
             Err(UpdateError::Store(e)) => return Err(e.into()),
         };
-        if let (Some((old_status, old_mstatus, old_phase)), Some(m)) =
-            (before, volume.migration.as_ref())
-        {
-            if m.status != old_mstatus || m.phase != old_phase || reason.is_some() {
-                self.emit_migration(&volume, Some(old_mstatus), m.status, reason.clone());
+        if let (Some((old_status, old)), Some(m)) = (before, volume.migration.as_ref()) {
+            // A change that changed nothing (a repeated abort) is no event.
+            if m.status != old.status || m.phase != old.phase || (reason.is_some() && *m != old) {
+                self.emit_migration(&volume, Some(old.status), m.status, reason.clone());
             }
             if volume.status != old_status {
                 self.emit_volume(&volume, Some(old_status), reason);
