@@ -221,6 +221,27 @@ fn an_undeclared_async_answer_fails_over_to_a_host_copy() {
         seen.iter().all(|(_, ms)| ms != "migrating_attachable"),
         "{seen:?}"
     );
+    // Every path decision reaches the event log with its reason.
+    let (_, events) = server.call("GET", "/v1/events?limit=1000", None);
+    let reasons: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["volume"] == id.as_str())
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    for decision in [
+        "the source driver declined",
+        "the target array takes over the LUN",
+        "without declaring async-target-migration",
+        "destination created; copying",
+        "migration complete",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(decision)),
+            "no event says {decision:?}: {reasons:?}"
+        );
+    }
     check_data(&server, &id);
 }
 

@@ -69,6 +69,22 @@ impl Failure {
         }
     }
 
+    pub(super) fn unanswered(
+        role: &'static str,
+        driver: &str,
+        call: &'static str,
+        attempts: u32,
+        source: CallError,
+    ) -> Self {
+        Failure::Unanswered {
+            role,
+            driver: driver.to_owned(),
+            call,
+            attempts,
+            source,
+        }
+    }
+
     pub(super) fn unreachable(what: &'static str, detail: impl ToString) -> Self {
         Failure::Unreachable {
             what,

@@ -15,6 +15,9 @@ use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Volum
 use crate::runtime::{Capabilities, Connector, Destination, Source};
 use crate::service::{Service, ServiceError};
 
+/// The target side's calls of one step, as errors name them.
+const TARGET_CALLS: &str = "take-over-remote-lun or migrate-volume-target";
+
 impl Service {
     /// What the active version of `array`'s driver declared.
     fn declared(&self, array: &Array) -> Result<Capabilities, ServiceError> {
@@ -100,49 +103,28 @@ impl Service {
             })
             .await?;
         // The abort may have come while the driver ran.
-        let aborted = self
-            .volume(v.id)?
-            .migration
-            .is_some_and(|m| m.abort_requested);
+        let aborted = self.abort_asked(v.id)?;
         match called {
-            Called::Answered(o) if o.moved && aborted => {
-                // The move is done and the source LUN is gone: the abort is
-                // honoured by bringing the volume back, never ignored.
-                let update = o.model_update;
-                self.record(
-                    v.id,
-                    Some(
-                        "the source driver finished its move as the abort came; bringing the \
-                         volume back"
-                            .into(),
-                    ),
-                    |v, m| {
-                        m.path = Some(MigrationPath::SourceDriver);
-                        m.destination.provider_location = update;
-                        let at = m.destination.clone();
-                        v.place(&at);
-                        Ok(m.enter(MigrationPhase::ReturnPrepare)?)
-                    },
-                )?;
-                Ok(())
-            }
-            Called::Answered(o) if o.moved => {
-                let update = o.model_update;
-                self.record(
-                    v.id,
-                    Some("the source driver moved the volume".into()),
-                    |v, m| {
-                        m.path = Some(MigrationPath::SourceDriver);
-                        m.destination.provider_location = update;
-                        let at = m.destination.clone();
-                        v.place(&at);
-                        m.finish(MigrationEnd::Success)?;
-                        v.settle_after_migration(m.original_status);
-                        Ok(())
-                    },
-                )?;
-                Ok(())
-            }
+            // The move is done and the source LUN is gone: the abort is
+            // honoured by bringing the volume back, never ignored.
+            Called::Answered(o) if o.moved && aborted => self.switched(
+                v.id,
+                "the source driver finished its move as the abort came; bringing the volume back",
+                MigrationPath::SourceDriver,
+                o.model_update,
+                |_, m| Ok(m.enter(MigrationPhase::ReturnPrepare)?),
+            ),
+            Called::Answered(o) if o.moved => self.switched(
+                v.id,
+                "the source driver moved the volume",
+                MigrationPath::SourceDriver,
+                o.model_update,
+                |v, m| {
+                    m.finish(MigrationEnd::Success)?;
+                    v.settle_after_migration(m.original_status);
+                    Ok(())
+                },
+            ),
             Called::Answered(_) if aborted => self.roll_back_for_abort(v.id),
             Called::Refused(e) if aborted => {
                 tracing::info!(volume = %v.id, error = %e, "the source driver stopped for the abort");
@@ -157,15 +139,43 @@ impl Service {
             Called::Refused(e) => {
                 Err(Failure::driver("source", src.driver(), "migrate-volume", e).into())
             }
-            Called::Unanswered { attempts, last } => Err(Failure::Unanswered {
-                role: "source",
-                driver: src.driver().to_owned(),
-                call: "migrate-volume",
-                attempts,
-                source: last,
+            Called::Unanswered { attempts, last } => {
+                Err(
+                    Failure::unanswered("source", src.driver(), "migrate-volume", attempts, last)
+                        .into(),
+                )
             }
-            .into()),
         }
+    }
+
+    /// Whether an operator asked to abort (it may have come while a driver
+    /// call ran).
+    fn abort_asked(&self, id: uuid::Uuid) -> Result<bool, ServiceError> {
+        Ok(self
+            .volume(id)?
+            .migration
+            .is_some_and(|m| m.abort_requested))
+    }
+
+    /// Records that a driver moved the volume by `path`: the volume now
+    /// lives on the destination, with the driver's model update there;
+    /// `then` says where the migration goes next.
+    fn switched(
+        &self,
+        id: uuid::Uuid,
+        reason: &str,
+        path: MigrationPath,
+        update: Option<String>,
+        then: impl FnOnce(&mut Volume, &mut Migration) -> Result<(), ServiceError>,
+    ) -> Result<(), StepError> {
+        self.record(id, Some(reason.to_owned()), |v, m| {
+            m.path = Some(path);
+            m.destination.provider_location = update;
+            let at = m.destination.clone();
+            v.place(&at);
+            then(v, m)
+        })?;
+        Ok(())
     }
 
     fn next_after_source(
@@ -230,29 +240,18 @@ impl Service {
                 rt.migrate_volume_target(&scope, &vdest, &source, remote.clone())
             })
             .await?;
-        let aborted = self
-            .volume(v.id)?
-            .migration
-            .is_some_and(|m| m.abort_requested);
+        let aborted = self.abort_asked(v.id)?;
         match called {
             // Before the switch the source still holds every byte (nothing
             // was attached to the destination): an abort rolls back.
             Called::Answered(_) | Called::Refused(_) if aborted => self.roll_back_for_abort(v.id),
-            Called::Answered(o) if o.moved && !o.is_async => {
-                let update = o.model_update;
-                self.record(
-                    v.id,
-                    Some("the target driver moved the volume".into()),
-                    |v, m| {
-                        m.path = Some(MigrationPath::TargetDriver);
-                        m.destination.provider_location = update;
-                        let at = m.destination.clone();
-                        v.place(&at);
-                        Ok(m.enter(MigrationPhase::CleanupSource)?)
-                    },
-                )?;
-                Ok(())
-            }
+            Called::Answered(o) if o.moved && !o.is_async => self.switched(
+                v.id,
+                "the target driver moved the volume",
+                MigrationPath::TargetDriver,
+                o.model_update,
+                |_, m| Ok(m.enter(MigrationPhase::CleanupSource)?),
+            ),
             Called::Answered(o) if o.moved && !declared.async_target_migration => {
                 // Held to its word: an async answer it never declared is a
                 // broken promise, so the step fails over to a host copy.
@@ -270,28 +269,18 @@ impl Service {
                 })?;
                 Ok(())
             }
-            Called::Answered(o) if o.moved => {
-                // Seed 000: the volume lives on the target from now on and is
-                // attachable while its data flows; never roll back past here.
-                let update = o.model_update;
-                self.record(
-                    v.id,
-                    Some(
-                        "the target array took over the LUN; the volume is attachable while it \
-                         hydrates"
-                            .into(),
-                    ),
-                    |v, m| {
-                        m.path = Some(MigrationPath::TargetDriverAsync);
-                        m.remote = Some(remote_address.clone());
-                        m.destination.provider_location = update;
-                        let at = m.destination.clone();
-                        v.place(&at);
-                        Ok(m.enter(MigrationPhase::Hydrating)?)
-                    },
-                )?;
-                Ok(())
-            }
+            // Seed 000: the volume lives on the target from now on and is
+            // attachable while its data flows; never roll back past here.
+            Called::Answered(o) if o.moved => self.switched(
+                v.id,
+                "the target array took over the LUN; the volume is attachable while it hydrates",
+                MigrationPath::TargetDriverAsync,
+                o.model_update,
+                |_, m| {
+                    m.remote = Some(remote_address.clone());
+                    Ok(m.enter(MigrationPhase::Hydrating)?)
+                },
+            ),
             Called::Answered(_) => {
                 self.release_exposure(v, m).await;
                 self.record(
@@ -310,21 +299,15 @@ impl Service {
                 )?;
                 Ok(())
             }
-            Called::Refused(e) => Err(Failure::driver(
-                "target",
-                dest.driver(),
-                "take-over-remote-lun or migrate-volume-target",
-                e,
-            )
-            .into()),
-            Called::Unanswered { attempts, last } => Err(Failure::Unanswered {
-                role: "target",
-                driver: dest.driver().to_owned(),
-                call: "take-over-remote-lun or migrate-volume-target",
-                attempts,
-                source: last,
+            Called::Refused(e) => {
+                Err(Failure::driver("target", dest.driver(), TARGET_CALLS, e).into())
             }
-            .into()),
+            Called::Unanswered { attempts, last } => {
+                Err(
+                    Failure::unanswered("target", dest.driver(), TARGET_CALLS, attempts, last)
+                        .into(),
+                )
+            }
         }
     }
 }
