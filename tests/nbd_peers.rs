@@ -199,14 +199,8 @@ fn nbdinfo_reports_exports() {
         "--json",
         &format!("nbd://{}", srv.addr()),
     ])));
-    let mut names: Vec<String> = list["exports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["export-name"].as_str().unwrap().to_owned())
-        .collect();
-    names.sort();
-    assert_eq!(names, vec!["vol-ro".to_owned(), "vol-rw".to_owned()]);
+    // Export names are credentials: the list reveals none of them.
+    assert_eq!(list["exports"], serde_json::json!([]), "{list}");
 
     // An export that is not in the table cannot be opened.
     let missing = run(

@@ -54,8 +54,14 @@ pub enum AttachMode {
 /// A volume connected to a server through an NBD export.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Attachment {
-    /// Attachment id; also the NBD export name.
+    /// Attachment id.
     pub id: Uuid,
+    /// The NBD export name: a secret that only the attaching client
+    /// receives, and the credential that opens the export. Attachments made
+    /// before export names were secret have none and keep their id as
+    /// their export name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export: Option<String>,
     /// The server's name, as the client gave it.
     pub server: String,
     /// Access mode.
@@ -64,6 +70,22 @@ pub struct Attachment {
     pub lun: LunAddress,
     /// When it was made (RFC 3339).
     pub created_at: String,
+}
+
+impl Attachment {
+    /// The name its NBD export is published under.
+    pub fn export_name(&self) -> String {
+        self.export.clone().unwrap_or_else(|| self.id.to_string())
+    }
+}
+
+/// A new secret export name: 256 random bits, URL-safe, so it can stand in
+/// an `nbd://host:port/NAME` URI as it is.
+pub fn new_export_secret() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
 }
 
 /// A volume, as persisted.

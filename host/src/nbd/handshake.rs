@@ -124,12 +124,9 @@ pub(crate) fn negotiate<R: Read, W: Write>(
                 push_option_reply(&mut out, OPT_LIST, REP_ERR_INVALID, b"LIST takes no data");
             }
             OPT_LIST => {
-                for name in table.names() {
-                    let mut entry = Vec::with_capacity(4 + name.len());
-                    entry.extend_from_slice(&(name.len() as u32).to_be_bytes());
-                    entry.extend_from_slice(name.as_bytes());
-                    push_option_reply(&mut out, OPT_LIST, REP_SERVER, &entry);
-                }
+                // An export name is the credential that opens it: listing
+                // them would hand every volume to anyone who connects. The
+                // list is always empty.
                 push_option_reply(&mut out, OPT_LIST, REP_ACK, &[]);
             }
             OPT_INFO | OPT_GO => {
@@ -301,8 +298,6 @@ mod tests {
                 (OPT_INFO, REP_INFO),
                 (OPT_INFO, REP_ACK),
                 (8, REP_ERR_UNSUP),
-                (OPT_LIST, REP_SERVER),
-                (OPT_LIST, REP_SERVER),
                 (OPT_LIST, REP_ACK),
                 (OPT_LIST, REP_ERR_INVALID),
                 (OPT_GO, REP_ERR_UNKNOWN),
@@ -311,8 +306,8 @@ mod tests {
                 (OPT_GO, REP_ACK),
             ]
         );
-        assert_eq!(replies[4].2, b"\0\0\0\x02ro".to_vec());
-        assert_eq!(replies[5].2, b"\0\0\0\x02rw".to_vec());
+        // The list names nothing: an export name is a credential.
+        assert!(replies[4].2.is_empty());
     }
 
     #[test]

@@ -139,6 +139,7 @@ mod tests {
         v.migration_status = Some(MigrationStatus::MigratingAttachable);
         v.attachments.push(Attachment {
             id: Uuid::from_u128(99),
+            export: Some("secret-99".into()),
             server: "db-1".into(),
             mode: AttachMode::Ro,
             lun: LunAddress {

@@ -242,7 +242,7 @@ impl Service {
                     Ok(lun) => {
                         self.inner
                             .exports
-                            .replace_device(&a.id.to_string(), Arc::new(lun));
+                            .replace_device(&a.export_name(), Arc::new(lun));
                     }
                     Err(e) => {
                         tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot switch export to the source LUN")
