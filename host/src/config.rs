@@ -78,6 +78,39 @@ impl Default for DriverLimits {
     }
 }
 
+/// Retention of the event log (`[events]`): the store drops the oldest
+/// events beyond `max_count` and those older than `max_age_secs` whenever
+/// it appends one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How many of the newest events are kept.
+    #[serde(default = "default_event_max_count")]
+    pub max_count: u64,
+    /// How old, in seconds, the oldest kept event may be.
+    #[serde(default = "default_event_max_age_secs")]
+    pub max_age_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_count: default_event_max_count(),
+            max_age_secs: default_event_max_age_secs(),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The store options this retention stands for.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            event_capacity: self.max_count,
+            event_max_age: Some(std::time::Duration::from_secs(self.max_age_secs)),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,6 +144,9 @@ pub struct Config {
     /// volume scanned (none when absent).
     #[serde(default)]
     pub hydration_bandwidth_bytes_per_sec: Option<u64>,
+    /// Event log retention.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 fn default_pools() -> Vec<String> {
@@ -130,6 +166,13 @@ fn default_max_component_bytes() -> u64 {
 }
 fn default_max_compile_ms() -> u64 {
     60_000
+}
+fn default_event_max_count() -> u64 {
+    crate::store::DEFAULT_EVENT_CAPACITY
+}
+/// Thirty days.
+fn default_event_max_age_secs() -> u64 {
+    30 * 24 * 3600
 }
 
 /// The embedded default: `t1` (takeover), `v1` and `v2` (vendor-copy), `p1`
@@ -231,6 +274,9 @@ impl Config {
         if self.max_component_bytes == 0 || self.max_compile_ms == 0 {
             return invalid("max_component_bytes and max_compile_ms must be > 0".into());
         }
+        if self.events.max_count == 0 || self.events.max_age_secs == 0 {
+            return invalid("events: max_count and max_age_secs must be > 0".into());
+        }
         Ok(())
     }
 }
@@ -245,6 +291,27 @@ mod tests {
         let names: Vec<_> = c.arrays.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(names, ["t1", "v1", "v2", "p1"]);
         assert_eq!(c.zoning.len(), 2);
+    }
+
+    #[test]
+    fn event_retention_has_defaults_and_can_be_set() {
+        let p = Path::new("x.toml");
+        let c = Config::parse("[[array]]\nname='a'\ndriver='d'\n", p).unwrap();
+        assert_eq!(
+            c.events,
+            EventsConfig {
+                max_count: 10_000,
+                max_age_secs: 2_592_000
+            }
+        );
+        let c = Config::parse(
+            "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_count = 50\nmax_age_secs = 60\n",
+            p,
+        )
+        .unwrap();
+        let opts = c.events.store_options();
+        assert_eq!(opts.event_capacity, 50);
+        assert_eq!(opts.event_max_age, Some(std::time::Duration::from_secs(60)));
     }
 
     #[test]
@@ -275,6 +342,18 @@ mod tests {
             ),
             (
                 "[[array]]\nname='a'\ndriver='d'\n[driver_limits.d]\nfuel=3\n",
+                "unknown field",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_count=0\n",
+                "events: max_count",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_age_secs=0\n",
+                "events: max_count and max_age_secs",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_bytes=9\n",
                 "unknown field",
             ),
         ];

@@ -92,7 +92,10 @@ impl Service {
             ServiceError::Internal(format!("{what} {}: {e}", opts.data_dir.display()))
         };
         std::fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
-        let store = Store::open(&opts.data_dir.join("ferry.redb"))?;
+        let store = Store::open_with(
+            &opts.data_dir.join("ferry.redb"),
+            opts.config.events.store_options(),
+        )?;
         check_config_keeps_volumes(&store, &opts.config)?;
         store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;
         let arrays = Arrays::open(&opts.data_dir.join("arrays"), &opts.config)?;
