@@ -358,11 +358,21 @@ fn schemas() -> Value {
         },
         "Event": {
             "type": "object", "required": ["seq", "kind", "to", "at"],
+            "description": "One change a client could observe. `volume` events: create \
+                (`from` null, `to` `creating`, then `available` or `error`), delete (`to` \
+                `deleting`, then `deleted` or `error`), attach and detach (with `attachment` \
+                and `server`), and the status changes of migrations. The log keeps the \
+                newest `[events] max_count` events, none older than `max_age_secs`.",
             "properties": {
                 "seq": {"type": "integer"},
                 "kind": {"enum": ["volume", "migration", "driver"]},
                 "volume": {"type": ["string", "null"], "format": "uuid"},
-                "migration": {"type": ["string", "null"], "format": "uuid"},
+                "migration": {"type": ["string", "null"], "format": "uuid",
+                              "description": "The migration running when it happened, if any."},
+                "attachment": {"type": "string", "format": "uuid",
+                               "description": "Attach and detach events: the attachment."},
+                "server": {"type": "string",
+                           "description": "Attach and detach events: its server."},
                 "driver": {"type": "string",
                            "description": "Driver events: the driver's name. `to` is the \
                            version's digest, `from` the digest it replaced, `reason` \

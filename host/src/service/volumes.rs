@@ -1,12 +1,14 @@
 //! Volume life cycle: create, show, delete, attach, detach, and recovery of
-//! calls a crash interrupted.
+//! calls a crash interrupted. Every change a client could observe is an
+//! event (`volume` kind; attach and detach name the attachment and server).
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::events::NewEvent;
 use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
-use crate::model::{AttachMode, Attachment, Volume, VolumeStatus, now_rfc3339};
+use crate::model::{AttachMode, Attachment, MigrationPhase, Volume, VolumeStatus, now_rfc3339};
 use crate::nbd::Export;
 use crate::runtime::{Connector, VolumeRef};
 use crate::store::UpdateError;
@@ -66,7 +68,48 @@ fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
     }
 }
 
+/// The migration a volume event belongs to: the one running, if any.
+fn running_migration(v: &Volume) -> Option<Uuid> {
+    v.migration
+        .as_ref()
+        .filter(|m| m.phase != MigrationPhase::Finished)
+        .map(|m| m.id)
+}
+
+/// What `to` says in the event of a volume that is gone.
+const DELETED: &str = "deleted";
+
 impl Service {
+    /// A `volume` event outside the migration runner: `from` and `to` are
+    /// statuses (`None` before the record existed, `deleted` after).
+    fn emit_life_cycle(&self, v: &Volume, from: Option<String>, to: String, reason: String) {
+        self.inner.events.emit(NewEvent {
+            kind: "volume",
+            volume: Some(v.id),
+            migration: running_migration(v),
+            from,
+            to,
+            reason: Some(reason),
+        });
+    }
+
+    /// A `volume` event about one attachment: the status before and after,
+    /// the attachment's id and server.
+    fn emit_attachment(&self, v: &Volume, from: VolumeStatus, a: &Attachment, reason: String) {
+        self.inner.events.emit_attachment(
+            NewEvent {
+                kind: "volume",
+                volume: Some(v.id),
+                migration: running_migration(v),
+                from: Some(status_name(from)),
+                to: status_name(v.status),
+                reason: Some(reason),
+            },
+            a.id,
+            &a.server,
+        );
+    }
+
     /// Creates a volume on an array through its driver.
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
         validate_display_name("volume name", &req.name)?;
@@ -111,6 +154,15 @@ impl Service {
         // Persist first: a crash during the driver call leaves a record that
         // recovery can clean up, never an orphan LUN nobody knows about.
         self.inner.store.insert_volume(&volume)?;
+        self.emit_life_cycle(
+            &volume,
+            None,
+            status_name(VolumeStatus::Creating),
+            format!(
+                "create {} bytes on {}/{}",
+                volume.size_bytes, volume.array, volume.pool
+            ),
+        );
         let vref = volume_ref(&volume);
         let created = self
             .call(array.driver(), move |rt| rt.create_volume(&scope, &vref))
@@ -121,18 +173,37 @@ impl Service {
                 volume.status = VolumeStatus::Available;
                 self.inner.store.put_volume(&volume)?;
                 tracing::info!(volume = %volume.id, array = %volume.array, size = volume.size_bytes, "volume created");
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Creating)),
+                    status_name(VolumeStatus::Available),
+                    format!("created by the driver of {}", volume.array),
+                );
                 Ok(self.view(&volume))
             }
             Err(e) => {
-                self.discard_failed_create(&volume).await;
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Creating)),
+                    status_name(VolumeStatus::Error),
+                    format!("creation failed: {e}"),
+                );
+                if self.discard_failed_create(&volume).await {
+                    self.emit_life_cycle(
+                        &volume,
+                        Some(status_name(VolumeStatus::Error)),
+                        DELETED.into(),
+                        "a failed creation keeps nothing".into(),
+                    );
+                }
                 Err(e)
             }
         }
     }
 
     /// Undoes a create whose driver call failed: asks the driver to remove
-    /// whatever it made, then forgets the record.
-    async fn discard_failed_create(&self, volume: &Volume) {
+    /// whatever it made, then forgets the record. True if it forgot it.
+    async fn discard_failed_create(&self, volume: &Volume) -> bool {
         if let Ok(array) = self.array(&volume.array).cloned()
             && let Ok(scope) = self.scope(&array)
         {
@@ -144,8 +215,12 @@ impl Service {
                 tracing::warn!(volume = %volume.id, error = %e, "cleanup after failed create failed");
             }
         }
-        if let Err(e) = self.inner.store.delete_volume(volume.id) {
-            tracing::warn!(volume = %volume.id, error = %e, "cannot forget failed volume");
+        match self.inner.store.delete_volume(volume.id) {
+            Ok(existed) => existed,
+            Err(e) => {
+                tracing::warn!(volume = %volume.id, error = %e, "cannot forget failed volume");
+                false
+            }
         }
     }
 
@@ -174,10 +249,12 @@ impl Service {
 
     /// Deletes a volume that has no attachments and no running migration.
     pub async fn delete_volume(&self, id: Uuid) -> Result<(), ServiceError> {
+        let mut from = VolumeStatus::Deleting;
         let volume = self
             .inner
             .store
             .update_volume(id, |v| {
+                from = v.status;
                 if !v.attachments.is_empty() {
                     return Err(invalid_state(v, "detach it before deleting it"));
                 }
@@ -190,20 +267,36 @@ impl Service {
                 }
             })
             .map_err(|e| from_update(id, e))?;
+        if from != VolumeStatus::Deleting {
+            self.emit_life_cycle(
+                &volume,
+                Some(status_name(from)),
+                status_name(VolumeStatus::Deleting),
+                "delete requested".into(),
+            );
+        }
         self.finish_delete(volume).await
     }
 
     async fn finish_delete(&self, volume: Volume) -> Result<(), ServiceError> {
-        let array = self.array(&volume.array)?.clone();
-        let scope = self.scope(&array)?;
-        let vref = volume_ref(&volume);
-        let deleted = self
-            .call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
-            .await;
+        let deleted = async {
+            let array = self.array(&volume.array)?.clone();
+            let scope = self.scope(&array)?;
+            let vref = volume_ref(&volume);
+            self.call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
+                .await
+        }
+        .await;
         match deleted {
             Ok(()) => {
                 self.inner.store.delete_volume(volume.id)?;
                 tracing::info!(volume = %volume.id, "volume deleted");
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Deleting)),
+                    DELETED.into(),
+                    format!("the driver of {} deleted its storage", volume.array),
+                );
                 Ok(())
             }
             Err(e) => {
@@ -212,6 +305,12 @@ impl Service {
                     v.status = VolumeStatus::Error;
                     Ok::<(), ServiceError>(())
                 });
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Deleting)),
+                    status_name(VolumeStatus::Error),
+                    format!("delete failed, delete it again: {e}"),
+                );
                 Err(e)
             }
         }
@@ -261,24 +360,40 @@ impl Service {
         );
         let added = attachment.clone();
         let attached_on = array.name().to_owned();
-        let updated = self.inner.store.update_volume(id, move |v| {
+        let mut before = volume.status;
+        let updated = self.inner.store.update_volume(id, |v| {
             // An abort's copy-back can switch the volume back to its source
             // meanwhile: the LUN the driver named is then not the volume's.
             if !super::views::attachable(v) || v.array != attached_on {
                 return Err(invalid_state(v, "the volume changed state during attach"));
             }
+            before = v.status;
             v.attachments.push(added);
             if v.status == VolumeStatus::Available {
                 v.status = VolumeStatus::InUse;
             }
             Ok(())
         });
-        if let Err(e) = updated {
-            self.inner.exports.remove(&export_name);
-            self.terminate(&volume, &attachment.server).await;
-            return Err(from_update(id, e));
-        }
+        let updated = match updated {
+            Ok(v) => v,
+            Err(e) => {
+                self.inner.exports.remove(&export_name);
+                self.terminate(&volume, &attachment.server).await;
+                return Err(from_update(id, e));
+            }
+        };
         tracing::info!(volume = %id, attachment = %attachment.id, server = %attachment.server, "attached");
+        self.emit_attachment(
+            &updated,
+            before,
+            &attachment,
+            format!(
+                "attached to server {} (attachment {}, {})",
+                attachment.server,
+                attachment.id,
+                if mode == AttachMode::Ro { "ro" } else { "rw" }
+            ),
+        );
         Ok(self.attachment_view(&attachment))
     }
 
@@ -330,9 +445,12 @@ impl Service {
         };
         self.inner.exports.remove(&attachment.to_string());
         self.terminate(&volume, &a.server).await;
-        self.inner
+        let mut before = volume.status;
+        let updated = self
+            .inner
             .store
             .update_volume(id, |v| {
+                before = v.status;
                 v.attachments.retain(|x| x.id != attachment);
                 if v.attachments.is_empty() && v.status == VolumeStatus::InUse {
                     v.status = VolumeStatus::Available;
@@ -341,6 +459,12 @@ impl Service {
             })
             .map_err(|e| from_update(id, e))?;
         tracing::info!(volume = %id, attachment = %attachment, "detached");
+        self.emit_attachment(
+            &updated,
+            before,
+            &a,
+            format!("detached from server {} (attachment {})", a.server, a.id),
+        );
         Ok(())
     }
 
@@ -360,6 +484,12 @@ impl Service {
                         })
                         .map_err(|e| from_update(volume.id, e))?;
                     tracing::warn!(volume = %volume.id, "creation was interrupted; volume set to error");
+                    self.emit_life_cycle(
+                        &volume,
+                        Some(status_name(VolumeStatus::Creating)),
+                        status_name(VolumeStatus::Error),
+                        "the host stopped during creation; delete the volume".into(),
+                    );
                 }
                 VolumeStatus::Deleting => {
                     self.inner
@@ -370,6 +500,12 @@ impl Service {
                         })
                         .map_err(|e| from_update(volume.id, e))?;
                     tracing::warn!(volume = %volume.id, "deletion was interrupted; delete it again");
+                    self.emit_life_cycle(
+                        &volume,
+                        Some(status_name(VolumeStatus::Deleting)),
+                        status_name(VolumeStatus::Error),
+                        "the host stopped during deletion; delete the volume again".into(),
+                    );
                 }
                 _ => {}
             }
