@@ -170,7 +170,8 @@ fn paths() -> Value {
             &["id"], Some("AttachVolume"),
             ("201", ok("The attachment.", "Attachment")),
             &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
-                ("409", "The volume's status forbids attaching (`invalid_state`)."),
+                ("409", "The volume's status forbids attaching (`invalid_state`), or a \
+                         migration started with `lock_volume` runs (`volume_locked`)."),
                 ("502", "The array's driver failed."),
                 ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
             ]])},
@@ -181,6 +182,8 @@ fn paths() -> Value {
                 ("400", "An id is not a UUID (`invalid_id`)."),
                 ("404", "No such volume (`volume_not_found`) or attachment \
                          (`attachment_not_found`)."),
+                ("409", "A migration started with `lock_volume` runs (`volume_locked`); \
+                         nothing changed."),
                 ("502", "The array's driver failed."),
             ]])},
         "/v1/drivers": {"get": operation(
@@ -393,7 +396,9 @@ fn schemas() -> Value {
                 "array": {"type": "string"},
                 "pool": {"type": ["string", "null"]},
                 "force_host_copy": {"type": "boolean"},
-                "lock_volume": {"type": ["boolean", "null"]}
+                "lock_volume": {"type": ["boolean", "null"], "default": false,
+                    "description": "While the migration runs, refuse attach, detach and abort \
+                    by other requests with `volume_locked` (409). Null or absent: false."}
             }
         },
         "MigrationAccepted": {

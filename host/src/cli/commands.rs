@@ -77,8 +77,20 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
             to,
             pool,
             force_host_copy,
+            lock_volume,
             wait,
-        } => super::migrate::migrate(c, out, id, &to, pool, force_host_copy, wait)?,
+        } => super::migrate::migrate(
+            c,
+            out,
+            id,
+            &to,
+            pool,
+            super::migrate::MigrateFlags {
+                force_host_copy,
+                lock_volume,
+                wait,
+            },
+        )?,
         VolumeCmd::Migration { id } => super::migrate::show(c, out, id)?,
         VolumeCmd::AbortMigration { id } => super::migrate::abort(c, out, id)?,
         VolumeCmd::Create {

@@ -198,6 +198,12 @@ pub enum VolumeCmd {
         /// Skip the drivers' own paths and copy in the host.
         #[arg(long)]
         force_host_copy: bool,
+        /// Lock the volume while it migrates: attach, detach and abort by
+        /// other requests are refused (volume_locked) until the migration
+        /// ends. Without it they are allowed (attach only once the volume
+        /// is attachable).
+        #[arg(long)]
+        lock_volume: bool,
         /// Show progress until the migration ends; exit non-zero unless it
         /// succeeds.
         #[arg(long)]
@@ -430,6 +436,36 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn migrate_takes_lock_volume() {
+        let id = Uuid::new_v4().to_string();
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "volume",
+            "migrate",
+            &id,
+            "--to",
+            "t1",
+            "--lock-volume",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCmd::Migrate {
+                lock_volume: true,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["ferry", "volume", "migrate", &id, "--to", "t1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCmd::Migrate {
+                lock_volume: false,
+                ..
+            })
+        ));
     }
 
     #[test]

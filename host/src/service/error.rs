@@ -81,6 +81,18 @@ pub enum ServiceError {
         /// Why.
         reason: String,
     },
+    /// A migration that locks the volume runs: attach, detach and abort by
+    /// other requests are refused until it ends.
+    #[error(
+        "volume {id} is locked by migration {migration} (started with lock_volume): attach, \
+         detach and abort are refused until it ends"
+    )]
+    VolumeLocked {
+        /// Volume id.
+        id: Uuid,
+        /// The locking migration.
+        migration: Uuid,
+    },
     /// The array's driver is not loaded.
     #[error("driver {0:?} is not loaded")]
     DriverNotLoaded(String),
@@ -142,6 +154,7 @@ impl ServiceError {
             Self::NotMigratable { .. } => "not_migratable",
             Self::NoMigrationRunning(_) => "no_migration_running",
             Self::AbortNotPossible { .. } => "abort_not_possible",
+            Self::VolumeLocked { .. } => "volume_locked",
             Self::DriverNotLoaded(_) => "driver_not_loaded",
             Self::DriverNotFound(_) => "driver_not_found",
             Self::DriverVersionNotFound { .. } => "driver_version_not_found",
@@ -169,6 +182,7 @@ impl ServiceError {
             | Self::NotMigratable { .. }
             | Self::NoMigrationRunning(_)
             | Self::AbortNotPossible { .. } => ErrorKind::Conflict,
+            Self::VolumeLocked { .. } => ErrorKind::Conflict,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,

@@ -8,6 +8,7 @@ mod events;
 mod metrics;
 mod migration;
 mod migration_run;
+mod operator;
 mod views;
 mod volumes;
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use super::events::NewEvent;
+use super::operator::locked_by_migration;
 use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
 use crate::model::{AttachMode, Attachment, MigrationPhase, Volume, VolumeStatus, now_rfc3339};
 use crate::nbd::Export;
@@ -328,6 +329,9 @@ impl Service {
         if !super::views::attachable(&volume) {
             return Err(invalid_state(&volume, "the volume is not attachable now"));
         }
+        if let Some(locked) = locked_by_migration(&volume) {
+            return Err(locked);
+        }
         let array = self.array(&volume.array)?.clone();
         let scope = self.scope(&array)?;
         let vref = volume_ref(&volume);
@@ -366,6 +370,9 @@ impl Service {
             // meanwhile: the LUN the driver named is then not the volume's.
             if !super::views::attachable(v) || v.array != attached_on {
                 return Err(invalid_state(v, "the volume changed state during attach"));
+            }
+            if let Some(locked) = locked_by_migration(v) {
+                return Err(locked);
             }
             before = v.status;
             v.attachments.push(added);
@@ -443,6 +450,10 @@ impl Service {
                 attachment,
             });
         };
+        // Checked before the export goes: a refusal changes nothing.
+        if let Some(locked) = locked_by_migration(&volume) {
+            return Err(locked);
+        }
         self.inner.exports.remove(&attachment.to_string());
         self.terminate(&volume, &a.server).await;
         let mut before = volume.status;
