@@ -772,3 +772,191 @@ async fn the_event_log_keeps_what_the_config_says() {
     assert!(volume_events(&h, &old).await.is_empty());
     assert_eq!(volume_events(&h, &new).await.len(), 2);
 }
+
+/// Every refusal of reset-status and of the forced delete has its status
+/// and code, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_status_and_forced_delete_refusals() {
+    let h = Harness::start().await;
+    let admin = h.admin.clone();
+    let id = h.create("r", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let missing = uuid::Uuid::new_v4();
+    let reset = |id: &dyn std::fmt::Display| format!("/v1/volumes/{id}/reset-status");
+    let body = |b: &str| Some(b.to_owned());
+    let a = Some(admin.as_str());
+    let events_before = volume_events(&h, &id).await.len();
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, reset(&id), a, body(r#"{"status":"migrating"}"#), 400, "invalid_status", "migrating"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"deleting"}"#), 400, "invalid_status", "deleting"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"gone"}"#), 400, "invalid_status", "gone"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"error","migration_status":"success"}"#), 400, "invalid_status", "migration_status"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"error","colour":1}"#), 400, "invalid_body", "colour"),
+        (Method::POST, reset(&id), a, body(r#"{}"#), 400, "invalid_body", "status"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"in-use"}"#), 409, "inconsistent_status", "no attachments"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"error","migration_status":"error"}"#), 409, "inconsistent_status", "never migrated"),
+        (Method::POST, reset(&missing), a, body(r#"{"status":"error"}"#), 404, "volume_not_found", ""),
+        (Method::POST, reset(&"nope"), a, body(r#"{"status":"error"}"#), 400, "invalid_id", "nope"),
+        (Method::POST, reset(&id), Some(READER), body(r#"{"status":"error"}"#), 403, "forbidden", "admin"),
+        (Method::DELETE, format!("/v1/volumes/{id}?force=maybe"), a, None, 400, "invalid_query", "force"),
+        (Method::DELETE, format!("/v1/volumes/{id}?force=true&all=1"), a, None, 400, "invalid_query", "all"),
+        (Method::DELETE, format!("/v1/volumes/{missing}?force=true"), a, None, 404, "volume_not_found", ""),
+        (Method::DELETE, format!("/v1/volumes/{id}?force=true"), Some(READER), None, 403, "forbidden", "admin"),
+    ];
+    for (method, uri, token, body, status, code, words) in cases {
+        let status = StatusCode::from_u16(status).unwrap();
+        let what = format!("{method} {uri} {}", body.clone().unwrap_or_default());
+        let ans = h.raw(method, &uri, token, body.as_deref()).await;
+        assert_eq!(
+            (ans.status, ans.code()),
+            (status, code),
+            "{what}: {}",
+            ans.body
+        );
+        assert!(ans.message().contains(words), "{what}: {}", ans.body);
+    }
+    let shown = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (&shown.body["status"], &shown.body["migration_status"]),
+        (&json!("available"), &Value::Null)
+    );
+    assert_eq!(volume_events(&h, &id).await.len(), events_before);
+
+    // Attached: `available` contradicts it, and a plain delete names the
+    // forced one.
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    assert_eq!(att.status, StatusCode::CREATED);
+    let ans = h
+        .admin(
+            Method::POST,
+            &reset(&id),
+            Some(json!({"status": "available"})),
+        )
+        .await;
+    assert_eq!(
+        (ans.status, ans.code()),
+        (StatusCode::CONFLICT, "inconsistent_status"),
+        "{}",
+        ans.body
+    );
+    assert!(ans.message().contains("detach"), "{}", ans.body);
+    let ans = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(ans.code(), "invalid_state");
+    assert!(ans.message().contains("force=true"), "{}", ans.body);
+}
+
+/// Outside migrations: a reset sets the status and says so in an event; a
+/// forced delete withdraws the exports and removes the LUN and the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_forced_delete_of_a_volume_at_rest() {
+    let h = Harness::start().await;
+    let id = h.create("r", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ans = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/reset-status"),
+            Some(json!({"status": "error"})),
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::OK, "{}", ans.body);
+    assert_eq!(ans.body["volume"]["status"], "error");
+    assert_eq!(ans.body["stopped_migration"], Value::Null);
+    let last = volume_events(&h, &id).await.pop().unwrap();
+    assert_eq!(
+        (&last["from"], &last["to"]),
+        (&json!("available"), &json!("error"))
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reset by an operator")
+    );
+
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    // An errored volume is not attachable; reset it back first.
+    assert_eq!(att.code(), "invalid_state");
+    let ans = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/reset-status"),
+            Some(json!({"status": "available"})),
+        )
+        .await;
+    assert_eq!(ans.body["volume"]["status"], "available", "{}", ans.body);
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    assert_eq!(att.status, StatusCode::CREATED, "{}", att.body);
+    let att_id = att.body["id"].as_str().unwrap().to_owned();
+    let lun = h
+        ._dir
+        .path()
+        .join(format!("data/arrays/v1/default/volume-{id}"));
+    assert!(lun.exists());
+
+    let ans = h
+        .admin(
+            Method::DELETE,
+            &format!("/v1/volumes/{id}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::OK, "{}", ans.body);
+    assert_eq!(ans.body["deleted_on"], json!(["v1/default"]));
+    assert_eq!(ans.body["warnings"], json!([]));
+    assert!(!lun.exists());
+    let gone = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(gone.code(), "volume_not_found");
+    let events = volume_events(&h, &id).await;
+    let tail: Vec<_> = transitions(&events).into_iter().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        vec![
+            (json!("deleting"), json!("deleted")),
+            (json!("deleting"), json!("deleting")),
+            (json!("in-use"), json!("deleting")),
+        ]
+    );
+    let withdrawn = &events[events.len() - 2];
+    assert_eq!(withdrawn["attachment"], att_id.as_str());
+    assert_eq!(withdrawn["server"], "web1");
+}

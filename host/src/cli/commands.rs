@@ -7,9 +7,11 @@ use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
 use super::table::{Table, format_size, key_values};
-use super::{ArrayCmd, ModeArg, VolumeCmd};
+use super::{ArrayCmd, MigrationStatusArg, ModeArg, ResetStatusArg, VolumeCmd};
 use crate::runtime::Capabilities;
-use crate::service::{ArrayView, AttachmentView, DriverView, VolumeView};
+use crate::service::{
+    ArrayView, AttachmentView, DriverView, ForceDeleted, ResetOutcome, VolumeView,
+};
 
 /// How to print answers.
 #[derive(Debug, Clone, Copy)]
@@ -125,10 +127,49 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
                 print!("{}", volume_details(&decode(c, v)?));
             }
         }
-        VolumeCmd::Delete { id } => {
+        VolumeCmd::Delete { id, force: false } => {
             c.delete(&format!("/v1/volumes/{id}"))?;
             if !out.json {
                 println!("deleted volume {id}");
+            }
+        }
+        VolumeCmd::Delete { id, force: true } => {
+            let v = c.delete_json(&format!("/v1/volumes/{id}?force=true"))?;
+            if !out.json(&v)? {
+                let d: ForceDeleted = decode(c, v)?;
+                println!("deleted volume {id}");
+                print!("{}", force_deleted_details(&d));
+            }
+        }
+        VolumeCmd::ResetStatus {
+            id,
+            status,
+            migration_status,
+            discard_unhydrated,
+        } => {
+            let mut body = json!({
+                "status": match status {
+                    ResetStatusArg::Available => "available",
+                    ResetStatusArg::InUse => "in-use",
+                    ResetStatusArg::Error => "error",
+                },
+                "discard_unhydrated": discard_unhydrated,
+            });
+            match migration_status {
+                Some(MigrationStatusArg::Error) => body["migration_status"] = json!("error"),
+                Some(MigrationStatusArg::None) => body["migration_status"] = Value::Null,
+                None => {}
+            }
+            let v = c.post(&format!("/v1/volumes/{id}/reset-status"), &body)?;
+            if !out.json(&v)? {
+                let r: ResetOutcome = decode(c, v)?;
+                print!("{}", volume_details(&r.volume));
+                if let Some(m) = r.stopped_migration {
+                    println!("stopped migration {m}");
+                }
+                for note in &r.notes {
+                    println!("note: {}", super::table::sanitize(note));
+                }
             }
         }
         VolumeCmd::Attach { id, server, mode } => {
@@ -161,6 +202,20 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
         }
     }
     Ok(())
+}
+
+fn force_deleted_details(d: &ForceDeleted) -> String {
+    let mut out = key_values(&[
+        (
+            "stopped migration",
+            d.stopped_migration.map_or("-".into(), |m| m.to_string()),
+        ),
+        ("storage deleted on", dash_if_empty(d.deleted_on.join(", "))),
+    ]);
+    for w in &d.warnings {
+        out.push_str(&format!("warning: {}\n", super::table::sanitize(w)));
+    }
+    out
 }
 
 fn mode_name(a: &AttachmentView) -> String {

@@ -85,7 +85,7 @@ pub enum ServiceError {
     /// other requests are refused until it ends.
     #[error(
         "volume {id} is locked by migration {migration} (started with lock_volume): attach, \
-         detach and abort are refused until it ends"
+         detach and abort are refused until it ends; reset-status or a forced delete stop it"
     )]
     VolumeLocked {
         /// Volume id.
@@ -93,6 +93,45 @@ pub enum ServiceError {
         /// The locking migration.
         migration: Uuid,
     },
+    /// A status an operator may not set by hand (reset-status).
+    #[error("invalid status: {0}")]
+    InvalidStatus(String),
+    /// The status asked for contradicts what the volume is (reset-status).
+    #[error("volume {id} cannot be set to {status}: {reason}")]
+    InconsistentStatus {
+        /// Volume id.
+        id: Uuid,
+        /// The status asked for.
+        status: String,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// The volume's LUN still fills from the migration's source: a reset
+    /// would lose the part not copied yet.
+    #[error(
+        "volume {id} still fills from {source_array}: {done} of {total} bytes are on \
+         {array}; wait for it, abort the migration, force the delete, or reset with \
+         discard_unhydrated=true to keep only what arrived"
+    )]
+    HydrationIncomplete {
+        /// Volume id.
+        id: Uuid,
+        /// Where the volume lives.
+        array: String,
+        /// Where the rest of its data is.
+        source_array: String,
+        /// Bytes local.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+    /// The migration was told to stop but its runner is still inside a
+    /// step (a driver call, a copy pass); the volume stays `migrating`.
+    #[error(
+        "the migration of volume {0} was told to stop but is still inside a step; ask again \
+         in a moment"
+    )]
+    MigrationStopping(Uuid),
     /// The array's driver is not loaded.
     #[error("driver {0:?} is not loaded")]
     DriverNotLoaded(String),
@@ -155,6 +194,10 @@ impl ServiceError {
             Self::NoMigrationRunning(_) => "no_migration_running",
             Self::AbortNotPossible { .. } => "abort_not_possible",
             Self::VolumeLocked { .. } => "volume_locked",
+            Self::InvalidStatus(_) => "invalid_status",
+            Self::InconsistentStatus { .. } => "inconsistent_status",
+            Self::HydrationIncomplete { .. } => "hydration_incomplete",
+            Self::MigrationStopping(_) => "migration_stopping",
             Self::DriverNotLoaded(_) => "driver_not_loaded",
             Self::DriverNotFound(_) => "driver_not_found",
             Self::DriverVersionNotFound { .. } => "driver_version_not_found",
@@ -182,7 +225,11 @@ impl ServiceError {
             | Self::NotMigratable { .. }
             | Self::NoMigrationRunning(_)
             | Self::AbortNotPossible { .. } => ErrorKind::Conflict,
-            Self::VolumeLocked { .. } => ErrorKind::Conflict,
+            Self::InvalidStatus(_) => ErrorKind::BadRequest,
+            Self::VolumeLocked { .. }
+            | Self::InconsistentStatus { .. }
+            | Self::HydrationIncomplete { .. } => ErrorKind::Conflict,
+            Self::MigrationStopping(_) => ErrorKind::Unavailable,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,

@@ -24,6 +24,7 @@ pub use drivers::DriverVersionView;
 pub use error::{ErrorKind, ServiceError};
 pub use events::Event;
 pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
+pub use operator::{ForceDeleted, ResetOutcome, ResetStatus};
 pub use views::{ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, VolumeView};
 
 use crate::array::{Array, Arrays};

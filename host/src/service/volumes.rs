@@ -9,7 +9,9 @@ use uuid::Uuid;
 use super::events::NewEvent;
 use super::operator::locked_by_migration;
 use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
-use crate::model::{AttachMode, Attachment, MigrationPhase, Volume, VolumeStatus, now_rfc3339};
+use crate::model::{
+    AttachMode, Attachment, MigrationPhase, MigrationStatus, Volume, VolumeStatus, now_rfc3339,
+};
 use crate::nbd::Export;
 use crate::runtime::{Connector, VolumeRef};
 use crate::store::UpdateError;
@@ -61,7 +63,7 @@ fn invalid_state(v: &Volume, reason: &str) -> ServiceError {
     }
 }
 
-fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
+pub(super) fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
     match e {
         UpdateError::NotFound => ServiceError::VolumeNotFound(id),
         UpdateError::Refused(e) => e,
@@ -168,20 +170,8 @@ impl Service {
         let created = self
             .call(array.driver(), move |rt| rt.create_volume(&scope, &vref))
             .await;
-        match created {
-            Ok(location) => {
-                volume.provider_location = location;
-                volume.status = VolumeStatus::Available;
-                self.inner.store.put_volume(&volume)?;
-                tracing::info!(volume = %volume.id, array = %volume.array, size = volume.size_bytes, "volume created");
-                self.emit_life_cycle(
-                    &volume,
-                    Some(status_name(VolumeStatus::Creating)),
-                    status_name(VolumeStatus::Available),
-                    format!("created by the driver of {}", volume.array),
-                );
-                Ok(self.view(&volume))
-            }
+        let location = match created {
+            Ok(location) => location,
             Err(e) => {
                 self.emit_life_cycle(
                     &volume,
@@ -197,8 +187,37 @@ impl Service {
                         "a failed creation keeps nothing".into(),
                     );
                 }
-                Err(e)
+                return Err(e);
             }
+        };
+        // The record may have changed meanwhile: an operator may have reset
+        // it (kept, with its status) or force-deleted it (the LUN just made
+        // goes too, so nothing is left that no record names).
+        let recorded = self.inner.store.update_volume(volume.id, |v| {
+            v.provider_location = location.clone();
+            if v.status == VolumeStatus::Creating {
+                v.status = VolumeStatus::Available;
+            }
+            Ok::<(), ServiceError>(())
+        });
+        match recorded {
+            Ok(v) => {
+                volume = v;
+                tracing::info!(volume = %volume.id, array = %volume.array, size = volume.size_bytes, "volume created");
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Creating)),
+                    status_name(volume.status),
+                    format!("created by the driver of {}", volume.array),
+                );
+                Ok(self.view(&volume))
+            }
+            Err(UpdateError::NotFound) => {
+                volume.provider_location = location;
+                self.discard_failed_create(&volume).await;
+                Err(ServiceError::VolumeNotFound(volume.id))
+            }
+            Err(e) => Err(from_update(volume.id, e)),
         }
     }
 
@@ -257,14 +276,28 @@ impl Service {
             .update_volume(id, |v| {
                 from = v.status;
                 if !v.attachments.is_empty() {
-                    return Err(invalid_state(v, "detach it before deleting it"));
+                    return Err(invalid_state(
+                        v,
+                        "detach it before deleting it, or force the delete (DELETE with \
+                         ?force=true, ferry volume delete --force), which disconnects it",
+                    ));
                 }
                 match v.status {
                     VolumeStatus::Available | VolumeStatus::Error | VolumeStatus::Deleting => {
                         v.status = VolumeStatus::Deleting;
                         Ok(())
                     }
-                    _ => Err(invalid_state(v, "only an available volume can be deleted")),
+                    VolumeStatus::Migrating => Err(invalid_state(
+                        v,
+                        "a migration runs; wait for it, abort it, or force the delete (DELETE \
+                         with ?force=true, ferry volume delete --force), which stops it and \
+                         removes the volume's LUNs on both arrays",
+                    )),
+                    _ => Err(invalid_state(
+                        v,
+                        "only an available volume can be deleted; reset its status, or force \
+                         the delete (DELETE with ?force=true, ferry volume delete --force)",
+                    )),
                 }
             })
             .map_err(|e| from_update(id, e))?;
@@ -290,13 +323,19 @@ impl Service {
         .await;
         match deleted {
             Ok(()) => {
+                let warnings = self.delete_leftovers(&volume).await;
                 self.inner.store.delete_volume(volume.id)?;
                 tracing::info!(volume = %volume.id, "volume deleted");
+                let mut reason = format!("the driver of {} deleted its storage", volume.array);
+                if !warnings.is_empty() {
+                    reason.push_str("; warnings: ");
+                    reason.push_str(&warnings.join("; "));
+                }
                 self.emit_life_cycle(
                     &volume,
                     Some(status_name(VolumeStatus::Deleting)),
                     DELETED.into(),
-                    format!("the driver of {} deleted its storage", volume.array),
+                    reason,
                 );
                 Ok(())
             }
@@ -315,6 +354,34 @@ impl Service {
                 Err(e)
             }
         }
+    }
+
+    /// After a delete: a last migration that did not succeed (failed,
+    /// aborted, or stopped by a reset) may have left a LUN of the volume on
+    /// its other array; its driver deletes it (idempotent), best effort.
+    /// Returns what could not be deleted.
+    async fn delete_leftovers(&self, volume: &Volume) -> Vec<String> {
+        let Some(m) = volume
+            .migration
+            .as_ref()
+            .filter(|m| m.status != MigrationStatus::Success)
+        else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        for at in [&m.source, &m.destination] {
+            if at.array == volume.array && at.pool == volume.pool {
+                continue;
+            }
+            if let Err(e) = self.delete_lun_at(volume, at).await {
+                tracing::warn!(volume = %volume.id, array = %at.array, error = %e, "LUN of a failed migration left behind");
+                warnings.push(format!(
+                    "a LUN of the last migration on {}/{} could not be deleted: {e}",
+                    at.array, at.pool
+                ));
+            }
+        }
+        warnings
     }
 
     /// Attaches a volume: the driver names the LUN to expose, the host
