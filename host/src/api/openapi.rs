@@ -464,9 +464,9 @@ fn schemas() -> Value {
                 "pool": {"type": ["string", "null"]},
                 "force_host_copy": {"type": "boolean"},
                 "lock_volume": {"type": ["boolean", "null"], "default": false,
-                    "description": "While the migration runs, refuse attach, detach and abort \
-                    by other requests with `volume_locked` (409). Reset-status and a forced \
-                    delete still stop it. Null or absent: false."}
+                    "description": "While the migration runs, refuse attach and detach with \
+                    `volume_locked` (409). Reset-status and a forced delete still stop it. \
+                    Null or absent: false."}
             }
         },
         "ResetStatus": {

@@ -74,7 +74,7 @@ fn details(m: &MigrationView) -> String {
 pub struct MigrateFlags {
     /// Skip the drivers' paths.
     pub force_host_copy: bool,
-    /// Refuse attach, detach and abort while it runs.
+    /// Refuse attach and detach while it runs.
     pub lock_volume: bool,
     /// Follow the progress to the end.
     pub wait: bool,

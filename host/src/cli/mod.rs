@@ -245,10 +245,10 @@ pub enum VolumeCmd {
         /// Skip the drivers' own paths and copy in the host.
         #[arg(long)]
         force_host_copy: bool,
-        /// Lock the volume while it migrates: attach, detach and abort by
-        /// other requests are refused (volume_locked) until the migration
-        /// ends. Without it they are allowed (attach only once the volume
-        /// is attachable). reset-status and delete --force still stop it.
+        /// Lock the volume while it migrates: attach and detach are refused
+        /// (volume_locked) until the migration ends. Without it they are
+        /// allowed (attach once the volume is attachable). reset-status and
+        /// delete --force still stop the migration.
         #[arg(long)]
         lock_volume: bool,
         /// Show progress until the migration ends; exit non-zero unless it

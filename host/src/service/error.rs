@@ -81,11 +81,11 @@ pub enum ServiceError {
         /// Why.
         reason: String,
     },
-    /// A migration that locks the volume runs: attach, detach and abort by
-    /// other requests are refused until it ends.
+    /// A migration that locks the volume runs: requests that would change
+    /// its attachments (or abort it) are refused until it ends.
     #[error(
-        "volume {id} is locked by migration {migration} (started with lock_volume): attach, \
-         detach and abort are refused until it ends; reset-status or a forced delete stop it"
+        "volume {id} is locked by migration {migration} (started with lock_volume): this is \
+         refused until it ends; reset-status or a forced delete stop it"
     )]
     VolumeLocked {
         /// Volume id.

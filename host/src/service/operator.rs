@@ -176,8 +176,9 @@ fn unfinished(v: &Volume) -> Option<&Migration> {
         .filter(|m| m.phase != MigrationPhase::Finished)
 }
 
-/// A locking migration runs on the volume: attach, detach and abort by
-/// other requests are refused with this error until it ends.
+/// A locking migration runs on the volume: the error with which attach
+/// and detach (and an abort path that checks it) are refused until it
+/// ends.
 pub(super) fn locked_by_migration(v: &Volume) -> Option<ServiceError> {
     let m = unfinished(v).filter(|m| m.lock_volume)?;
     Some(ServiceError::VolumeLocked {
