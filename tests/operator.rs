@@ -2,7 +2,8 @@
 //! volume out of a migration stuck for good (its source LUN lost), after
 //! which it migrates and deletes like any other; a forced delete removes a
 //! migrating volume from both arrays and disconnects its NBD clients, also
-//! with its migration inside a driver call; `lock_volume` refuses attach.
+//! with its migration inside a driver call, which a reset waits out too;
+//! `lock_volume` refuses attach.
 
 mod support;
 
@@ -294,14 +295,10 @@ fn a_forced_delete_removes_a_migrating_volume_everywhere() {
     assert_eq!(lun_files(&data, &id), Vec::<PathBuf>::new());
 }
 
-/// A forced delete while the migration is inside a driver call (the source
-/// driver spins until its deadline): the delete waits for the call, removes
-/// the volume, and reports the LUN it could not delete; the runner does not
-/// bring the volume or a LUN back afterwards.
-#[test]
-fn a_forced_delete_waits_out_a_driver_call_and_warns() {
-    let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("ferry.toml");
+/// Arrays `f1` and `f2` of the faulty test driver, zoned, driver calls
+/// limited to 2 s.
+fn faulty_config(dir: &Path) -> PathBuf {
+    let config = dir.join("ferry.toml");
     std::fs::write(
         &config,
         format!(
@@ -314,26 +311,80 @@ fn a_forced_delete_waits_out_a_driver_call_and_warns() {
         ),
     )
     .unwrap();
-    let data = dir.path().join("data");
-    let server = Server::start(&data, Some(&config));
+    config
+}
+
+/// A volume `name` on `f1` migrating to `f2`, its runner inside the source
+/// driver's `migrate-volume` call.
+fn migrating_in_a_driver_call(server: &Server, name: &str) -> String {
     let (status, v) = server.call(
         "POST",
         "/v1/volumes",
-        Some(json!({
-            "name": "loop:migrate-volume@f1 fail:delete-volume@f2",
-            "size_bytes": 8 * MIB,
-            "array": "f1",
-        })),
+        Some(json!({"name": name, "size_bytes": 8 * MIB, "array": "f1"})),
     );
     assert_eq!(status, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();
-    let (status, body) = migrate(&server, &id, json!({"array": "f2"}));
+    let (status, body) = migrate(server, &id, json!({"array": "f2"}));
     assert_eq!(status, 202, "{body}");
     let start = Instant::now();
-    while migration(&server, &id)["phase"] != "source_driver" {
+    while migration(server, &id)["phase"] != "source_driver" {
         assert!(start.elapsed() < Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(10));
     }
+    id
+}
+
+/// A reset while the migration is inside a driver call: the reset waits
+/// for the call to end and for the runner to leave, so nothing the runner
+/// does afterwards undoes it; the volume is then available where it was,
+/// and deletes cleanly.
+#[test]
+fn a_reset_waits_out_a_driver_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = faulty_config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = migrating_in_a_driver_call(&server, "loop:migrate-volume@f1");
+
+    let out = server.cli(&["volume", "reset-status", &id, "--status", "available"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("stopped migration"), "{stdout}");
+    let (_, v) = volume(&server, &id);
+    assert_eq!(
+        (
+            v["status"].as_str(),
+            v["array"].as_str(),
+            v["migration_status"].as_str()
+        ),
+        (Some("available"), Some("f1"), Some("error")),
+        "{v}"
+    );
+    let m = migration(&server, &id);
+    assert_eq!(m["phase"], "finished", "{m}");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(volume(&server, &id).1, v);
+
+    let (status, body) = server.call("DELETE", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(lun_files(&data, &id), Vec::<PathBuf>::new());
+}
+
+/// A forced delete while the migration is inside a driver call (the source
+/// driver spins until its deadline): the delete waits for the call, removes
+/// the volume, and reports the LUN it could not delete; the runner does not
+/// bring the volume or a LUN back afterwards.
+#[test]
+fn a_forced_delete_waits_out_a_driver_call_and_warns() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = faulty_config(dir.path());
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = migrating_in_a_driver_call(&server, "loop:migrate-volume@f1 fail:delete-volume@f2");
 
     let (status, body) = server.call("DELETE", &format!("/v1/volumes/{id}?force=true"), None);
     assert_eq!(status, 200, "{body}");
