@@ -312,10 +312,15 @@ impl Service {
         }
         notes.extend(self.settle_fill(&current, discard)?);
         if stopped.is_some() {
+            // Forgetting the migration forgets where those LUNs are too.
+            let then = if mreset == MigrationReset::Forget {
+                "the volume forgets the migration, so a delete no longer finds it"
+            } else {
+                "deleting the volume removes it"
+            };
             for p in elsewhere(&current) {
                 notes.push(format!(
-                    "a LUN the migration made on {} is left in place; deleting the volume \
-                     removes it",
+                    "any LUN the migration made on {} is left in place; {then}",
                     place(&p)
                 ));
             }
