@@ -40,13 +40,17 @@ impl Answer {
 
 impl Harness {
     async fn start() -> Self {
+        Self::start_with(Config::embedded_default()).await
+    }
+
+    async fn start_with(config: Config) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let data_dir = dir.path().join("data");
         std::fs::create_dir_all(&data_dir).unwrap();
         std::fs::write(data_dir.join("reader.token"), format!("{READER}\n")).unwrap();
         let opts = ServiceOptions {
             data_dir: data_dir.clone(),
-            config: Config::embedded_default(),
+            config,
             nbd_listen: "127.0.0.1:0".parse().unwrap(),
         };
         let service = tokio::task::spawn_blocking(move || Service::start(opts))
@@ -640,4 +644,319 @@ async fn oversized_driver_uploads_are_refused_with_or_without_a_length() {
     let a = h.raw(Method::PUT, "/v1/drivers/plain", None, None).await;
     assert_eq!(a.status, StatusCode::UNAUTHORIZED);
     assert_eq!(h.admin(Method::GET, "/v1/drivers", None).await.body, before);
+}
+
+/// The `volume` events of one volume, oldest first.
+async fn volume_events(h: &Harness, id: &str) -> Vec<Value> {
+    let page = h
+        .raw(
+            Method::GET,
+            "/v1/events?after=0&follow=false",
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    page.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["volume"] == id && e["kind"] == "volume")
+        .cloned()
+        .collect()
+}
+
+fn transitions(events: &[Value]) -> Vec<(Value, Value)> {
+    events
+        .iter()
+        .map(|e| (e["from"].clone(), e["to"].clone()))
+        .collect()
+}
+
+/// Create, attach, detach and delete are each an event at `GET /v1/events`;
+/// attach and detach name the attachment and the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn create_attach_detach_and_delete_are_events() {
+    let h = Harness::start().await;
+    let id = h.create("evented", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web7", "mode": "ro"})),
+        )
+        .await;
+    assert_eq!(att.status, StatusCode::CREATED, "{}", att.body);
+    let att_id = att.body["id"].as_str().unwrap().to_owned();
+    let detached = h
+        .admin(
+            Method::DELETE,
+            &format!("/v1/volumes/{id}/attachments/{att_id}"),
+            None,
+        )
+        .await;
+    assert_eq!(detached.status, StatusCode::NO_CONTENT);
+    let deleted = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(deleted.status, StatusCode::NO_CONTENT);
+
+    let events = volume_events(&h, &id).await;
+    assert_eq!(
+        transitions(&events),
+        vec![
+            (Value::Null, json!("creating")),
+            (json!("creating"), json!("available")),
+            (json!("available"), json!("in-use")),
+            (json!("in-use"), json!("available")),
+            (json!("available"), json!("deleting")),
+            (json!("deleting"), json!("deleted")),
+        ],
+        "{events:#?}"
+    );
+    for e in &events[2..4] {
+        assert_eq!(e["attachment"], att_id.as_str(), "{e}");
+        assert_eq!(e["server"], "web7", "{e}");
+        assert!(e["reason"].as_str().unwrap().contains("web7"), "{e}");
+    }
+    assert!(events[2]["reason"].as_str().unwrap().contains("ro"));
+    for e in [&events[0], &events[1], &events[4], &events[5]] {
+        assert!(e.get("attachment").is_none(), "{e}");
+        assert!(e["at"].is_string() && e["reason"].is_string(), "{e}");
+    }
+}
+
+/// `[events] max_count` and `max_age_secs` bound what the log keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_log_keeps_what_the_config_says() {
+    let mut config = Config::embedded_default();
+    config.events.max_count = 5;
+    let h = Harness::start_with(config).await;
+    for n in 0..4 {
+        h.create(&format!("v{n}"), 1 << 20, "v1").await;
+    }
+    let page = h
+        .raw(
+            Method::GET,
+            "/v1/events?after=0&follow=false",
+            Some(READER),
+            None,
+        )
+        .await;
+    let seqs: Vec<u64> = page.body["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    // Two events per create: 8 in all, the newest 5 kept.
+    assert_eq!(seqs, vec![4, 5, 6, 7, 8]);
+    drop(h);
+
+    let mut config = Config::embedded_default();
+    config.events.max_age_secs = 1;
+    let h = Harness::start_with(config).await;
+    let old = h.create("old", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(volume_events(&h, &old).await.len(), 2);
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    let new = h.create("new", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(volume_events(&h, &old).await.is_empty());
+    assert_eq!(volume_events(&h, &new).await.len(), 2);
+}
+
+/// Every refusal of reset-status and of the forced delete has its status
+/// and code, and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_status_and_forced_delete_refusals() {
+    let h = Harness::start().await;
+    let admin = h.admin.clone();
+    let id = h.create("r", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let missing = uuid::Uuid::new_v4();
+    let reset = |id: &dyn std::fmt::Display| format!("/v1/volumes/{id}/reset-status");
+    let body = |b: &str| Some(b.to_owned());
+    let a = Some(admin.as_str());
+    let events_before = volume_events(&h, &id).await.len();
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, reset(&id), a, body(r#"{"status":"migrating"}"#), 400, "invalid_status", "migrating"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"deleting"}"#), 400, "invalid_status", "deleting"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"gone"}"#), 400, "invalid_status", "gone"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"error","migration_status":"success"}"#), 400, "invalid_status", "migration_status"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"error","colour":1}"#), 400, "invalid_body", "colour"),
+        (Method::POST, reset(&id), a, body(r#"{}"#), 400, "invalid_body", "status"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"in-use"}"#), 409, "inconsistent_status", "no attachments"),
+        (Method::POST, reset(&id), a, body(r#"{"status":"error","migration_status":"error"}"#), 409, "inconsistent_status", "never migrated"),
+        (Method::POST, reset(&missing), a, body(r#"{"status":"error"}"#), 404, "volume_not_found", ""),
+        (Method::POST, reset(&"nope"), a, body(r#"{"status":"error"}"#), 400, "invalid_id", "nope"),
+        (Method::POST, reset(&id), Some(READER), body(r#"{"status":"error"}"#), 403, "forbidden", "admin"),
+        (Method::DELETE, format!("/v1/volumes/{id}?force=maybe"), a, None, 400, "invalid_query", "force"),
+        (Method::DELETE, format!("/v1/volumes/{id}?force=true&all=1"), a, None, 400, "invalid_query", "all"),
+        (Method::DELETE, format!("/v1/volumes/{missing}?force=true"), a, None, 404, "volume_not_found", ""),
+        (Method::DELETE, format!("/v1/volumes/{id}?force=true"), Some(READER), None, 403, "forbidden", "admin"),
+    ];
+    for (method, uri, token, body, status, code, words) in cases {
+        let status = StatusCode::from_u16(status).unwrap();
+        let what = format!("{method} {uri} {}", body.clone().unwrap_or_default());
+        let ans = h.raw(method, &uri, token, body.as_deref()).await;
+        assert_eq!(
+            (ans.status, ans.code()),
+            (status, code),
+            "{what}: {}",
+            ans.body
+        );
+        assert!(ans.message().contains(words), "{what}: {}", ans.body);
+    }
+    let shown = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (&shown.body["status"], &shown.body["migration_status"]),
+        (&json!("available"), &Value::Null)
+    );
+    assert_eq!(volume_events(&h, &id).await.len(), events_before);
+
+    // Attached: `available` contradicts it, and a plain delete names the
+    // forced one.
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    assert_eq!(att.status, StatusCode::CREATED);
+    let ans = h
+        .admin(
+            Method::POST,
+            &reset(&id),
+            Some(json!({"status": "available"})),
+        )
+        .await;
+    assert_eq!(
+        (ans.status, ans.code()),
+        (StatusCode::CONFLICT, "inconsistent_status"),
+        "{}",
+        ans.body
+    );
+    assert!(ans.message().contains("detach"), "{}", ans.body);
+    let ans = h
+        .admin(Method::DELETE, &format!("/v1/volumes/{id}"), None)
+        .await;
+    assert_eq!(ans.code(), "invalid_state");
+    assert!(ans.message().contains("force=true"), "{}", ans.body);
+}
+
+/// Outside migrations: a reset sets the status and says so in an event; a
+/// forced delete withdraws the exports and removes the LUN and the record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_and_forced_delete_of_a_volume_at_rest() {
+    let h = Harness::start().await;
+    let id = h.create("r", 1 << 20, "v1").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let ans = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/reset-status"),
+            Some(json!({"status": "error"})),
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::OK, "{}", ans.body);
+    assert_eq!(ans.body["volume"]["status"], "error");
+    assert_eq!(ans.body["stopped_migration"], Value::Null);
+    let last = volume_events(&h, &id).await.pop().unwrap();
+    assert_eq!(
+        (&last["from"], &last["to"]),
+        (&json!("available"), &json!("error"))
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("reset by an operator")
+    );
+
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    // An errored volume is not attachable; reset it back first.
+    assert_eq!(att.code(), "invalid_state");
+    let ans = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/reset-status"),
+            Some(json!({"status": "available"})),
+        )
+        .await;
+    assert_eq!(ans.body["volume"]["status"], "available", "{}", ans.body);
+    let att = h
+        .admin(
+            Method::POST,
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": "web1"})),
+        )
+        .await;
+    assert_eq!(att.status, StatusCode::CREATED, "{}", att.body);
+    let att_id = att.body["id"].as_str().unwrap().to_owned();
+    let lun = h
+        ._dir
+        .path()
+        .join(format!("data/arrays/v1/default/volume-{id}"));
+    assert!(lun.exists());
+
+    let ans = h
+        .admin(
+            Method::DELETE,
+            &format!("/v1/volumes/{id}?force=true"),
+            None,
+        )
+        .await;
+    assert_eq!(ans.status, StatusCode::OK, "{}", ans.body);
+    assert_eq!(ans.body["deleted_on"], json!(["v1/default"]));
+    assert_eq!(ans.body["warnings"], json!([]));
+    assert!(!lun.exists());
+    let gone = h
+        .raw(
+            Method::GET,
+            &format!("/v1/volumes/{id}"),
+            Some(READER),
+            None,
+        )
+        .await;
+    assert_eq!(gone.code(), "volume_not_found");
+    let events = volume_events(&h, &id).await;
+    let tail: Vec<_> = transitions(&events).into_iter().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        vec![
+            (json!("deleting"), json!("deleted")),
+            (json!("deleting"), json!("deleting")),
+            (json!("in-use"), json!("deleting")),
+        ]
+    );
+    let withdrawn = &events[events.len() - 2];
+    assert_eq!(withdrawn["attachment"], att_id.as_str());
+    assert_eq!(withdrawn["server"], "web1");
 }

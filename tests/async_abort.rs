@@ -207,7 +207,7 @@ fn abort_copies_back_every_write_while_clients_keep_writing() {
     // Writes after the abort land on p1 and survive a restart.
     io(&uri, &random_write_cmds(&mut model, &mut rng, 50, 4, 0));
     let server = server.restart();
-    let uri = format!("nbd://{}/{attachment}", server.nbd);
+    let uri = format!("nbd://{}/{}", server.nbd, support::export_of(&uri));
     compare(&uri, &model, dir.path());
 
     // And the volume migrates again, to the end.
@@ -236,7 +236,7 @@ fn kill_9_during_copy_back_resumes_it_and_loses_nothing() {
         mut server,
         mut model,
         id,
-        attachment,
+        attachment: _,
         uri,
     } = migrating_attached(16 * MIB);
     let mut rng = Rng(0xdead);
@@ -273,7 +273,7 @@ fn kill_9_during_copy_back_resumes_it_and_loses_nothing() {
             "switched back before the copy-back ended: {v}"
         );
         // The resumed copy-back runs under writes too.
-        let uri = format!("nbd://{}/{attachment}", server.nbd);
+        let uri = format!("nbd://{}/{}", server.nbd, support::export_of(&uri));
         io(&uri, &random_write_cmds(&mut model, &mut rng, 20, 4, 0));
     }
     wait_for(&server, &id, "aborted", Duration::from_secs(60));
@@ -283,7 +283,7 @@ fn kill_9_during_copy_back_resumes_it_and_loses_nothing() {
         (Some("in-use"), Some("p1")),
         "{v}"
     );
-    let uri = format!("nbd://{}/{attachment}", server.nbd);
+    let uri = format!("nbd://{}/{}", server.nbd, support::export_of(&uri));
     compare(&uri, &model, dir.path());
     assert!(
         !lun(&data, "t1", &id).exists(),

@@ -155,12 +155,13 @@ fn kill_9_loop_loses_no_flushed_write() {
     );
     assert_eq!(status, 202);
     wait_for(&server, &id, "migrating_attachable", Duration::from_secs(5));
-    let (attachment, _) = attach(&server, &id);
+    let (_, attached_uri) = attach(&server, &id);
+    let export = support::export_of(&attached_uri).to_owned();
     let mut rng = Rng(0xc0ffee);
     let mut kills = 0;
     let mut last_done = 0u64;
     while kills < 20 {
-        let uri = format!("nbd://{}/{attachment}", server.nbd);
+        let uri = format!("nbd://{}/{export}", server.nbd);
         random_writes(&uri, &mut model, &mut rng, 10);
         std::thread::sleep(Duration::from_millis(rng.next() % 300));
         let m = migration(&server, &id);
@@ -183,6 +184,6 @@ fn kill_9_loop_loses_no_flushed_write() {
     );
     let m = wait_for(&server, &id, "success", Duration::from_secs(120));
     assert_eq!(m["migration_status"], "success");
-    let uri = format!("nbd://{}/{attachment}", server.nbd);
+    let uri = format!("nbd://{}/{export}", server.nbd);
     verify(&uri, &model, 0, size);
 }

@@ -138,7 +138,7 @@ fn flushed_writes_survive_kill_9_and_the_attachment_comes_back() {
     let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
     assert_eq!(v["status"], "in-use", "{v}");
     // The restored export keeps the same URI apart from the new port.
-    let port_uri = format!("nbd://{}/{att}", server.nbd);
+    let port_uri = format!("nbd://{}/{}", server.nbd, support::export_of(&uri));
     qemu_io(&port_uri, &["read -P 0x5a 1M 8M", "read -P 0 0 1M"]);
     detach(&server, &id, &att);
     let _ = uri;

@@ -184,7 +184,7 @@ fn async_round(abort: bool) {
         "migrating_attachable",
         Duration::from_secs(10),
     );
-    let (attachment, uri) = attach(&server, &id);
+    let (_, uri) = attach(&server, &id);
     let mut cmds = Vec::new();
     for k in 0..12u64 {
         let off = k * 2 * MIB + MIB;
@@ -222,7 +222,7 @@ fn async_round(abort: bool) {
         !lun_path(&data, off, &id).exists(),
         "{phase}: LUN left on {off}"
     );
-    let uri = format!("nbd://{}/{attachment}", server.nbd);
+    let uri = format!("nbd://{}/{}", server.nbd, support::export_of(&uri));
     let reads = model.reads(0, size);
     let reads: Vec<&str> = reads.iter().map(String::as_str).collect();
     qemu_io(&uri, &reads);

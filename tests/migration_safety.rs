@@ -334,3 +334,46 @@ fn force_host_copy_skips_the_drivers() {
     );
     check_data(&server, &id);
 }
+
+/// A migration started with `lock_volume` refuses an abort (`volume_locked`)
+/// and changes nothing; `?force=true` aborts it all the same.
+#[test]
+fn a_locked_migration_refuses_an_abort_unless_forced() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = faulty_config(dir.path(), 5000);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let id = volume_with_data(&server, "slow:migrate-volume@f1", "f1");
+    let (status, body) = migrate(&server, &id, json!({"array": "f2", "lock_volume": true}));
+    assert_eq!(status, 202, "{body}");
+    wait_phase(&server, &id, "source_driver", Duration::from_secs(10));
+    let (status, body) = abort(&server, &id);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("volume_locked")),
+        "{body}"
+    );
+    let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+    assert_eq!(
+        (m["abort_requested"].as_bool(), m["lock_volume"].as_bool()),
+        (Some(false), Some(true)),
+        "{m}"
+    );
+    let (status, m) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migration/abort?force=true"),
+        None,
+    );
+    assert_eq!(status, 202, "{m}");
+    assert_back(&server, &data, &id, "f1", "f2");
+    let (status, body) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migration/abort?force=maybe"),
+        None,
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_query")),
+        "{body}"
+    );
+}

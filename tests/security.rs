@@ -426,3 +426,146 @@ fn a_full_connection_table_makes_room_by_closing_the_idlest() {
     ));
     server.stop();
 }
+
+/// Runs a peer tool; its success and its combined output.
+fn tool(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = std::process::Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// An NBD export opens only with the secret name the attaching client
+/// received: listing reveals nothing, the attachment id (or any guess) is
+/// refused, the secret works with every real client, a read-only
+/// attachment stays read-only, and a reader token never sees a URI.
+#[test]
+fn nbd_exports_open_only_with_their_secret_name() {
+    for (t, p) in [
+        ("qemu-io", "qemu-utils"),
+        ("nbdinfo", "libnbd-bin"),
+        ("nbdcopy", "libnbd-bin"),
+        ("fio", "fio"),
+    ] {
+        support::require_tool(t, p);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    const READER: &str = "reader-token-for-nbd-0123456789";
+    std::fs::write(data.join("reader.token"), format!("{READER}\n")).unwrap();
+    let server = Server::start(&data, None);
+    let (status, v) = server.call(
+        "POST",
+        "/v1/volumes",
+        Some(json!({"name": "secret", "size_bytes": 64u64 << 20, "array": "p1"})),
+    );
+    assert_eq!(status, 201, "{v}");
+    let id = v["id"].as_str().unwrap().to_owned();
+    let attach = |mode: &str| {
+        let (status, a) = server.call(
+            "POST",
+            &format!("/v1/volumes/{id}/attachments"),
+            Some(json!({"server": format!("host-{mode}"), "mode": mode})),
+        );
+        assert_eq!(status, 201, "{a}");
+        a
+    };
+    let rw = attach("rw");
+    let ro = attach("ro");
+    let rw_uri = rw["uri"].as_str().unwrap().to_owned();
+    let ro_uri = ro["uri"].as_str().unwrap().to_owned();
+    let secret = support::export_of(&rw_uri).to_owned();
+    assert!(secret.len() >= 43, "a guessable export name: {secret}");
+    assert_ne!(secret, rw["id"].as_str().unwrap());
+
+    // Listing reveals nothing.
+    let (ok, list) = tool(
+        "nbdinfo",
+        &["--list", "--json", &format!("nbd://{}", server.nbd)],
+    );
+    assert!(ok, "{list}");
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list["exports"], json!([]), "{list}");
+    // The attachment id, the volume id and the empty name open nothing.
+    for name in [rw["id"].as_str().unwrap(), id.as_str(), ""] {
+        let uri = format!("nbd://{}/{name}", server.nbd);
+        let (ok, out) = tool("qemu-io", &["-f", "raw", "-c", "write -P 0x5a 0 4k", &uri]);
+        assert!(
+            !ok || out.contains("Could not open") || out.contains("failed"),
+            "{name}: {out}"
+        );
+        let (ok, _) = tool("nbdinfo", &[&uri]);
+        assert!(!ok, "{name:?} opened an export");
+    }
+
+    // The secret works with every client.
+    let (ok, out) = tool(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            "write -P 0x5a 0 1M",
+            "-c",
+            "flush",
+            &rw_uri,
+        ],
+    );
+    assert!(ok && !out.contains("failed"), "{out}");
+    let copy = dir.path().join("copy.raw");
+    let (ok, out) = tool("nbdcopy", &[&rw_uri, copy.to_str().unwrap()]);
+    assert!(ok, "{out}");
+    let bytes = std::fs::read(&copy).unwrap();
+    assert!(bytes[..1 << 20].iter().all(|b| *b == 0x5a));
+    let (ok, out) = tool(
+        "fio",
+        &[
+            "--name=secret",
+            "--ioengine=nbd",
+            &format!("--uri={rw_uri}"),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--size=8M",
+            "--offset=16M",
+            "--verify=crc32c",
+            "--do_verify=1",
+        ],
+    );
+    assert!(ok, "{out}");
+    // The read-only attachment's own secret reads, never writes.
+    let (ok, out) = tool(
+        "qemu-io",
+        &["-r", "-f", "raw", "-c", "read -P 0x5a 0 1M", &ro_uri],
+    );
+    assert!(ok && !out.contains("failed"), "{out}");
+    let (ok, out) = tool(
+        "qemu-io",
+        &["-f", "raw", "-c", "write -P 0x11 0 4k", &ro_uri],
+    );
+    assert!(
+        !ok || out.contains("failed") || out.contains("read-only"),
+        "{out}"
+    );
+
+    // A reader token sees the attachments but no URI.
+    for path in [format!("/v1/volumes/{id}"), "/v1/volumes".to_owned()] {
+        let (status, body) = server.request("GET", &path, None, Some(READER)).unwrap();
+        assert_eq!(status, 200, "{body}");
+        let text = body.to_string();
+        assert!(
+            !text.contains(&secret),
+            "{path} shows the secret to a reader"
+        );
+        assert!(text.contains(rw["id"].as_str().unwrap()), "{text}");
+    }
+    // The admin still does.
+    let (_, body) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert!(body.to_string().contains(&secret));
+}

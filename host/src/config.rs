@@ -109,6 +109,39 @@ impl Default for HttpConfig {
     }
 }
 
+/// Retention of the event log (`[events]`): the store drops the oldest
+/// events beyond `max_count` and those older than `max_age_secs` whenever
+/// it appends one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventsConfig {
+    /// How many of the newest events are kept.
+    #[serde(default = "default_event_max_count")]
+    pub max_count: u64,
+    /// How old, in seconds, the oldest kept event may be.
+    #[serde(default = "default_event_max_age_secs")]
+    pub max_age_secs: u64,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        Self {
+            max_count: default_event_max_count(),
+            max_age_secs: default_event_max_age_secs(),
+        }
+    }
+}
+
+impl EventsConfig {
+    /// The store options this retention stands for.
+    pub fn store_options(&self) -> crate::store::StoreOptions {
+        crate::store::StoreOptions {
+            event_capacity: self.max_count,
+            event_max_age: Some(std::time::Duration::from_secs(self.max_age_secs)),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,6 +178,9 @@ pub struct Config {
     /// Limits of the HTTP API's connections.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Event log retention.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 fn default_pools() -> Vec<String> {
@@ -177,6 +213,13 @@ fn default_keep_alive_timeout_ms() -> u64 {
 /// Largest `http.max_connections` accepted: a connection is a descriptor,
 /// and no system gives a process more than a few million.
 const MAX_HTTP_CONNECTIONS: u64 = 1 << 20;
+fn default_event_max_count() -> u64 {
+    crate::store::DEFAULT_EVENT_CAPACITY
+}
+/// Thirty days.
+fn default_event_max_age_secs() -> u64 {
+    30 * 24 * 3600
+}
 
 /// The embedded default: `t1` (takeover), `v1` and `v2` (vendor-copy), `p1`
 /// (plain), each with a pool `default`; zoning `t1`-`p1` and `t1`-`v1`.
@@ -288,6 +331,9 @@ impl Config {
                 "http.header_read_timeout_ms and http.keep_alive_timeout_ms must be > 0".into(),
             );
         }
+        if self.events.max_count == 0 || self.events.max_age_secs == 0 {
+            return invalid("events: max_count and max_age_secs must be > 0".into());
+        }
         Ok(())
     }
 }
@@ -316,6 +362,27 @@ mod tests {
             c.http.keep_alive_timeout_ms,
             HttpConfig::default().keep_alive_timeout_ms
         );
+    }
+
+    #[test]
+    fn event_retention_has_defaults_and_can_be_set() {
+        let p = Path::new("x.toml");
+        let c = Config::parse("[[array]]\nname='a'\ndriver='d'\n", p).unwrap();
+        assert_eq!(
+            c.events,
+            EventsConfig {
+                max_count: 10_000,
+                max_age_secs: 2_592_000
+            }
+        );
+        let c = Config::parse(
+            "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_count = 50\nmax_age_secs = 60\n",
+            p,
+        )
+        .unwrap();
+        let opts = c.events.store_options();
+        assert_eq!(opts.event_capacity, 50);
+        assert_eq!(opts.event_max_age, Some(std::time::Duration::from_secs(60)));
     }
 
     #[test]
@@ -358,6 +425,18 @@ mod tests {
             ),
             (
                 "[http]\nidle=1\n[[array]]\nname='a'\ndriver='d'\n",
+                "unknown field",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_count=0\n",
+                "events: max_count",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_age_secs=0\n",
+                "events: max_count and max_age_secs",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_bytes=9\n",
                 "unknown field",
             ),
         ];

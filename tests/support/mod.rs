@@ -12,6 +12,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// The export name of an attachment's `nbd://host:port/EXPORT` URI: it
+/// stays the same across restarts, while the port may not.
+pub fn export_of(uri: &str) -> &str {
+    uri.rsplit('/').next().unwrap_or(uri)
+}
+
 /// Path of the `ferry` binary cargo built for these tests.
 pub fn ferry_bin() -> &'static str {
     env!("CARGO_BIN_EXE_ferry")

@@ -255,6 +255,10 @@ pub async fn require_token(
             super::clip::echo(req.method().as_str())
         )));
     }
+    // Handlers that answer differently per role (a reader never sees an
+    // attachment's URI) read it from here.
+    let mut req = req;
+    req.extensions_mut().insert(role);
     Ok(next.run(req).await)
 }
 

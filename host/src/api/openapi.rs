@@ -158,21 +158,39 @@ fn paths() -> Value {
             "get": operation(
                 "getVolume", "Show a volume.", &["id"], None,
                 ("200", ok("The volume.", "Volume")), &[AUTH_ERRORS, ID_ERRORS]),
-            "delete": operation(
-                "deleteVolume", "Delete a volume and its storage.", &["id"], None,
-                no_content("Deleted."),
-                &[AUTH_ERRORS, ADMIN_ERRORS, ID_ERRORS, &[
-                    ("409", "The volume is attached or busy (`invalid_state`)."),
-                    ("502", "The array's driver failed."),
-                    ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
-                ]]),
+            "delete": delete_volume(),
         },
+        "/v1/volumes/{id}/reset-status": {"post": operation(
+            "resetVolumeStatus",
+            "Set a volume's status by hand (Cinder's os-reset_status): `available`, `in-use` \
+             or `error`. A migration running on it is stopped and recorded as `error` (its \
+             error says an operator reset it); no data moves and no LUN is deleted, so a LUN \
+             the migration made on the other array stays until the volume is deleted. A LUN \
+             still filling from the migration's source is ended when complete; when not, the \
+             reset is refused unless `discard_unhydrated` is true. Emits `volume` (and \
+             `migration`) events.",
+            &["id"], Some("ResetStatus"),
+            ("200", ok("The volume after the reset, with what was stopped and left where.",
+                       "ResetOutcome")),
+            &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
+                ("400", "Malformed request (`invalid_json`, `invalid_body`, `invalid_id`), or \
+                         a status that cannot be set by hand (`invalid_status`: `creating`, \
+                         `deleting`, `migrating`, or unknown; `migration_status` other than \
+                         `\"error\"` or null)."),
+                ("409", "The status contradicts the volume (`inconsistent_status`: `in-use` \
+                         without attachments, `available` with some, `migration_status` \
+                         `error` on a volume never migrated), or its LUN still fills from \
+                         the source (`hydration_incomplete`). Nothing changed."),
+                ("503", "The migration was told to stop but is still inside a step \
+                         (`migration_stopping`); the volume stays `migrating`; ask again."),
+            ]])},
         "/v1/volumes/{id}/attachments": {"post": operation(
             "attachVolume", "Attach a volume to a server; the answer carries the NBD URI.",
             &["id"], Some("AttachVolume"),
             ("201", ok("The attachment.", "Attachment")),
             &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
-                ("409", "The volume's status forbids attaching (`invalid_state`)."),
+                ("409", "The volume's status forbids attaching (`invalid_state`), or a \
+                         migration started with `lock_volume` runs (`volume_locked`)."),
                 ("502", "The array's driver failed."),
                 ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
             ]])},
@@ -183,6 +201,8 @@ fn paths() -> Value {
                 ("400", "An id is not a UUID (`invalid_id`)."),
                 ("404", "No such volume (`volume_not_found`) or attachment \
                          (`attachment_not_found`)."),
+                ("409", "A migration started with `lock_volume` runs (`volume_locked`); \
+                         nothing changed."),
                 ("502", "The array's driver failed."),
             ]])},
         "/v1/drivers": {"get": operation(
@@ -207,6 +227,55 @@ fn paths() -> Value {
             ("200", json!({"description": "Metrics in the text exposition format 0.0.4.",
                            "content": {"text/plain": {}}})), &[]))},
     })
+}
+
+fn delete_volume() -> Value {
+    let mut op = operation(
+        "deleteVolume",
+        "Delete a volume and its storage. A plain delete needs the volume `available` or \
+         `error` and unattached. With `force=true` (Cinder's os-force_delete) it is removed in \
+         any state, `migrating` included: its migration is stopped, its exports withdrawn (NBD \
+         clients are disconnected), its hydration abandoned, and the drivers of where it lives \
+         and of both sides of its last migration delete their LUN of it, best effort: each \
+         failure is a warning in the answer and in the `deleted` event, and the record goes \
+         anyway.",
+        &["id"],
+        None,
+        no_content("Deleted (plain delete)."),
+        &[
+            AUTH_ERRORS,
+            ADMIN_ERRORS,
+            ID_ERRORS,
+            &[
+                (
+                    "400",
+                    "The id is not a UUID (`invalid_id`), or a bad query (`invalid_query`).",
+                ),
+                (
+                    "409",
+                    "Plain delete: the volume is attached, migrating or busy \
+                     (`invalid_state`; the message names the forced delete).",
+                ),
+                ("502", "Plain delete: the array's driver failed."),
+                (
+                    "503",
+                    "Plain delete: the array's driver is not loaded (`driver_not_loaded`).",
+                ),
+            ],
+        ],
+    );
+    op["responses"]["200"] = ok(
+        "Forced delete: what was stopped and deleted, and what was left behind.",
+        "ForceDeleted",
+    );
+    if let Some(p) = op["parameters"].as_array_mut() {
+        p.push(json!({
+            "name": "force", "in": "query", "required": false,
+            "schema": {"type": "boolean", "default": false},
+            "description": "Remove the volume in any state (see above)."
+        }));
+    }
+    op
 }
 
 /// Adds the `{name}` path parameter (a driver name) to an operation.
@@ -332,8 +401,8 @@ fn schemas() -> Value {
                 "id": {"type": "string", "format": "uuid"},
                 "server": {"type": "string"},
                 "mode": mode,
-                "uri": {"type": "string", "format": "uri",
-                        "description": "`nbd://host:port/export`, for any NBD client."}
+                "uri": {"type": ["string", "null"], "format": "uri",
+                        "description": "`nbd://host:port/EXPORT`, for any NBD client. The export name is a 256-bit secret, the credential that opens the export (the server's export list is always empty); null for reader tokens, which never receive it."}
             }
         },
         "Volume": {
@@ -360,11 +429,22 @@ fn schemas() -> Value {
         },
         "Event": {
             "type": "object", "required": ["seq", "kind", "to", "at"],
+            "description": "One change a client could observe. `volume` events: create \
+                (`from` null, `to` `creating`, then `available` or `error`), delete (`to` \
+                `deleting`, then `deleted` or `error`), attach and detach (with `attachment` \
+                and `server`), reset-status, forced delete, and the status changes of \
+                migrations. The log keeps the newest `[events] max_count` events, none older \
+                than `max_age_secs`.",
             "properties": {
                 "seq": {"type": "integer"},
                 "kind": {"enum": ["volume", "migration", "driver"]},
                 "volume": {"type": ["string", "null"], "format": "uuid"},
-                "migration": {"type": ["string", "null"], "format": "uuid"},
+                "migration": {"type": ["string", "null"], "format": "uuid",
+                              "description": "The migration running when it happened, if any."},
+                "attachment": {"type": "string", "format": "uuid",
+                               "description": "Attach and detach events: the attachment."},
+                "server": {"type": "string",
+                           "description": "Attach and detach events: its server."},
                 "driver": {"type": "string",
                            "description": "Driver events: the driver's name. `to` is the \
                            version's digest, `from` the digest it replaced, `reason` \
@@ -387,6 +467,40 @@ fn schemas() -> Value {
                 "force_host_copy": {"type": "boolean"},
                 "lock_volume": {"type": ["boolean", "null"],
                     "description": "Default false. When true, attach, detach and abort requests are refused with `volume_locked` while the migration runs (abort passes with `?force=true`)."}
+            }
+        },
+        "ResetStatus": {
+            "type": "object", "required": ["status"], "additionalProperties": false,
+            "properties": {
+                "status": {"enum": ["available", "in-use", "error"]},
+                "migration_status": {"enum": ["error", null],
+                    "description": "Absent: a running migration is recorded as `error`, a \
+                    finished one is left as it is. `\"error\"`: the last migration is \
+                    recorded as failed. null: the volume forgets its last migration."},
+                "discard_unhydrated": {"type": "boolean", "default": false,
+                    "description": "The volume's LUN still fills from the migration's \
+                    source: end the fill and keep what arrived; the rest reads as zeros."}
+            }
+        },
+        "ResetOutcome": {
+            "type": "object", "required": ["volume", "stopped_migration", "notes"],
+            "properties": {
+                "volume": schema("Volume"),
+                "stopped_migration": {"type": ["string", "null"], "format": "uuid"},
+                "notes": {"type": "array", "items": {"type": "string"},
+                          "description": "What was stopped, and what was left where."}
+            }
+        },
+        "ForceDeleted": {
+            "type": "object",
+            "required": ["volume_id", "stopped_migration", "deleted_on", "warnings"],
+            "properties": {
+                "volume_id": {"type": "string", "format": "uuid"},
+                "stopped_migration": {"type": ["string", "null"], "format": "uuid"},
+                "deleted_on": {"type": "array", "items": {"type": "string"},
+                               "description": "`array/pool` of each LUN deleted."},
+                "warnings": {"type": "array", "items": {"type": "string"},
+                             "description": "LUNs left behind, connections not ended."}
             }
         },
         "MigrationAccepted": {

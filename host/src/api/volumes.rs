@@ -1,21 +1,25 @@
-//! `/v1/volumes`: volume life cycle and attachments.
+//! `/v1/volumes`: volume life cycle and attachments, and the operator's
+//! way out of a stuck volume: `reset-status` and the forced delete.
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
+use super::auth::Role;
 use super::error::ApiError;
 use super::extract::{Ids, JsonBody};
 use super::routes::Routes;
-use crate::service::{AttachVolume, CreateVolume, Service, VolumeView};
+use crate::service::{AttachVolume, CreateVolume, ResetOutcome, ResetStatus, Service, VolumeView};
 
 pub(super) fn register(r: Routes) -> Routes {
     r.get("/v1/volumes", list)
         .post("/v1/volumes", create)
         .get("/v1/volumes/{id}", show)
         .delete("/v1/volumes/{id}", delete)
+        .post("/v1/volumes/{id}/reset-status", reset_status)
         .post("/v1/volumes/{id}/attachments", attach)
         .delete("/v1/volumes/{id}/attachments/{attachment_id}", detach)
 }
@@ -34,10 +38,22 @@ fn created(location: String, body: impl Serialize) -> Response {
     res
 }
 
-async fn list(State(service): State<Service>) -> Result<Json<VolumeList>, ApiError> {
+async fn list(
+    State(service): State<Service>,
+    Extension(role): Extension<Role>,
+) -> Result<Json<VolumeList>, ApiError> {
+    let volumes = service.list_volumes()?;
     Ok(Json(VolumeList {
-        volumes: service.list_volumes()?,
+        volumes: volumes.into_iter().map(|v| for_role(v, role)).collect(),
     }))
+}
+
+/// A volume as `role` may see it.
+fn for_role(v: VolumeView, role: Role) -> VolumeView {
+    match role {
+        Role::Admin => v,
+        Role::Reader => v.for_reader(),
+    }
 }
 
 async fn create(
@@ -50,14 +66,48 @@ async fn create(
 
 async fn show(
     State(service): State<Service>,
+    Extension(role): Extension<Role>,
     Ids([id]): Ids<1>,
 ) -> Result<Json<VolumeView>, ApiError> {
-    Ok(Json(service.get_volume(id)?))
+    Ok(Json(for_role(service.get_volume(id)?, role)))
 }
 
-async fn delete(State(service): State<Service>, Ids([id]): Ids<1>) -> Result<StatusCode, ApiError> {
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    /// Remove the volume in any state (Cinder's os-force_delete).
+    #[serde(default)]
+    force: bool,
+}
+
+/// A plain delete answers 204; a forced one 200 with what it removed and
+/// what it had to leave behind.
+async fn delete(
+    State(service): State<Service>,
+    Ids([id]): Ids<1>,
+    query: Result<Query<DeleteQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = query.map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            format!("{}; the only parameter is force=true|false", e.body_text()),
+        )
+    })?;
+    if q.force {
+        let deleted = service.force_delete(id).await?;
+        return Ok(Json(deleted).into_response());
+    }
     service.delete_volume(id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn reset_status(
+    State(service): State<Service>,
+    Ids([id]): Ids<1>,
+    JsonBody(req): JsonBody<ResetStatus>,
+) -> Result<Json<ResetOutcome>, ApiError> {
+    Ok(Json(service.reset_status(id, req).await?))
 }
 
 async fn attach(

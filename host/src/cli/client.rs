@@ -124,6 +124,16 @@ impl Client {
         self.answer(res).map(|_| ())
     }
 
+    /// `DELETE path`, expecting a JSON answer.
+    pub fn delete_json(&self, path: &str) -> Result<Value, ClientError> {
+        let res = self
+            .agent
+            .delete(self.url(path))
+            .header("Authorization", self.bearer())
+            .call();
+        self.json(res)
+    }
+
     /// `GET path` as a stream of lines (server-sent events), handing each
     /// line to `on_line` until it returns false or the stream ends.
     pub fn follow(

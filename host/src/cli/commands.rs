@@ -7,9 +7,11 @@ use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
 use super::table::{Table, format_size, key_values};
-use super::{ArrayCmd, ModeArg, VolumeCmd};
+use super::{ArrayCmd, MigrationStatusArg, ModeArg, ResetStatusArg, VolumeCmd};
 use crate::runtime::Capabilities;
-use crate::service::{ArrayView, AttachmentView, DriverView, VolumeView};
+use crate::service::{
+    ArrayView, AttachmentView, DriverView, ForceDeleted, ResetOutcome, VolumeView,
+};
 
 /// How to print answers.
 #[derive(Debug, Clone, Copy)]
@@ -77,8 +79,20 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
             to,
             pool,
             force_host_copy,
+            lock_volume,
             wait,
-        } => super::migrate::migrate(c, out, id, &to, pool, force_host_copy, wait)?,
+        } => super::migrate::migrate(
+            c,
+            out,
+            id,
+            &to,
+            pool,
+            super::migrate::MigrateFlags {
+                force_host_copy,
+                lock_volume,
+                wait,
+            },
+        )?,
         VolumeCmd::Migration { id } => super::migrate::show(c, out, id)?,
         VolumeCmd::AbortMigration { id, force } => super::migrate::abort(c, out, id, force)?,
         VolumeCmd::Create {
@@ -113,10 +127,49 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
                 print!("{}", volume_details(&decode(c, v)?));
             }
         }
-        VolumeCmd::Delete { id } => {
+        VolumeCmd::Delete { id, force: false } => {
             c.delete(&format!("/v1/volumes/{id}"))?;
             if !out.json {
                 println!("deleted volume {id}");
+            }
+        }
+        VolumeCmd::Delete { id, force: true } => {
+            let v = c.delete_json(&format!("/v1/volumes/{id}?force=true"))?;
+            if !out.json(&v)? {
+                let d: ForceDeleted = decode(c, v)?;
+                println!("deleted volume {id}");
+                print!("{}", force_deleted_details(&d));
+            }
+        }
+        VolumeCmd::ResetStatus {
+            id,
+            status,
+            migration_status,
+            discard_unhydrated,
+        } => {
+            let mut body = json!({
+                "status": match status {
+                    ResetStatusArg::Available => "available",
+                    ResetStatusArg::InUse => "in-use",
+                    ResetStatusArg::Error => "error",
+                },
+                "discard_unhydrated": discard_unhydrated,
+            });
+            match migration_status {
+                Some(MigrationStatusArg::Error) => body["migration_status"] = json!("error"),
+                Some(MigrationStatusArg::None) => body["migration_status"] = Value::Null,
+                None => {}
+            }
+            let v = c.post(&format!("/v1/volumes/{id}/reset-status"), &body)?;
+            if !out.json(&v)? {
+                let r: ResetOutcome = decode(c, v)?;
+                print!("{}", volume_details(&r.volume));
+                if let Some(m) = r.stopped_migration {
+                    println!("stopped migration {m}");
+                }
+                for note in &r.notes {
+                    println!("note: {}", super::table::sanitize(note));
+                }
             }
         }
         VolumeCmd::Attach { id, server, mode } => {
@@ -136,7 +189,7 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
                         ("volume", id.to_string()),
                         ("server", a.server),
                         ("mode", mode),
-                        ("uri", a.uri),
+                        ("uri", a.uri.unwrap_or_else(|| "-".into())),
                     ])
                 );
             }
@@ -149,6 +202,20 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
         }
     }
     Ok(())
+}
+
+fn force_deleted_details(d: &ForceDeleted) -> String {
+    let mut out = key_values(&[
+        (
+            "stopped migration",
+            d.stopped_migration.map_or("-".into(), |m| m.to_string()),
+        ),
+        ("storage deleted on", dash_if_empty(d.deleted_on.join(", "))),
+    ]);
+    for w in &d.warnings {
+        out.push_str(&format!("warning: {}\n", super::table::sanitize(w)));
+    }
+    out
 }
 
 fn mode_name(a: &AttachmentView) -> String {
@@ -223,7 +290,7 @@ fn volume_details(v: &VolumeView) -> String {
                 a.id.to_string(),
                 a.server.clone(),
                 mode_name(a),
-                a.uri.clone(),
+                a.uri.clone().unwrap_or_else(|| "-".into()),
             ]);
         }
         out.push('\n');
@@ -393,7 +460,7 @@ mod tests {
                 id: Uuid::nil(),
                 server: "web1".into(),
                 mode: AttachMode::Ro,
-                uri: "nbd://127.0.0.1:10809/x".into(),
+                uri: Some("nbd://127.0.0.1:10809/x".into()),
             }],
             created_at: "2026-01-01T00:00:00.000Z".into(),
         }

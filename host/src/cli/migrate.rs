@@ -94,6 +94,17 @@ fn details(m: &MigrationView) -> String {
     ])
 }
 
+/// The switches of `ferry volume migrate`.
+#[derive(Debug, Clone, Copy)]
+pub struct MigrateFlags {
+    /// Skip the drivers' paths.
+    pub force_host_copy: bool,
+    /// Refuse attach and detach while it runs.
+    pub lock_volume: bool,
+    /// Follow the progress to the end.
+    pub wait: bool,
+}
+
 /// `ferry volume migrate`.
 pub fn migrate(
     c: &Client,
@@ -101,10 +112,19 @@ pub fn migrate(
     id: Uuid,
     to: &str,
     pool: Option<String>,
-    force_host_copy: bool,
-    wait: bool,
+    flags: MigrateFlags,
 ) -> Result<(), ClientError> {
-    let mut body = json!({"array": to, "force_host_copy": force_host_copy});
+    let MigrateFlags {
+        force_host_copy,
+        lock_volume,
+        wait,
+    } = flags;
+    // Always sent, so the volume is locked exactly when the flag says.
+    let mut body = json!({
+        "array": to,
+        "force_host_copy": force_host_copy,
+        "lock_volume": lock_volume,
+    });
     if let Some(pool) = pool {
         body["pool"] = json!(pool);
     }

@@ -69,7 +69,8 @@ enum Command {
     /// Storage arrays.
     #[command(subcommand)]
     Array(ArrayCmd),
-    /// Volumes: create, list, show, delete, attach, detach.
+    /// Volumes: create, list, show, delete, attach, detach, migrate,
+    /// reset-status.
     #[command(subcommand)]
     Volume(VolumeCmd),
     /// Driver components.
@@ -138,6 +139,26 @@ pub enum ModeArg {
     Ro,
 }
 
+/// A status an operator may set with `reset-status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ResetStatusArg {
+    /// Ready and not attached.
+    Available,
+    /// Attached (the volume must have attachments).
+    InUse,
+    /// Failed; the volume can be deleted.
+    Error,
+}
+
+/// What `reset-status` does to the last migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum MigrationStatusArg {
+    /// Record the last migration as failed.
+    Error,
+    /// Forget the last migration: the volume shows none.
+    None,
+}
+
 /// `ferry volume ...`
 #[derive(Debug, Subcommand)]
 pub enum VolumeCmd {
@@ -166,6 +187,32 @@ pub enum VolumeCmd {
     Delete {
         /// Volume id.
         id: Uuid,
+        /// Remove it in any state, migrating included: stop its migration,
+        /// disconnect its NBD clients, and have the drivers of both sides of
+        /// its last migration delete their LUN of it (best effort; what is
+        /// left behind is printed as a warning). The record goes anyway.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Set a volume's status by hand (the way out of a stuck migration).
+    /// A running migration is stopped and recorded as failed; no data
+    /// moves and no LUN is deleted (deleting the volume later removes a LUN
+    /// the migration left on the other array).
+    ResetStatus {
+        /// Volume id.
+        id: Uuid,
+        /// The status to set.
+        #[arg(long, value_enum)]
+        status: ResetStatusArg,
+        /// What to record of the last migration. Without it a running
+        /// migration is recorded as error and a finished one kept.
+        #[arg(long, value_enum)]
+        migration_status: Option<MigrationStatusArg>,
+        /// If the volume's LUN still fills from the migration's source,
+        /// end the fill and keep only what arrived (the rest reads as
+        /// zeros); without it such a reset is refused.
+        #[arg(long)]
+        discard_unhydrated: bool,
     },
     /// Attach a volume to a server; prints the NBD URI to connect to.
     Attach {
@@ -198,6 +245,12 @@ pub enum VolumeCmd {
         /// Skip the drivers' own paths and copy in the host.
         #[arg(long)]
         force_host_copy: bool,
+        /// Lock the volume while it migrates: attach and detach are refused
+        /// (volume_locked) until the migration ends. Without it they are
+        /// allowed (attach once the volume is attachable). reset-status and
+        /// delete --force still stop the migration.
+        #[arg(long)]
+        lock_volume: bool,
         /// Show progress until the migration ends; exit non-zero unless it
         /// succeeds.
         #[arg(long)]
@@ -433,6 +486,99 @@ mod tests {
                 .unwrap_err();
             assert_eq!(e.exit_code(), 2, "{bad:?} accepted");
         }
+    }
+
+    #[test]
+    fn operator_commands_parse() {
+        let id = Uuid::new_v4().to_string();
+        let cli = Cli::try_parse_from(["ferry", "volume", "delete", &id, "--force"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCmd::Delete { force: true, .. })
+        ));
+        let cli = Cli::try_parse_from(["ferry", "volume", "delete", &id]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCmd::Delete { force: false, .. })
+        ));
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "volume",
+            "reset-status",
+            &id,
+            "--status",
+            "in-use",
+            "--migration-status",
+            "none",
+        ])
+        .unwrap();
+        let Command::Volume(VolumeCmd::ResetStatus {
+            status,
+            migration_status,
+            discard_unhydrated,
+            ..
+        }) = cli.command
+        else {
+            panic!("wrong command");
+        };
+        assert_eq!(
+            (status, migration_status, discard_unhydrated),
+            (ResetStatusArg::InUse, Some(MigrationStatusArg::None), false)
+        );
+        for bad in [
+            vec!["ferry", "volume", "reset-status", &id],
+            vec![
+                "ferry",
+                "volume",
+                "reset-status",
+                &id,
+                "--status",
+                "migrating",
+            ],
+            vec![
+                "ferry",
+                "volume",
+                "reset-status",
+                &id,
+                "--status",
+                "error",
+                "--migration-status",
+                "success",
+            ],
+        ] {
+            let e = Cli::try_parse_from(bad.clone()).unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn migrate_takes_lock_volume() {
+        let id = Uuid::new_v4().to_string();
+        let cli = Cli::try_parse_from([
+            "ferry",
+            "volume",
+            "migrate",
+            &id,
+            "--to",
+            "t1",
+            "--lock-volume",
+        ])
+        .unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCmd::Migrate {
+                lock_volume: true,
+                ..
+            })
+        ));
+        let cli = Cli::try_parse_from(["ferry", "volume", "migrate", &id, "--to", "t1"]).unwrap();
+        assert!(matches!(
+            cli.command,
+            Command::Volume(VolumeCmd::Migrate {
+                lock_volume: false,
+                ..
+            })
+        ));
     }
 
     #[test]

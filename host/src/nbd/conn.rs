@@ -182,7 +182,7 @@ impl Conn {
             CMD_TRIM | CMD_WRITE_ZEROES => (self.zero(&req), 0),
             other => {
                 tracing::warn!(
-                    export = self.slot.name(),
+                    export = %self.slot.label(),
                     conn = self.id,
                     command = other,
                     "unknown NBD command"
@@ -206,7 +206,7 @@ impl Conn {
         let size = io.device.size();
         if !in_range(req.offset, u64::from(req.length), size) {
             tracing::warn!(
-                export = self.slot.name(),
+                export = %self.slot.label(),
                 conn = self.id,
                 offset = req.offset,
                 length = req.length,
@@ -219,7 +219,7 @@ impl Conn {
     }
 
     fn io_failed(&self, what: &str, e: &io::Error) -> u32 {
-        tracing::warn!(export = self.slot.name(), conn = self.id, error = %e, "NBD {what} failed");
+        tracing::warn!(export = %self.slot.label(), conn = self.id, error = %e, "NBD {what} failed");
         errno_of(e)
     }
 
@@ -325,7 +325,7 @@ impl Drop for Conn {
         super::stats::STATS.connection_closed();
         self.slot.detach(self.id);
         tracing::debug!(
-            export = self.slot.name(),
+            export = %self.slot.label(),
             conn = self.id,
             "NBD connection closed"
         );
@@ -359,7 +359,7 @@ fn worker(conn: Arc<Conn>) {
                 Err(ReadError::Protocol(why)) => {
                     rd.done = true;
                     tracing::warn!(
-                        export = conn.slot.name(),
+                        export = %conn.slot.label(),
                         conn = conn.id,
                         "NBD protocol error, closing: {why}"
                     );

@@ -49,7 +49,7 @@ impl ExportTable {
         if let Some(old) = old {
             old.close();
         }
-        tracing::debug!(export = name, "NBD export added");
+        tracing::debug!(export = %label(name), "NBD export added");
     }
 
     /// Withdraws `name`: no new connection can open it, requests in flight
@@ -60,7 +60,7 @@ impl ExportTable {
         match slot {
             Some(slot) => {
                 slot.close();
-                tracing::debug!(export = name, "NBD export removed");
+                tracing::debug!(export = %label(name), "NBD export removed");
                 true
             }
             None => false,
@@ -76,7 +76,7 @@ impl ExportTable {
         match slot {
             Some(slot) => {
                 lock(&slot.state).device = device;
-                tracing::debug!(export = name, "NBD export device replaced");
+                tracing::debug!(export = %label(name), "NBD export device replaced");
                 true
             }
             None => false,
@@ -92,6 +92,17 @@ impl ExportTable {
     pub(crate) fn lookup(&self, name: &str) -> Option<Arc<ExportSlot>> {
         lock(&self.exports).get(name).cloned()
     }
+}
+
+/// The start of an export name, for logs: enough to tell exports apart,
+/// too little to open one.
+pub(crate) fn label(name: &str) -> String {
+    if name.chars().count() <= 8 {
+        return name.to_owned();
+    }
+    let mut short: String = name.chars().take(8).collect();
+    short.push('…');
+    short
 }
 
 /// One published export, held by its connections.
@@ -125,6 +136,12 @@ impl ExportSlot {
     }
 
     /// Export name.
+    /// What logs call this export: the start of its name only, since the
+    /// name is the credential that opens it.
+    pub(crate) fn label(&self) -> String {
+        label(&self.name)
+    }
+
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
@@ -182,7 +199,7 @@ impl ExportSlot {
             let now = Instant::now();
             if now >= deadline {
                 tracing::warn!(
-                    export = %self.name,
+                    export = %label(&self.name),
                     in_flight = st.in_flight,
                     "NBD export removed with requests still in flight"
                 );
@@ -197,7 +214,7 @@ impl ExportSlot {
         let device = Arc::clone(&st.device);
         drop(st);
         if let Err(e) = device.flush() {
-            tracing::warn!(export = %self.name, error = %e, "flush on NBD export removal failed");
+            tracing::warn!(export = %label(&self.name), error = %e, "flush on NBD export removal failed");
         }
         let connections = std::mem::take(&mut lock(&self.state).connections);
         for socket in connections.values() {

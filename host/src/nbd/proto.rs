@@ -40,7 +40,6 @@ pub const OPT_GO: u32 = 7;
 
 /// Option reply types.
 pub const REP_ACK: u32 = 1;
-pub const REP_SERVER: u32 = 2;
 pub const REP_INFO: u32 = 3;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) | 1;
 pub const REP_ERR_INVALID: u32 = (1 << 31) | 3;

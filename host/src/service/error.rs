@@ -92,10 +92,12 @@ pub enum ServiceError {
         /// Why.
         reason: String,
     },
-    /// A migration started with `lock_volume` refuses the request.
+    /// A migration started with `lock_volume` runs: requests that would
+    /// change the volume's attachments, or abort it, are refused until it
+    /// ends.
     #[error(
-        "volume {id} is locked by migration {migration} (started with lock_volume); \
-         {what} is refused until it ends"
+        "volume {id} is locked by migration {migration} (started with lock_volume): {what} is \
+         refused until it ends; reset-status or a forced delete stop it"
     )]
     VolumeLocked {
         /// Volume id.
@@ -105,6 +107,45 @@ pub enum ServiceError {
         /// What was refused (`attach`, `detach`, `abort`).
         what: &'static str,
     },
+    /// A status an operator may not set by hand (reset-status).
+    #[error("invalid status: {0}")]
+    InvalidStatus(String),
+    /// The status asked for contradicts what the volume is (reset-status).
+    #[error("volume {id} cannot be set to {status}: {reason}")]
+    InconsistentStatus {
+        /// Volume id.
+        id: Uuid,
+        /// The status asked for.
+        status: String,
+        /// Why it does not fit.
+        reason: String,
+    },
+    /// The volume's LUN still fills from the migration's source: a reset
+    /// would lose the part not copied yet.
+    #[error(
+        "volume {id} still fills from {source_array}: {done} of {total} bytes are on \
+         {array}; wait for it, abort the migration, force the delete, or reset with \
+         discard_unhydrated=true to keep only what arrived"
+    )]
+    HydrationIncomplete {
+        /// Volume id.
+        id: Uuid,
+        /// Where the volume lives.
+        array: String,
+        /// Where the rest of its data is.
+        source_array: String,
+        /// Bytes local.
+        done: u64,
+        /// Bytes in all.
+        total: u64,
+    },
+    /// The migration was told to stop but its runner is still inside a
+    /// step (a driver call, a copy pass); the volume stays `migrating`.
+    #[error(
+        "the migration of volume {0} was told to stop but is still inside a step; ask again \
+         in a moment"
+    )]
+    MigrationStopping(Uuid),
     /// The array's driver is not loaded.
     #[error("driver {0:?} is not loaded")]
     DriverNotLoaded(String),
@@ -168,6 +209,10 @@ impl ServiceError {
             Self::AbortNotPossible { .. } => "abort_not_possible",
             Self::AbortTooLate { .. } => "abort_too_late",
             Self::VolumeLocked { .. } => "volume_locked",
+            Self::InvalidStatus(_) => "invalid_status",
+            Self::InconsistentStatus { .. } => "inconsistent_status",
+            Self::HydrationIncomplete { .. } => "hydration_incomplete",
+            Self::MigrationStopping(_) => "migration_stopping",
             Self::DriverNotLoaded(_) => "driver_not_loaded",
             Self::DriverNotFound(_) => "driver_not_found",
             Self::DriverVersionNotFound { .. } => "driver_version_not_found",
@@ -195,8 +240,12 @@ impl ServiceError {
             | Self::NotMigratable { .. }
             | Self::NoMigrationRunning(_)
             | Self::AbortNotPossible { .. }
-            | Self::AbortTooLate { .. }
-            | Self::VolumeLocked { .. } => ErrorKind::Conflict,
+            | Self::AbortTooLate { .. } => ErrorKind::Conflict,
+            Self::InvalidStatus(_) => ErrorKind::BadRequest,
+            Self::VolumeLocked { .. }
+            | Self::InconsistentStatus { .. }
+            | Self::HydrationIncomplete { .. } => ErrorKind::Conflict,
+            Self::MigrationStopping(_) => ErrorKind::Unavailable,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,

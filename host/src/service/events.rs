@@ -1,6 +1,7 @@
-//! State-change events: every transition of a volume or migration is kept in
-//! the store's bounded event log and broadcast to live subscribers (the
-//! API's server-sent event stream).
+//! State-change events: every change a client could observe (a volume's
+//! life cycle, attachments, migrations, drivers) is kept in the store's
+//! bounded event log and broadcast to live subscribers (the API's
+//! server-sent event stream).
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
@@ -23,6 +24,12 @@ pub struct Event {
     /// The driver concerned, if any (`driver` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub driver: Option<String>,
+    /// The attachment concerned, if any (attach and detach events).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attachment: Option<Uuid>,
+    /// The server of that attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
     /// State before.
     pub from: Option<String>,
     /// State after.
@@ -65,6 +72,26 @@ impl EventBus {
             volume: e.volume,
             migration: e.migration,
             driver: None,
+            attachment: None,
+            server: None,
+            from: e.from,
+            to: e.to,
+            at: now_rfc3339(),
+            reason: e.reason,
+        });
+    }
+
+    /// Records an event about one attachment of a volume (attach, detach,
+    /// an export withdrawn by a forced delete).
+    pub(crate) fn emit_attachment(&self, e: NewEvent<'_>, attachment: Uuid, server: &str) {
+        self.publish(Event {
+            seq: 0,
+            kind: e.kind.to_owned(),
+            volume: e.volume,
+            migration: e.migration,
+            driver: None,
+            attachment: Some(attachment),
+            server: Some(server.to_owned()),
             from: e.from,
             to: e.to,
             at: now_rfc3339(),
@@ -81,6 +108,8 @@ impl EventBus {
             volume: None,
             migration: None,
             driver: Some(name.to_owned()),
+            attachment: None,
+            server: None,
             from,
             to,
             at: now_rfc3339(),

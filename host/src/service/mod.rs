@@ -7,6 +7,7 @@ mod error;
 mod events;
 mod metrics;
 mod migration;
+mod operator;
 mod views;
 mod volumes;
 
@@ -22,6 +23,7 @@ pub use drivers::DriverVersionView;
 pub use error::{ErrorKind, ServiceError};
 pub use events::Event;
 pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
+pub use operator::{ForceDeleted, ResetOutcome, ResetStatus};
 pub use views::{ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, VolumeView};
 
 use crate::array::{Array, Arrays};
@@ -92,7 +94,10 @@ impl Service {
         };
         crate::private_fs::warn_if_open_to_others(&opts.data_dir, "data directory");
         crate::private_fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
-        let store = Store::open(&opts.data_dir.join("ferry.redb"))?;
+        let store = Store::open_with(
+            &opts.data_dir.join("ferry.redb"),
+            opts.config.events.store_options(),
+        )?;
         check_config_keeps_volumes(&store, &opts.config)?;
         store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;
         let arrays = Arrays::open(&opts.data_dir.join("arrays"), &opts.config)?;

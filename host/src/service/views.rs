@@ -40,8 +40,21 @@ pub struct AttachmentView {
     pub server: String,
     /// Access mode.
     pub mode: AttachMode,
-    /// `nbd://host:port/export`.
-    pub uri: String,
+    /// `nbd://host:port/EXPORT`; the export name in it is the credential
+    /// that opens the export. Null for reader tokens: they never receive a
+    /// credential that writes.
+    pub uri: Option<String>,
+}
+
+impl VolumeView {
+    /// The view for a reader token: no attachment URI (each holds the
+    /// credential that opens the export).
+    pub fn for_reader(mut self) -> Self {
+        for a in &mut self.attachments {
+            a.uri = None;
+        }
+        self
+    }
 }
 
 /// A volume as clients see it.
@@ -98,8 +111,8 @@ pub struct DriverView {
 }
 
 /// The NBD URI of an attachment served at `nbd_addr`.
-pub(crate) fn nbd_uri(nbd_addr: std::net::SocketAddr, attachment: Uuid) -> String {
-    format!("nbd://{nbd_addr}/{attachment}")
+pub(crate) fn nbd_uri(nbd_addr: std::net::SocketAddr, export: &str) -> String {
+    format!("nbd://{nbd_addr}/{export}")
 }
 
 pub(crate) fn attachment_view(
@@ -110,7 +123,7 @@ pub(crate) fn attachment_view(
         id: a.id,
         server: a.server.clone(),
         mode: a.mode,
-        uri: nbd_uri(nbd_addr, a.id),
+        uri: Some(nbd_uri(nbd_addr, &a.export_name())),
     }
 }
 

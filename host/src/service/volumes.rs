@@ -1,12 +1,17 @@
 //! Volume life cycle: create, show, delete, attach, detach, and recovery of
-//! calls a crash interrupted.
+//! calls a crash interrupted. Every change a client could observe is an
+//! event (`volume` kind; attach and detach name the attachment and server).
 
 use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::events::NewEvent;
+use super::operator::locked_by_migration;
 use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
-use crate::model::{AttachMode, Attachment, Volume, VolumeStatus, now_rfc3339};
+use crate::model::{
+    AttachMode, Attachment, MigrationPhase, MigrationStatus, Volume, VolumeStatus, now_rfc3339,
+};
 use crate::nbd::Export;
 use crate::runtime::{Connector, VolumeRef};
 use crate::store::UpdateError;
@@ -58,7 +63,7 @@ fn invalid_state(v: &Volume, reason: &str) -> ServiceError {
     }
 }
 
-fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
+pub(super) fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
     match e {
         UpdateError::NotFound => ServiceError::VolumeNotFound(id),
         UpdateError::Refused(e) => e,
@@ -66,7 +71,48 @@ fn from_update(id: Uuid, e: UpdateError<ServiceError>) -> ServiceError {
     }
 }
 
+/// The migration a volume event belongs to: the one running, if any.
+fn running_migration(v: &Volume) -> Option<Uuid> {
+    v.migration
+        .as_ref()
+        .filter(|m| m.phase != MigrationPhase::Finished)
+        .map(|m| m.id)
+}
+
+/// What `to` says in the event of a volume that is gone.
+const DELETED: &str = "deleted";
+
 impl Service {
+    /// A `volume` event outside the migration runner: `from` and `to` are
+    /// statuses (`None` before the record existed, `deleted` after).
+    fn emit_life_cycle(&self, v: &Volume, from: Option<String>, to: String, reason: String) {
+        self.inner.events.emit(NewEvent {
+            kind: "volume",
+            volume: Some(v.id),
+            migration: running_migration(v),
+            from,
+            to,
+            reason: Some(reason),
+        });
+    }
+
+    /// A `volume` event about one attachment: the status before and after,
+    /// the attachment's id and server.
+    fn emit_attachment(&self, v: &Volume, from: VolumeStatus, a: &Attachment, reason: String) {
+        self.inner.events.emit_attachment(
+            NewEvent {
+                kind: "volume",
+                volume: Some(v.id),
+                migration: running_migration(v),
+                from: Some(status_name(from)),
+                to: status_name(v.status),
+                reason: Some(reason),
+            },
+            a.id,
+            &a.server,
+        );
+    }
+
     /// Creates a volume on an array through its driver.
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
         validate_display_name("volume name", &req.name)?;
@@ -111,28 +157,73 @@ impl Service {
         // Persist first: a crash during the driver call leaves a record that
         // recovery can clean up, never an orphan LUN nobody knows about.
         self.inner.store.insert_volume(&volume)?;
+        self.emit_life_cycle(
+            &volume,
+            None,
+            status_name(VolumeStatus::Creating),
+            format!(
+                "create {} bytes on {}/{}",
+                volume.size_bytes, volume.array, volume.pool
+            ),
+        );
         let vref = volume_ref(&volume);
         let created = self
             .call(array.driver(), move |rt| rt.create_volume(&scope, &vref))
             .await;
-        match created {
-            Ok(location) => {
-                volume.provider_location = location;
-                volume.status = VolumeStatus::Available;
-                self.inner.store.put_volume(&volume)?;
+        let location = match created {
+            Ok(location) => location,
+            Err(e) => {
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Creating)),
+                    status_name(VolumeStatus::Error),
+                    format!("creation failed: {e}"),
+                );
+                if self.discard_failed_create(&volume).await {
+                    self.emit_life_cycle(
+                        &volume,
+                        Some(status_name(VolumeStatus::Error)),
+                        DELETED.into(),
+                        "a failed creation keeps nothing".into(),
+                    );
+                }
+                return Err(e);
+            }
+        };
+        // The record may have changed meanwhile: an operator may have reset
+        // it (kept, with its status) or force-deleted it (the LUN just made
+        // goes too, so nothing is left that no record names).
+        let recorded = self.inner.store.update_volume(volume.id, |v| {
+            v.provider_location = location.clone();
+            if v.status == VolumeStatus::Creating {
+                v.status = VolumeStatus::Available;
+            }
+            Ok::<(), ServiceError>(())
+        });
+        match recorded {
+            Ok(v) => {
+                volume = v;
                 tracing::info!(volume = %volume.id, array = %volume.array, size = volume.size_bytes, "volume created");
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Creating)),
+                    status_name(volume.status),
+                    format!("created by the driver of {}", volume.array),
+                );
                 Ok(self.view(&volume))
             }
-            Err(e) => {
+            Err(UpdateError::NotFound) => {
+                volume.provider_location = location;
                 self.discard_failed_create(&volume).await;
-                Err(e)
+                Err(ServiceError::VolumeNotFound(volume.id))
             }
+            Err(e) => Err(from_update(volume.id, e)),
         }
     }
 
     /// Undoes a create whose driver call failed: asks the driver to remove
-    /// whatever it made, then forgets the record.
-    async fn discard_failed_create(&self, volume: &Volume) {
+    /// whatever it made, then forgets the record. True if it forgot it.
+    async fn discard_failed_create(&self, volume: &Volume) -> bool {
         if let Ok(array) = self.array(&volume.array).cloned()
             && let Ok(scope) = self.scope(&array)
         {
@@ -144,8 +235,12 @@ impl Service {
                 tracing::warn!(volume = %volume.id, error = %e, "cleanup after failed create failed");
             }
         }
-        if let Err(e) = self.inner.store.delete_volume(volume.id) {
-            tracing::warn!(volume = %volume.id, error = %e, "cannot forget failed volume");
+        match self.inner.store.delete_volume(volume.id) {
+            Ok(existed) => existed,
+            Err(e) => {
+                tracing::warn!(volume = %volume.id, error = %e, "cannot forget failed volume");
+                false
+            }
         }
     }
 
@@ -174,36 +269,74 @@ impl Service {
 
     /// Deletes a volume that has no attachments and no running migration.
     pub async fn delete_volume(&self, id: Uuid) -> Result<(), ServiceError> {
+        let mut from = VolumeStatus::Deleting;
         let volume = self
             .inner
             .store
             .update_volume(id, |v| {
+                from = v.status;
                 if !v.attachments.is_empty() {
-                    return Err(invalid_state(v, "detach it before deleting it"));
+                    return Err(invalid_state(
+                        v,
+                        "detach it before deleting it, or force the delete (DELETE with \
+                         ?force=true, ferry volume delete --force), which disconnects it",
+                    ));
                 }
                 match v.status {
                     VolumeStatus::Available | VolumeStatus::Error | VolumeStatus::Deleting => {
                         v.status = VolumeStatus::Deleting;
                         Ok(())
                     }
-                    _ => Err(invalid_state(v, "only an available volume can be deleted")),
+                    VolumeStatus::Migrating => Err(invalid_state(
+                        v,
+                        "a migration runs; wait for it, abort it, or force the delete (DELETE \
+                         with ?force=true, ferry volume delete --force), which stops it and \
+                         removes the volume's LUNs on both arrays",
+                    )),
+                    _ => Err(invalid_state(
+                        v,
+                        "only an available volume can be deleted; reset its status, or force \
+                         the delete (DELETE with ?force=true, ferry volume delete --force)",
+                    )),
                 }
             })
             .map_err(|e| from_update(id, e))?;
+        if from != VolumeStatus::Deleting {
+            self.emit_life_cycle(
+                &volume,
+                Some(status_name(from)),
+                status_name(VolumeStatus::Deleting),
+                "delete requested".into(),
+            );
+        }
         self.finish_delete(volume).await
     }
 
     async fn finish_delete(&self, volume: Volume) -> Result<(), ServiceError> {
-        let array = self.array(&volume.array)?.clone();
-        let scope = self.scope(&array)?;
-        let vref = volume_ref(&volume);
-        let deleted = self
-            .call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
-            .await;
+        let deleted = async {
+            let array = self.array(&volume.array)?.clone();
+            let scope = self.scope(&array)?;
+            let vref = volume_ref(&volume);
+            self.call(array.driver(), move |rt| rt.delete_volume(&scope, &vref))
+                .await
+        }
+        .await;
         match deleted {
             Ok(()) => {
+                let warnings = self.delete_leftovers(&volume).await;
                 self.inner.store.delete_volume(volume.id)?;
                 tracing::info!(volume = %volume.id, "volume deleted");
+                let mut reason = format!("the driver of {} deleted its storage", volume.array);
+                if !warnings.is_empty() {
+                    reason.push_str("; warnings: ");
+                    reason.push_str(&warnings.join("; "));
+                }
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Deleting)),
+                    DELETED.into(),
+                    reason,
+                );
                 Ok(())
             }
             Err(e) => {
@@ -212,9 +345,43 @@ impl Service {
                     v.status = VolumeStatus::Error;
                     Ok::<(), ServiceError>(())
                 });
+                self.emit_life_cycle(
+                    &volume,
+                    Some(status_name(VolumeStatus::Deleting)),
+                    status_name(VolumeStatus::Error),
+                    format!("delete failed, delete it again: {e}"),
+                );
                 Err(e)
             }
         }
+    }
+
+    /// After a delete: a last migration that did not succeed (failed,
+    /// aborted, or stopped by a reset) may have left a LUN of the volume on
+    /// its other array; its driver deletes it (idempotent), best effort.
+    /// Returns what could not be deleted.
+    async fn delete_leftovers(&self, volume: &Volume) -> Vec<String> {
+        let Some(m) = volume
+            .migration
+            .as_ref()
+            .filter(|m| m.status != MigrationStatus::Success)
+        else {
+            return Vec::new();
+        };
+        let mut warnings = Vec::new();
+        for at in [&m.source, &m.destination] {
+            if at.array == volume.array && at.pool == volume.pool {
+                continue;
+            }
+            if let Err(e) = self.delete_lun_at(volume, at).await {
+                tracing::warn!(volume = %volume.id, array = %at.array, error = %e, "LUN of a failed migration left behind");
+                warnings.push(format!(
+                    "a LUN of the last migration on {}/{} could not be deleted: {e}",
+                    at.array, at.pool
+                ));
+            }
+        }
+        warnings
     }
 
     /// Attaches a volume: the driver names the LUN to expose, the host
@@ -228,6 +395,9 @@ impl Service {
         let volume = self.volume(id)?;
         if !super::views::attachable(&volume) {
             return Err(invalid_state(&volume, "the volume is not attachable now"));
+        }
+        if let Some(locked) = locked_by_migration(&volume, "attach") {
+            return Err(locked);
         }
         let array = self.array(&volume.array)?.clone();
         let scope = self.scope(&array)?;
@@ -246,12 +416,13 @@ impl Service {
         };
         let attachment = Attachment {
             id: Uuid::new_v4(),
+            export: Some(crate::model::new_export_secret()),
             server: req.server,
             mode,
             lun: info.lun,
             created_at: now_rfc3339(),
         };
-        let export_name = attachment.id.to_string();
+        let export_name = attachment.export_name();
         self.inner.exports.add(
             &export_name,
             Export {
@@ -261,24 +432,43 @@ impl Service {
         );
         let added = attachment.clone();
         let attached_on = array.name().to_owned();
-        let updated = self.inner.store.update_volume(id, move |v| {
+        let mut before = volume.status;
+        let updated = self.inner.store.update_volume(id, |v| {
             // An abort's copy-back can switch the volume back to its source
             // meanwhile: the LUN the driver named is then not the volume's.
             if !super::views::attachable(v) || v.array != attached_on {
                 return Err(invalid_state(v, "the volume changed state during attach"));
             }
+            if let Some(locked) = locked_by_migration(v, "attach") {
+                return Err(locked);
+            }
+            before = v.status;
             v.attachments.push(added);
             if v.status == VolumeStatus::Available {
                 v.status = VolumeStatus::InUse;
             }
             Ok(())
         });
-        if let Err(e) = updated {
-            self.inner.exports.remove(&export_name);
-            self.terminate(&volume, &attachment.server).await;
-            return Err(from_update(id, e));
-        }
+        let updated = match updated {
+            Ok(v) => v,
+            Err(e) => {
+                self.inner.exports.remove(&export_name);
+                self.terminate(&volume, &attachment.server).await;
+                return Err(from_update(id, e));
+            }
+        };
         tracing::info!(volume = %id, attachment = %attachment.id, server = %attachment.server, "attached");
+        self.emit_attachment(
+            &updated,
+            before,
+            &attachment,
+            format!(
+                "attached to server {} (attachment {}, {})",
+                attachment.server,
+                attachment.id,
+                if mode == AttachMode::Ro { "ro" } else { "rw" }
+            ),
+        );
         Ok(self.attachment_view(&attachment))
     }
 
@@ -328,11 +518,18 @@ impl Service {
                 attachment,
             });
         };
-        self.inner.exports.remove(&attachment.to_string());
+        // Checked before the export goes: a refusal changes nothing.
+        if let Some(locked) = locked_by_migration(&volume, "detach") {
+            return Err(locked);
+        }
+        self.inner.exports.remove(&a.export_name());
         self.terminate(&volume, &a.server).await;
-        self.inner
+        let mut before = volume.status;
+        let updated = self
+            .inner
             .store
             .update_volume(id, |v| {
+                before = v.status;
                 v.attachments.retain(|x| x.id != attachment);
                 if v.attachments.is_empty() && v.status == VolumeStatus::InUse {
                     v.status = VolumeStatus::Available;
@@ -341,6 +538,12 @@ impl Service {
             })
             .map_err(|e| from_update(id, e))?;
         tracing::info!(volume = %id, attachment = %attachment, "detached");
+        self.emit_attachment(
+            &updated,
+            before,
+            &a,
+            format!("detached from server {} (attachment {})", a.server, a.id),
+        );
         Ok(())
     }
 
@@ -360,6 +563,12 @@ impl Service {
                         })
                         .map_err(|e| from_update(volume.id, e))?;
                     tracing::warn!(volume = %volume.id, "creation was interrupted; volume set to error");
+                    self.emit_life_cycle(
+                        &volume,
+                        Some(status_name(VolumeStatus::Creating)),
+                        status_name(VolumeStatus::Error),
+                        "the host stopped during creation; delete the volume".into(),
+                    );
                 }
                 VolumeStatus::Deleting => {
                     self.inner
@@ -370,6 +579,12 @@ impl Service {
                         })
                         .map_err(|e| from_update(volume.id, e))?;
                     tracing::warn!(volume = %volume.id, "deletion was interrupted; delete it again");
+                    self.emit_life_cycle(
+                        &volume,
+                        Some(status_name(VolumeStatus::Deleting)),
+                        status_name(VolumeStatus::Error),
+                        "the host stopped during deletion; delete the volume again".into(),
+                    );
                 }
                 _ => {}
             }
@@ -379,7 +594,7 @@ impl Service {
             for a in &volume.attachments {
                 match self.export_device(array, &a.lun) {
                     Ok(device) => self.inner.exports.add(
-                        &a.id.to_string(),
+                        &a.export_name(),
                         Export {
                             device,
                             read_only: a.mode == AttachMode::Ro,

@@ -40,6 +40,11 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// How many events the log keeps by default; older ones are dropped.
 pub const DEFAULT_EVENT_CAPACITY: u64 = 10_000;
 
+/// Most events one append drops (by count and by age together): lowering
+/// the limits trims a long backlog over the next appends instead of in one
+/// long transaction, so an append's cost stays bounded.
+pub const EVENT_TRIM_PER_APPEND: usize = 256;
+
 /// The page cache is a ceiling, not an allocation; the records are small and
 /// driver components are read once per load.
 const CACHE_BYTES: usize = 64 << 20;
@@ -49,12 +54,16 @@ const CACHE_BYTES: usize = 64 << 20;
 pub struct StoreOptions {
     /// How many of the newest events the log keeps (at least one).
     pub event_capacity: u64,
+    /// Events older than this (by their `at` time) are dropped; `None`
+    /// keeps them until the count limit drops them.
+    pub event_max_age: Option<std::time::Duration>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             event_capacity: DEFAULT_EVENT_CAPACITY,
+            event_max_age: None,
         }
     }
 }
@@ -65,6 +74,7 @@ pub struct Store {
     db: Arc<Database>,
     path: Arc<PathBuf>,
     event_capacity: u64,
+    event_max_age: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for Store {
@@ -72,6 +82,7 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("path", &self.path)
             .field("event_capacity", &self.event_capacity)
+            .field("event_max_age", &self.event_max_age)
             .finish_non_exhaustive()
     }
 }
@@ -104,6 +115,7 @@ impl Store {
             db: Arc::new(db),
             path: Arc::new(path.to_owned()),
             event_capacity: options.event_capacity.max(1),
+            event_max_age: options.event_max_age,
         })
     }
 

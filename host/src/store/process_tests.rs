@@ -23,6 +23,7 @@ const KV_GROUP: usize = 3;
 // Large enough that the crash test never trims, so every event can be checked.
 const OPTIONS: StoreOptions = StoreOptions {
     event_capacity: 10_000_000,
+    event_max_age: None,
 };
 
 fn spawn_child(test: &str, role: &str, path: &Path, round: u64) -> Child {

@@ -145,14 +145,6 @@ fn view(volume: &Volume) -> MigrationView {
     }
 }
 
-/// The migration that locks a volume against attach, detach and abort, if
-/// one runs with `lock_volume`.
-pub(super) fn locked_by(v: &Volume) -> Option<&Migration> {
-    v.migration
-        .as_ref()
-        .filter(|m| m.is_running() && m.lock_volume)
-}
-
 impl Service {
     /// Admits a migration, synchronously and atomically, or says exactly why
     /// it won't proceed. The migration then runs in the background.
@@ -320,12 +312,8 @@ impl Service {
         // completion poll in flight cannot finish it under the copy-back;
         // if it finished already, the migration is completing: refused.
         let current = self.volume(id)?;
-        if !force && let Some(m) = locked_by(&current) {
-            return Err(ServiceError::VolumeLocked {
-                id,
-                migration: m.id,
-                what: "abort",
-            });
+        if !force && let Some(locked) = super::operator::locked_by_migration(&current, "abort") {
+            return Err(locked);
         }
         let mut held = None;
         if let Some(m) = current
