@@ -82,6 +82,18 @@ fn only_store_touches_redb() {
 }
 
 #[test]
+fn only_the_migration_table_moves_a_phase() {
+    let table = host_src().join("model/migration.rs");
+    for needle in [".phase = ", ".status = MigrationStatus::"] {
+        let bad = offenders(&rust_files(&host_src()), needle, |f| f == table);
+        assert!(
+            bad.is_empty(),
+            "{needle:?} outside model/migration.rs: {bad:?}"
+        );
+    }
+}
+
+#[test]
 fn api_never_calls_wasmtime_or_the_runtime() {
     let files = rust_files(&host_src().join("api"));
     for needle in ["wasmtime", "crate::runtime"] {

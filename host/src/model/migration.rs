@@ -381,6 +381,21 @@ impl Migration {
         Ok(())
     }
 
+    /// An operator's reset or forced delete: ends the migration in whatever
+    /// phase it is, as `error` with `reason`, leaving the data where it is.
+    /// The one move outside the table, by design: it is the way out where
+    /// the table has none (a source lost for good). A finished migration
+    /// keeps its end but for the status, which becomes `error`.
+    pub fn stop_by_operator(&mut self, reason: String) {
+        if self.phase != P::Finished {
+            self.finished_at = Some(now_rfc3339());
+        }
+        self.phase = P::Finished;
+        self.status = MigrationStatus::Error;
+        self.error = Some(reason);
+        self.attempts = 0;
+    }
+
     /// Records an operator's abort; the status shows it at once.
     pub fn request_abort(&mut self) {
         self.abort_requested = true;

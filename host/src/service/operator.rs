@@ -30,9 +30,7 @@ use super::events::NewEvent;
 use super::volumes::{from_update, status_name, volume_ref};
 use super::{Service, ServiceError, VolumeView};
 use crate::hydrate::LunRef;
-use crate::model::{
-    Migration, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus, now_rfc3339,
-};
+use crate::model::{Migration, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus};
 use crate::runtime::{Connector, VolumeRef};
 
 /// Longest a reset or a forced delete waits for a migration runner to
@@ -339,10 +337,11 @@ impl Service {
                     MigrationReset::Error => {
                         if let Some(m) = v.migration.as_mut() {
                             if m.status != MigrationStatus::Error {
-                                m.status = MigrationStatus::Error;
-                                m.error = Some("recorded as failed by an operator".into());
+                                m.stop_by_operator("recorded as failed by an operator".into());
+                            } else {
+                                let reason = m.error.take().unwrap_or_default();
+                                m.stop_by_operator(reason);
                             }
-                            m.phase = MigrationPhase::Finished;
                             v.migration_status = Some(MigrationStatus::Error);
                         }
                     }
@@ -570,10 +569,7 @@ impl Service {
                     .filter(|m| m.id == mid && m.phase != MigrationPhase::Finished)
                 {
                     prior = Some(m.clone());
-                    m.phase = MigrationPhase::Finished;
-                    m.status = MigrationStatus::Error;
-                    m.error = Some(reason.to_owned());
-                    m.finished_at = Some(now_rfc3339());
+                    m.stop_by_operator(reason.to_owned());
                     v.migration_status = Some(MigrationStatus::Error);
                 }
                 Ok::<(), ServiceError>(())
@@ -590,6 +586,8 @@ impl Service {
                 .as_mut()
                 .filter(|m| m.id == before.id && m.phase == MigrationPhase::Finished)
             {
+                // The record as it was before the refused reset stopped it:
+                // a restore, not a move of the machine.
                 *m = before.clone();
                 v.migration_status = Some(before.status);
             }

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use super::failure::StepError;
+use super::failure::{Backoff, StepError};
 use super::run::{HOST_COPY_CONNECTOR, vref_at};
 use crate::block::BlockDevice;
 use crate::model::{Migration, MigrationEnd, Placement, Volume, VolumeStatus};
@@ -16,6 +16,11 @@ use crate::service::{Service, ServiceError};
 /// How often a cleanup or check call is tried before the runner gives up
 /// on it.
 const CLEANUP_ATTEMPTS: u32 = 4;
+
+/// Pauses between the tries of a cleanup or check call: 0.5, 1, 2 s.
+fn cleanup_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(500), Duration::from_secs(2))
+}
 
 /// The connector the host uses to look at a LUN it does not copy.
 const HOST_CHECK_CONNECTOR: &str = "ferry-host-check";
@@ -110,9 +115,10 @@ impl Service {
             .map_err(|e| e.to_string())?
             .clone();
         let mut last = String::new();
+        let mut backoff = cleanup_backoff();
         for attempt in 0..CLEANUP_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                tokio::time::sleep(backoff.fail()).await;
             }
             let scope = match self.scope(&src) {
                 Ok(s) => s,
@@ -160,9 +166,10 @@ impl Service {
         let array = self.array(&at.array)?.clone();
         let vr = vref_at(v, at);
         let mut last = None;
+        let mut backoff = cleanup_backoff();
         for attempt in 0..CLEANUP_ATTEMPTS {
             if attempt > 0 {
-                tokio::time::sleep(Duration::from_millis(250 << attempt)).await;
+                tokio::time::sleep(backoff.fail()).await;
             }
             let scope = self.scope(&array)?;
             let vr = vr.clone();
