@@ -16,6 +16,26 @@ use support::migrations::{
 };
 use support::{Server, qemu_io};
 
+/// The reasons of volume `id`'s events, once one contains `last` (or
+/// after 10 s): an event is emitted right after the record it reports.
+fn event_reasons_until(server: &Server, id: &str, last: &str) -> Vec<String> {
+    let start = Instant::now();
+    loop {
+        let (_, events) = server.call("GET", "/v1/events?limit=1000", None);
+        let reasons: Vec<String> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["volume"] == id)
+            .filter_map(|e| e["reason"].as_str().map(str::to_owned))
+            .collect();
+        if reasons.iter().any(|r| r.contains(last)) || start.elapsed() > Duration::from_secs(10) {
+            return reasons;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn volume(server: &Server, id: &str) -> Value {
     let (status, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
     assert_eq!(status, 200, "{v}");
@@ -91,14 +111,7 @@ fn abort_after_the_source_driver_moved_brings_the_volume_back() {
         seen.iter().all(|(_, ms)| ms != "success"),
         "an ignored abort: {seen:?}"
     );
-    let (_, events) = server.call("GET", "/v1/events?limit=1000", None);
-    let reasons: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["volume"] == id.as_str())
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    let reasons = event_reasons_until(&server, &id, "bringing the volume back");
     assert!(
         reasons
             .iter()
@@ -221,15 +234,9 @@ fn an_undeclared_async_answer_fails_over_to_a_host_copy() {
         seen.iter().all(|(_, ms)| ms != "migrating_attachable"),
         "{seen:?}"
     );
-    // Every path decision reaches the event log with its reason.
-    let (_, events) = server.call("GET", "/v1/events?limit=1000", None);
-    let reasons: Vec<&str> = events["events"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|e| e["volume"] == id.as_str())
-        .filter_map(|e| e["reason"].as_str())
-        .collect();
+    // Every path decision reaches the event log with its reason (the last
+    // event follows the record it reports: wait for it).
+    let reasons = event_reasons_until(&server, &id, "migration complete");
     for decision in [
         "the source driver declined",
         "the target array takes over the LUN",

@@ -132,16 +132,6 @@ impl Default for EventsConfig {
     }
 }
 
-impl EventsConfig {
-    /// The store options this retention stands for.
-    pub fn store_options(&self) -> crate::store::StoreOptions {
-        crate::store::StoreOptions {
-            event_capacity: self.max_count,
-            event_max_age: Some(std::time::Duration::from_secs(self.max_age_secs)),
-        }
-    }
-}
-
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -213,8 +203,10 @@ fn default_keep_alive_timeout_ms() -> u64 {
 /// Largest `http.max_connections` accepted: a connection is a descriptor,
 /// and no system gives a process more than a few million.
 const MAX_HTTP_CONNECTIONS: u64 = 1 << 20;
+/// Events the log keeps by default.
+pub const DEFAULT_EVENT_MAX_COUNT: u64 = 10_000;
 fn default_event_max_count() -> u64 {
-    crate::store::DEFAULT_EVENT_CAPACITY
+    DEFAULT_EVENT_MAX_COUNT
 }
 /// Thirty days.
 fn default_event_max_age_secs() -> u64 {
@@ -380,9 +372,13 @@ mod tests {
             p,
         )
         .unwrap();
-        let opts = c.events.store_options();
-        assert_eq!(opts.event_capacity, 50);
-        assert_eq!(opts.event_max_age, Some(std::time::Duration::from_secs(60)));
+        assert_eq!(
+            c.events,
+            EventsConfig {
+                max_count: 50,
+                max_age_secs: 60
+            }
+        );
     }
 
     #[test]

@@ -166,6 +166,7 @@ fn concurrent_writers_and_background_worker() {
     let stop = AtomicBool::new(false);
     let model = Mutex::new(model);
     std::thread::scope(|s| {
+        let _stop_all = StopOnDrop(&[(&stop, true)]);
         let bg = s.spawn(|| h.run_background(&stop));
         // Each writer owns a quarter of the LUN, so the model stays exact.
         let writers: Vec<_> = (0..4u64)
@@ -421,6 +422,7 @@ fn copy_back_under_concurrent_writers_loses_no_write() {
     let writers_stop = AtomicBool::new(false);
     let model = Mutex::new(model);
     std::thread::scope(|s| {
+        let _stop_all = StopOnDrop(&[(&stop, true), (&writers_stop, true)]);
         let bg = s.spawn(|| h.run_background(&stop));
         let writers: Vec<_> = (0..4u64)
             .map(|t| {
@@ -524,6 +526,17 @@ fn bit(bits: &[u8], i: usize) -> bool {
     bits[i / 8] & (1 << (i % 8)) != 0
 }
 
+/// Sets each flag to its value when dropped, also while unwinding.
+struct StopOnDrop<'a>(&'a [(&'a AtomicBool, bool)]);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        for (flag, value) in self.0 {
+            flag.store(*value, Ordering::SeqCst);
+        }
+    }
+}
+
 #[test]
 fn the_worker_yields_to_foreground_writes_and_leaves_their_sync_to_flush() {
     let size = 256 * MIB;
@@ -536,6 +549,9 @@ fn the_worker_yields_to_foreground_writes_and_leaves_their_sync_to_flush() {
     let writing = AtomicBool::new(true);
     let written = std::sync::atomic::AtomicU64::new(0);
     std::thread::scope(|s| {
+        // A failed assertion below must still stop both threads, or the
+        // scope would wait for them forever and hide the failure.
+        let _stop_all = StopOnDrop(&[(&writing, false), (&stop, true)]);
         // The writer starts first, so the worker finds the volume busy. It
         // writes the upper half only, which the trickling worker (from
         // region 0 on) does not reach in the time given.

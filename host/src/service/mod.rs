@@ -96,7 +96,12 @@ impl Service {
         crate::private_fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
         let store = Store::open_with(
             &opts.data_dir.join("ferry.redb"),
-            opts.config.events.store_options(),
+            crate::store::StoreOptions {
+                event_capacity: opts.config.events.max_count,
+                event_max_age: Some(std::time::Duration::from_secs(
+                    opts.config.events.max_age_secs,
+                )),
+            },
         )?;
         check_config_keeps_volumes(&store, &opts.config)?;
         store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;

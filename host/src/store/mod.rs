@@ -38,7 +38,7 @@ use tables::{META, META_SCHEMA_VERSION};
 pub const SCHEMA_VERSION: u32 = 1;
 
 /// How many events the log keeps by default; older ones are dropped.
-pub const DEFAULT_EVENT_CAPACITY: u64 = 10_000;
+pub const DEFAULT_EVENT_CAPACITY: u64 = crate::config::DEFAULT_EVENT_MAX_COUNT;
 
 /// Most events one append drops (by count and by age together): lowering
 /// the limits trims a long backlog over the next appends instead of in one
