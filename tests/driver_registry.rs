@@ -610,3 +610,109 @@ fn the_cli_installs_lists_and_activates_versions() {
         "{out:?}"
     );
 }
+
+/// `plain` exporting its interface under another name: a whole component
+/// that compiles like the real one and then fails the world check.
+fn other_world(bytes: &[u8]) -> Vec<u8> {
+    let from = b"ferry:driver/driver@0.1.0";
+    let to = b"ferry:driver/drivex@0.1.0";
+    let mut out = bytes.to_vec();
+    let mut replaced = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(replaced > 0, "the driver interface name was not found");
+    out
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// What the store of a stopped server holds of drivers: the digests every
+/// record lists, of the stored components, and of the cached artifacts.
+fn stored(data: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let store = ferry::store::Store::open(&data.join("ferry.redb")).unwrap();
+    let mut listed: Vec<String> = store
+        .list_drivers()
+        .unwrap()
+        .into_iter()
+        .flat_map(|d| d.versions.into_iter().map(|v| v.digest))
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let blobs = store.driver_blob_digests().unwrap();
+    let mut artifacts: Vec<String> = store
+        .artifact_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.split('.').next().unwrap().to_owned())
+        .collect();
+    artifacts.sort();
+    artifacts.dedup();
+    (listed, blobs, artifacts)
+}
+
+/// Issue acceptance: refused uploads that compiled (another world, a
+/// future world, a failing first call) used to leave their compiled
+/// artifact in `ferry.redb`, which grew by megabytes. Now nothing of them
+/// is stored.
+#[test]
+fn refused_uploads_leave_nothing_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let db = data.join("ferry.redb");
+    let before = std::fs::metadata(&db).unwrap().len();
+    let trap = std::fs::read(ferry::guests::TRAP_CAPABILITIES_PATH).unwrap();
+
+    let mut refused = Vec::new();
+    for n in 0..10u32 {
+        let (bytes, code) = match n % 5 {
+            0..=2 => (
+                other_world(&variant(ferry::guests::PLAIN, n)),
+                "wrong_world",
+            ),
+            3 => (
+                future_world(&variant(ferry::guests::PLAIN, n)),
+                "incompatible_world_version",
+            ),
+            _ => (variant(&trap, n), "smoke_call_failed"),
+        };
+        let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain", &bytes);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{body}"
+        );
+        refused.push(sha256(&bytes));
+    }
+    let after = std::fs::metadata(&db).unwrap().len();
+    assert!(
+        after < before + (256 << 10),
+        "ferry.redb grew from {before} to {after} bytes"
+    );
+    // An accepted version still gets its artifact (a restart skips the
+    // compiler).
+    let good = variant(ferry::guests::PLAIN, 99);
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain", &good);
+    assert_eq!(status, 201, "{body}");
+
+    server.stop();
+    let (listed, blobs, artifacts) = stored(&data);
+    assert!(listed.contains(&sha256(&good)), "{listed:?}");
+    assert_eq!(blobs, listed, "components stored");
+    assert_eq!(artifacts, listed, "artifacts cached");
+    for d in &refused {
+        assert!(!artifacts.contains(d) && !blobs.contains(d), "{d} kept");
+    }
+}

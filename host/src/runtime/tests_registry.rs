@@ -170,3 +170,19 @@ fn a_compile_over_the_time_cap_is_refused_and_changes_nothing() {
     assert!(err.to_string().contains("longer than 1 ms"), "{err}");
     assert_eq!(rt.active_digest("x"), None);
 }
+
+#[test]
+fn a_refused_component_leaves_no_artifact_behind() {
+    let cache = Arc::new(CountingCache::default());
+    let rt = runtime_with_cache(cache.clone());
+    let trap = std::fs::read(guests::TRAP_CAPABILITIES_PATH).unwrap();
+    let err = rt.install("x", &trap).unwrap_err();
+    assert_eq!(err.code(), "smoke_call_failed", "{err}");
+    let err = rt.install("x", b"\0asm\x0d\0\x01\0").unwrap_err();
+    assert_eq!(err.code(), "wrong_world", "{err}");
+    assert_eq!(*lock(&cache.puts), 0, "a refused component was cached");
+    assert!(lock(&cache.items).is_empty());
+    // An accepted one is cached once it passed every check.
+    rt.install("x", guests::PLAIN).unwrap();
+    assert_eq!(*lock(&cache.puts), 1);
+}

@@ -65,6 +65,30 @@ impl Store {
 }
 
 impl Store {
+    /// The digests of every stored component.
+    pub fn driver_blob_digests(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVER_BLOBS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                out.push(entry?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+    }
+
+    /// The keys of every cached artifact (`DIGEST.ENGINEHASH`).
+    pub fn artifact_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVER_ARTIFACTS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                out.push(entry?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+    }
+
     /// The compiled artifact stored under `key`, if any.
     pub fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|txn| {
