@@ -632,9 +632,79 @@ fn other_world(bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A component that takes seconds to compile: one core module of `funcs`
+/// functions, each a long chain of 64-bit arithmetic over sixteen locals
+/// (no world, so it would be refused after the compile anyway).
+fn slow_component(funcs: u32) -> Vec<u8> {
+    fn section(id: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![id];
+        leb128(&mut out, body.len() as u64);
+        out.extend_from_slice(body);
+        out
+    }
+    const LOCALS: u64 = 16;
+    let mut code = Vec::new();
+    // One group of 16 i64 locals.
+    leb128(&mut code, 1);
+    leb128(&mut code, LOCALS);
+    code.push(0x7e);
+    // Each local starts from the parameter, so nothing folds to constants.
+    for i in 0..LOCALS {
+        code.extend_from_slice(&[0x20, 0x00, 0x42]);
+        leb128(&mut code, i * 2 + 1);
+        code.push(0x7e); // i64.mul
+        code.push(0x21);
+        leb128(&mut code, i + 1);
+    }
+    for i in 0..1000u64 {
+        let local = |k: u64| 1 + k % LOCALS;
+        for (op, k) in [
+            (0x20, i),
+            (0x20, i * 7 + 3),
+            (0x7e, 0),
+            (0x20, i * 5 + 1),
+            (0x7c, 0),
+            (0x21, i * 3 + 2),
+        ] {
+            code.push(op);
+            if op != 0x7e && op != 0x7c {
+                leb128(&mut code, local(k));
+            }
+        }
+    }
+    code.extend_from_slice(&[0x20, 0x01, 0x0b]);
+    let mut body = Vec::new();
+    leb128(&mut body, code.len() as u64);
+    body.extend_from_slice(&code);
+
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // One type: (i64) -> i64.
+    module.extend(section(1, &[0x01, 0x60, 0x01, 0x7e, 0x01, 0x7e]));
+    let mut funcs_sec = Vec::new();
+    leb128(&mut funcs_sec, u64::from(funcs));
+    funcs_sec.extend(std::iter::repeat_n(0u8, funcs as usize));
+    module.extend(section(3, &funcs_sec));
+    let mut code_sec = Vec::new();
+    leb128(&mut code_sec, u64::from(funcs));
+    for _ in 0..funcs {
+        code_sec.extend_from_slice(&body);
+    }
+    module.extend(section(10, &code_sec));
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    component.extend(section(1, &module));
+    component
+}
+
 fn sha256(bytes: &[u8]) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The value of the sample `series` (name with its labels, as printed) in
+/// the Prometheus text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
 /// What the store of a stopped server holds of drivers: the digests every
@@ -715,4 +785,129 @@ fn refused_uploads_leave_nothing_stored() {
     for d in &refused {
         assert!(!artifacts.contains(d) && !blobs.contains(d), "{d} kept");
     }
+}
+
+/// Issue acceptance: one compile at a time per host. A compile that
+/// overruns `max_compile_ms` answers `compile_timeout` at once but keeps
+/// the one compile slot until it really ends (Cranelift cannot be stopped),
+/// so meanwhile every other upload gets 429 `compile_busy` with
+/// `Retry-After` instead of starting another compile; the abandoned compile
+/// burns at most one core, shows in /metrics, and once it ends the host is
+/// idle again.
+#[test]
+fn one_compile_at_a_time_and_an_abandoned_compile_holds_the_slot_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The first start compiles the example drivers and caches them; the
+    // tight limits apply from the restart on.
+    let config = write_config(dir.path(), "");
+    let server = Server::start(&data, Some(&config));
+    let before = server.stop();
+    write_config(
+        dir.path(),
+        "max_compile_ms = 500\nmax_compile_wait_ms = 300",
+    );
+    let server = Server::start(&before, Some(&config));
+
+    let slow = slow_component(300);
+    let started = Instant::now();
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/slow", &slow);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("compile_timeout")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let cpu_at_timeout = server.cpu_time();
+    let timed_out_at = Instant::now();
+
+    // The abandoned compile still runs: others are refused, quickly, and
+    // start no compile of their own.
+    for (what, bytes) in [
+        ("a good driver", variant(ferry::guests::PLAIN, 1)),
+        ("another slow one", variant(&slow, 1)),
+        ("a third", variant(ferry::guests::TAKEOVER, 1)),
+    ] {
+        let t = Instant::now();
+        let (status, body, headers) =
+            server.send_bytes_with_headers("PUT", "/v1/drivers/plain", &bytes);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (429, Some("compile_busy")),
+            "{what}: {body}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+        let retry: u64 = headers
+            .iter()
+            .find(|(k, _)| k == "retry-after")
+            .unwrap_or_else(|| panic!("{what}: no Retry-After in {headers:?}"))
+            .1
+            .parse()
+            .unwrap();
+        assert!(retry >= 1, "{what}: {retry}");
+    }
+    let (_, metrics) = server.get_text("/metrics");
+    assert_eq!(
+        metric(&metrics, "ferry_driver_compile_abandoned_running"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "ferry_driver_compiles_total{result=\"timeout\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&metrics, "ferry_driver_compiles_total{result=\"busy\"}"),
+        Some(3.0)
+    );
+
+    // Wait for the abandoned compile to end on its own.
+    let metrics = loop {
+        let (_, m) = server.get_text("/metrics");
+        if metric(&m, "ferry_driver_compile_abandoned_running") == Some(0.0) {
+            break m;
+        }
+        assert!(
+            timed_out_at.elapsed() < Duration::from_secs(120),
+            "the abandoned compile never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let wall = timed_out_at.elapsed().as_secs_f64();
+    let cpu = (server.cpu_time() - cpu_at_timeout).as_secs_f64();
+    println!("abandoned compile: {cpu:.2} s of CPU in {wall:.2} s after its timeout");
+    // One compile on one core, plus the host's own small work.
+    assert!(cpu <= wall * 1.15 + 0.3, "{cpu:.2} s of CPU in {wall:.2} s");
+    let burned = metric(
+        &metrics,
+        "ferry_driver_compile_cpu_seconds_total{caller=\"abandoned\"}",
+    )
+    .unwrap();
+    assert!(burned > 0.5, "{metrics}");
+    // It stopped consuming CPU when it ended.
+    let idle_from = server.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = (server.cpu_time() - idle_from).as_secs_f64();
+    assert!(idle < 0.25, "{idle:.2} s of CPU while idle");
+
+    // The slot is free: an upload compiles again.
+    let (status, body) = server.send_bytes(
+        "PUT",
+        "/v1/drivers/plain?activate=false",
+        &variant(ferry::guests::PLAIN, 1),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        driver_events(&server)
+            .iter()
+            .all(|e| e["driver"] == "plain")
+    );
 }

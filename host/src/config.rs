@@ -135,6 +135,11 @@ pub struct Config {
     /// Longest a driver component may take to compile, in milliseconds.
     #[serde(default = "default_max_compile_ms")]
     pub max_compile_ms: u64,
+    /// Longest an upload waits for the host's one compile slot while
+    /// another component compiles, in milliseconds; then it is refused as
+    /// busy (429 with `Retry-After`).
+    #[serde(default = "default_max_compile_wait_ms")]
+    pub max_compile_wait_ms: u64,
     /// Host copy bandwidth limit in bytes per second (none when absent).
     #[serde(default)]
     pub copy_bandwidth_bytes_per_sec: Option<u64>,
@@ -164,6 +169,9 @@ fn default_max_component_bytes() -> u64 {
 }
 fn default_max_compile_ms() -> u64 {
     60_000
+}
+fn default_max_compile_wait_ms() -> u64 {
+    10_000
 }
 fn default_max_connections() -> u64 {
     4096
@@ -303,6 +311,7 @@ mod tests {
         assert_eq!(names, ["t1", "v1", "v2", "p1"]);
         assert_eq!(c.zoning.len(), 2);
         assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.max_compile_wait_ms, 10_000);
     }
 
     #[test]

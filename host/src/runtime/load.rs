@@ -5,7 +5,6 @@
 //! passed every check gets an artifact cached.
 
 use std::hash::{Hash, Hasher};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmtime::Engine;
@@ -136,8 +135,9 @@ impl Inner {
     }
 
     /// The compiled component: from the artifact cache when this host
-    /// compiled it before (`false`), else from the compiler, bounded in time
-    /// (`true`). A cache that fails is logged and bypassed, never fatal.
+    /// compiled it before (`false`), else from the compiler, one compile at
+    /// a time and bounded in time (`true`). A cache that fails is logged and
+    /// bypassed, never fatal.
     fn component(
         &self,
         key: &str,
@@ -162,7 +162,7 @@ impl Inner {
                 Err(e) => tracing::warn!(digest, error = %e, "driver artifact cache unreadable"),
             }
         }
-        let component = self.compile_bounded(bytes)?;
+        let component = self.compile_slot.compile(&self.engine, bytes)?;
         Ok((component, true))
     }
 
@@ -183,37 +183,12 @@ impl Inner {
             }
         }
     }
-
-    /// Compiles on a thread of its own and gives up after the configured
-    /// time. Cranelift cannot be interrupted, so a compile that overruns
-    /// finishes in the background and its result is dropped; the size cap
-    /// bounds how long that can be.
-    fn compile_bounded(&self, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        let limit = self.cfg.max_compile_time;
-        let engine = self.engine.clone();
-        let owned = bytes.to_vec();
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("driver-compile".into())
-            .spawn(move || {
-                let _ = tx.send(Component::new(&engine, &owned));
-            })
-            .map_err(|e| RuntimeError::Engine(format!("cannot start a compile thread: {e}")))?;
-        match rx.recv_timeout(limit) {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(RuntimeError::Compile(chain(&e))),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::CompileTimeout {
-                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-            }),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Compile(
-                "the compiler stopped without an answer".into(),
-            )),
-        }
-    }
 }
 
 /// Default cap on compiling one component.
 pub(crate) const DEFAULT_COMPILE_TIME: Duration = Duration::from_secs(60);
+/// Default wait for the compile slot while another component compiles.
+pub(crate) const DEFAULT_COMPILE_WAIT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -186,3 +186,62 @@ fn a_refused_component_leaves_no_artifact_behind() {
     rt.install("x", guests::PLAIN).unwrap();
     assert_eq!(*lock(&cache.puts), 1);
 }
+
+#[test]
+fn an_abandoned_compile_holds_the_one_slot_until_it_ends() {
+    let rt = DriverRuntime::new(
+        RuntimeConfig {
+            max_compile_time: Duration::from_millis(1),
+            max_compile_wait: Duration::ZERO,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let err = rt.install("x", guests::TAKEOVER).unwrap_err();
+    assert_eq!(err.code(), "compile_timeout", "{err}");
+    // Compiling takes far longer than the few microseconds to here.
+    let err = rt.install("y", guests::PLAIN).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::CompileBusy { retry_after_secs } if retry_after_secs >= 1),
+        "{err}"
+    );
+    let stats = rt.compile_stats();
+    assert_eq!(
+        (stats.timeouts, stats.busy, stats.abandoned_running),
+        (1, 1, 1)
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while rt.compile_stats().abandoned_running == 1 {
+        assert!(Instant::now() < until, "the abandoned compile never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = rt.compile_stats();
+    assert!(stats.abandoned_cpu_seconds > 0.0, "{stats:?}");
+    assert_eq!(stats.cpu_seconds, stats.abandoned_cpu_seconds);
+    // The slot is free again: the next compile runs (and overruns) itself.
+    let err = rt.install("y", guests::PLAIN).unwrap_err();
+    assert_eq!(err.code(), "compile_timeout", "{err}");
+}
+
+#[test]
+fn compiles_wait_their_turn_within_the_wait_limit() {
+    let rt = DriverRuntime::new(
+        RuntimeConfig::default(),
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let threads: Vec<_> = [guests::PLAIN, guests::TAKEOVER, guests::VENDOR_COPY]
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let rt = rt.clone();
+            std::thread::spawn(move || rt.install(&format!("d{i}"), bytes))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let stats = rt.compile_stats();
+    assert_eq!((stats.compiled, stats.busy, stats.timeouts), (3, 0, 0));
+}

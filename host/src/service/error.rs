@@ -203,12 +203,27 @@ impl ServiceError {
             Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,
             Self::DriverRefused { source, .. } => match source {
                 RuntimeError::TooLarge { .. } => ErrorKind::TooLarge,
+                RuntimeError::CompileBusy { .. } => ErrorKind::TooManyRequests,
                 RuntimeError::Engine(_) => ErrorKind::Internal,
                 RuntimeError::NotPrepared(_) => ErrorKind::NotFound,
                 _ => ErrorKind::Unprocessable,
             },
             Self::Driver { source, .. } => source.kind(),
             Self::Array(_) | Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl ServiceError {
+    /// Seconds after which the same request may succeed, for an error that
+    /// only says "not now" (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::DriverRefused {
+                source: RuntimeError::CompileBusy { retry_after_secs },
+                ..
+            } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }

@@ -110,6 +110,7 @@ impl Service {
                 max_component_bytes: usize::try_from(opts.config.max_component_bytes)
                     .unwrap_or(usize::MAX),
                 max_compile_time: std::time::Duration::from_millis(opts.config.max_compile_ms),
+                max_compile_wait: std::time::Duration::from_millis(opts.config.max_compile_wait_ms),
                 artifacts: Some(Arc::new(store.clone())),
                 hydrations: Some(hydrations.clone()),
             },
