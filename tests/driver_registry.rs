@@ -609,6 +609,23 @@ fn the_cli_installs_lists_and_activates_versions() {
         String::from_utf8_lossy(&out.stderr).contains("driver_version_not_found"),
         "{out:?}"
     );
+
+    // The uploaded version is no longer active: it can be deleted; the
+    // active one cannot.
+    let out = server.cli(&["driver", "delete", "plain", &digest]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("deleted version {digest}")),
+        "{out:?}"
+    );
+    assert_eq!(versions(&server, "plain"), [original.as_str()]);
+    let out = server.cli(&["driver", "delete", "plain", &original]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("driver_version_active"),
+        "{out:?}"
+    );
+    assert_eq!(active_digest(&server, "plain"), original);
 }
 
 /// `plain` exporting its interface under another name: a whole component
@@ -705,6 +722,22 @@ fn sha256(bytes: &[u8]) -> String {
 fn metric(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn versions(server: &Server, name: &str) -> Vec<String> {
+    let (status, list) = server.call("GET", "/v1/drivers", None);
+    assert_eq!(status, 200, "{list}");
+    list["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no driver {name}: {list}"))["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["digest"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// What the store of a stopped server holds of drivers: the digests every
@@ -910,4 +943,155 @@ fn one_compile_at_a_time_and_an_abandoned_compile_holds_the_slot_until_it_ends()
             .iter()
             .all(|e| e["driver"] == "plain")
     );
+}
+
+/// Issue acceptance: `DELETE /v1/drivers/{name}/versions/{digest}` removes
+/// a version (its component, its artifact, its record) unless it is active
+/// or a driver call of a running migration still runs on it.
+#[test]
+fn a_version_is_deleted_unless_active_or_in_use_by_a_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::migrations::faulty_config(dir.path(), 10_000);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("reader.token"), "reader-token-0123456789\n").unwrap();
+    let server = Server::start(&data, Some(&config));
+    let original = active_digest(&server, "faulty");
+    let next = variant(&std::fs::read(ferry::guests::FAULTY_PATH).unwrap(), 1);
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/faulty?activate=false", &next);
+    assert_eq!(status, 201, "{body}");
+    let d1 = body["digest"].as_str().unwrap().to_owned();
+    let path = |d: &str| format!("/v1/drivers/faulty/versions/{d}");
+
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("driver_version_active")),
+        "{body}"
+    );
+
+    // The source driver's copy runs 1.6 s on the original version; the
+    // swap to d1 lands in the middle of it.
+    let id = support::migrations::create(&server, "slow:migrate-volume@f1", "f1", 32 << 20);
+    let (status, body) = support::migrations::migrate(&server, &id, json!({"array": "f2"}));
+    assert_eq!(status, 202, "{body}");
+    support::migrations::wait_phase(&server, &id, "source_driver", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = server.call(
+        "POST",
+        "/v1/drivers/faulty/activate",
+        Some(json!({"digest": d1})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("driver_version_in_use")),
+        "{body}"
+    );
+    let (m, _) = support::migrations::wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "{m}");
+
+    // Nothing runs on it any more.
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(versions(&server, "faulty"), [d1.as_str()]);
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("driver_version_not_found")),
+        "{body}"
+    );
+    let (status, body) = server.call("DELETE", &format!("/v1/drivers/nosuch/versions/{d1}"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("driver_not_found")),
+        "{body}"
+    );
+    let (status, body) = server.call("DELETE", &format!("/v1/drivers/..%2Fx/versions/{d1}"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_name")),
+        "{body}"
+    );
+    let (status, _) = server
+        .request("DELETE", &path(&d1), None, Some("reader-token-0123456789"))
+        .unwrap();
+    assert_eq!(status, 403);
+    let deleted: Vec<Value> = driver_events(&server)
+        .into_iter()
+        .filter(|e| e["reason"] == "deleted")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0]["to"], json!(original));
+    // The migrated volume is still served by the version left.
+    let (status, _) = server.call("DELETE", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 204);
+
+    // Restarted, the host runs the version left; the deleted one's bytes
+    // and artifact are gone from the store.
+    let server = server.restart();
+    assert_eq!(active_digest(&server, "faulty"), d1);
+    assert_eq!(versions(&server, "faulty"), [d1.as_str()]);
+    server.stop();
+    let (_, blobs, artifacts) = stored(&data);
+    assert!(!blobs.contains(&original), "{blobs:?}");
+    assert!(!artifacts.contains(&original), "{artifacts:?}");
+    assert!(blobs.contains(&d1) && artifacts.contains(&d1));
+}
+
+/// Issue acceptance: `driver_versions_kept` prunes the oldest inactive
+/// versions after an install, never the active one or the one just
+/// installed.
+#[test]
+fn installs_prune_the_oldest_inactive_versions_beyond_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "driver_versions_kept = 2");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let original = active_digest(&server, "plain");
+    let mut digests = vec![original.clone()];
+    for n in 1..=3u32 {
+        let (status, body) = server.send_bytes(
+            "PUT",
+            "/v1/drivers/plain",
+            &variant(ferry::guests::PLAIN, n),
+        );
+        assert_eq!(status, 201, "{body}");
+        digests.push(body["digest"].as_str().unwrap().to_owned());
+        let kept = versions(&server, "plain");
+        assert_eq!(kept, digests[digests.len() - 2..], "after install {n}");
+    }
+    // Installed without activation: the active version and the new one
+    // stay, the limit notwithstanding.
+    let (status, body) = server.send_bytes(
+        "PUT",
+        "/v1/drivers/plain?activate=false",
+        &variant(ferry::guests::PLAIN, 4),
+    );
+    assert_eq!(status, 201, "{body}");
+    let d4 = body["digest"].as_str().unwrap().to_owned();
+    assert_eq!(versions(&server, "plain"), [digests[3].clone(), d4.clone()]);
+    let (status, body) = server.call(
+        "POST",
+        "/v1/drivers/plain/activate",
+        Some(json!({"digest": d4})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let pruned: Vec<String> = driver_events(&server)
+        .into_iter()
+        .filter(|e| e["reason"] == "pruned")
+        .map(|e| e["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pruned, digests[..3]);
+    // Other drivers keep theirs.
+    assert_eq!(versions(&server, "takeover").len(), 1);
+
+    server.stop();
+    let (listed, blobs, artifacts) = stored(&data);
+    for d in &digests[..3] {
+        assert!(!listed.contains(d) && !blobs.contains(d) && !artifacts.contains(d));
+    }
+    assert_eq!(blobs, listed);
+    assert_eq!(artifacts, listed);
 }

@@ -140,6 +140,11 @@ pub struct Config {
     /// busy (429 with `Retry-After`).
     #[serde(default = "default_max_compile_wait_ms")]
     pub max_compile_wait_ms: u64,
+    /// Versions of each driver kept: after an install the oldest inactive
+    /// versions beyond this many are deleted (never the active one, the one
+    /// just installed, or one a call runs on).
+    #[serde(default = "default_driver_versions_kept")]
+    pub driver_versions_kept: u64,
     /// Host copy bandwidth limit in bytes per second (none when absent).
     #[serde(default)]
     pub copy_bandwidth_bytes_per_sec: Option<u64>,
@@ -172,6 +177,9 @@ fn default_max_compile_ms() -> u64 {
 }
 fn default_max_compile_wait_ms() -> u64 {
     10_000
+}
+fn default_driver_versions_kept() -> u64 {
+    5
 }
 fn default_max_connections() -> u64 {
     4096
@@ -285,6 +293,9 @@ impl Config {
         if self.max_component_bytes == 0 || self.max_compile_ms == 0 {
             return invalid("max_component_bytes and max_compile_ms must be > 0".into());
         }
+        if self.driver_versions_kept == 0 {
+            return invalid("driver_versions_kept must be > 0".into());
+        }
         let http = &self.http;
         if http.max_connections == 0 || http.max_connections > MAX_HTTP_CONNECTIONS {
             return invalid(format!(
@@ -311,6 +322,7 @@ mod tests {
         assert_eq!(names, ["t1", "v1", "v2", "p1"]);
         assert_eq!(c.zoning.len(), 2);
         assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.driver_versions_kept, 5);
         assert_eq!(c.max_compile_wait_ms, 10_000);
     }
 
@@ -368,6 +380,10 @@ mod tests {
             (
                 "[http]\nidle=1\n[[array]]\nname='a'\ndriver='d'\n",
                 "unknown field",
+            ),
+            (
+                "driver_versions_kept=0\n[[array]]\nname='a'\ndriver='d'\n",
+                "driver_versions_kept",
             ),
         ];
         for (text, want) in cases {

@@ -377,5 +377,19 @@ mod tests {
         );
         let res = e.into_response();
         assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+        let e = ApiError::from(ServiceError::DriverVersionInUse {
+            name: "acme".into(),
+            digest: "ab".repeat(32),
+            calls: 1,
+        });
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::CONFLICT, "driver_version_in_use")
+        );
+        assert!(
+            !e.into_response()
+                .headers()
+                .contains_key(header::RETRY_AFTER)
+        );
     }
 }

@@ -200,6 +200,7 @@ fn paths() -> Value {
                          (`driver_version_not_found`)."),
                 ("429", COMPILE_BUSY),
             ]])))},
+        "/v1/drivers/{name}/versions/{digest}": {"delete": delete_driver_version()},
         "/metrics": {"get": public(operation(
             "metrics",
             "Prometheus text: volumes, migrations, per-driver calls, errors, traps, \
@@ -234,6 +235,44 @@ fn with_retry_after(mut op: Value) -> Value {
     op
 }
 
+fn delete_driver_version() -> Value {
+    let mut op = named(operation(
+        "deleteDriverVersion",
+        "Delete an installed version: its component, its compiled artifacts and its \
+         place in the driver's record (the bytes stay while another driver name lists \
+         the same digest). The active version and a version a driver call (of a \
+         running migration, say) still runs on are refused. Versions are also deleted \
+         by the `driver_versions_kept` setting after an install.",
+        &[],
+        None,
+        no_content("Deleted."),
+        &[
+            AUTH_ERRORS,
+            ADMIN_ERRORS,
+            &[
+                ("400", "Bad driver name (`invalid_name`)."),
+                (
+                    "404",
+                    "No such driver (`driver_not_found`) or version \
+                     (`driver_version_not_found`).",
+                ),
+                (
+                    "409",
+                    "The version is the active one (`driver_version_active`) or a driver \
+                     call runs on it (`driver_version_in_use`).",
+                ),
+            ],
+        ],
+    ));
+    if let Some(p) = op["parameters"].as_array_mut() {
+        p.push(json!({
+            "name": "digest", "in": "path", "required": true,
+            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+        }));
+    }
+    op
+}
+
 fn install_driver() -> Value {
     let mut op = named(operation(
         "installDriver",
@@ -241,7 +280,8 @@ fn install_driver() -> Value {
          compile time, the ferry:driver world at a compatible version, a first \
          `capabilities` call), stored and, unless `activate=false`, made active at once. \
          Components compile one at a time per host. A refused component changes \
-         nothing and leaves nothing stored.",
+         nothing and leaves nothing stored. A new version may delete the driver's oldest \
+         inactive versions beyond `driver_versions_kept`.",
         &[],
         None,
         (
@@ -387,7 +427,8 @@ fn schemas() -> Value {
                 "driver": {"type": "string",
                            "description": "Driver events: the driver's name. `to` is the \
                            version's digest, `from` the digest it replaced, `reason` \
-                           `installed` or `activated`."},
+                           `installed`, `activated`, `deleted` (by request) or `pruned` \
+                           (by `driver_versions_kept`)."},
                 "from": {"type": ["string", "null"]},
                 "to": {"type": "string"},
                 "at": time,
@@ -600,8 +641,13 @@ mod tests {
     }
 
     #[test]
-    fn a_busy_compile_slot_is_documented_with_retry_after() {
+    fn the_driver_registry_documents_its_refusals_and_retry_after() {
         let doc = document();
+        let del = &doc["paths"]["/v1/drivers/{name}/versions/{digest}"]["delete"];
+        let conflict = del["responses"]["409"]["description"].as_str().unwrap();
+        assert!(conflict.contains("`driver_version_active`"), "{conflict}");
+        assert!(conflict.contains("`driver_version_in_use`"), "{conflict}");
+        assert!(del["responses"].get("204").is_some());
         for path in ["/v1/drivers/{name}", "/v1/drivers/{name}/activate"] {
             let item = doc["paths"][path].as_object().unwrap();
             let op = item.values().next().unwrap();

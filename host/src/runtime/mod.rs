@@ -324,6 +324,37 @@ impl DriverRuntime {
         self.inner.compile_slot.stats()
     }
 
+    /// How many calls run on version `digest` right now. Each call holds
+    /// its version's `Arc` for its whole run; the registry's own references
+    /// (the compiled map and every name it is active for) do not count.
+    pub fn calls_running_on(&self, digest: &str) -> usize {
+        let compiled = lock(&self.inner.compiled);
+        let Some(loaded) = compiled.get(digest) else {
+            // Not loaded since the host started: nothing can run on it.
+            return 0;
+        };
+        let active = self.inner.active.read().unwrap_or_else(|p| p.into_inner());
+        let registry = 1 + active.values().filter(|l| Arc::ptr_eq(l, loaded)).count();
+        Arc::strong_count(loaded).saturating_sub(registry)
+    }
+
+    /// Drops the compiled version `digest` (its component was deleted), so
+    /// its code no longer takes memory. Does nothing, and answers false,
+    /// while a call runs on it or a driver has it active.
+    pub fn forget(&self, digest: &str) -> bool {
+        let mut compiled = lock(&self.inner.compiled);
+        let Some(loaded) = compiled.get(digest) else {
+            return true;
+        };
+        let active = self.inner.active.read().unwrap_or_else(|p| p.into_inner());
+        if active.values().any(|l| Arc::ptr_eq(l, loaded)) || Arc::strong_count(loaded) > 1 {
+            return false;
+        }
+        drop(active);
+        compiled.remove(digest);
+        true
+    }
+
     /// Digest of the active version of `name`.
     pub fn active_digest(&self, name: &str) -> Option<String> {
         self.inner

@@ -245,3 +245,50 @@ fn compiles_wait_their_turn_within_the_wait_limit() {
     let stats = rt.compile_stats();
     assert_eq!((stats.compiled, stats.busy, stats.timeouts), (3, 0, 0));
 }
+
+#[test]
+fn a_version_a_call_runs_on_is_counted_and_not_forgotten() {
+    let misbehave = std::fs::read(guests::MISBEHAVE_PATH).unwrap();
+    let rt = DriverRuntime::new(
+        RuntimeConfig {
+            driver_limits: HashMap::from([(
+                "m".to_owned(),
+                crate::config::DriverLimits {
+                    deadline_ms: 500,
+                    memory_bytes: 16 << 20,
+                },
+            )]),
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let old = rt.install("m", &misbehave).unwrap().digest;
+    assert_eq!(rt.calls_running_on(&old), 0, "active is not running");
+    let dir = tempfile::tempdir().unwrap();
+    let scope = CallScope::new(array(dir.path(), "m1", "m", 1 << 30), vec![]);
+    let call = {
+        let rt = rt.clone();
+        std::thread::spawn(move || rt.create_volume(&scope, &volume("loop", 1 << 20)))
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while rt.calls_running_on(&old) == 0 {
+        assert!(Instant::now() < until, "the call never started");
+        std::thread::yield_now();
+    }
+    // Swapped away while the call runs: the call keeps its version.
+    let new = rt.install("m", guests::PLAIN).unwrap().digest;
+    assert_eq!(rt.calls_running_on(&old), 1);
+    assert!(!rt.forget(&old));
+    assert!(rt.is_prepared(&old));
+    assert!(
+        call.join().unwrap().is_err(),
+        "the loop ran into its deadline"
+    );
+    assert_eq!(rt.calls_running_on(&old), 0);
+    assert!(rt.forget(&old));
+    assert!(!rt.is_prepared(&old));
+    // The active version is never forgotten.
+    assert!(!rt.forget(&new));
+    assert!(rt.is_prepared(&new));
+}

@@ -119,6 +119,30 @@ pub enum ServiceError {
         /// The digest asked for.
         digest: String,
     },
+    /// The version is the driver's active one and cannot be deleted.
+    #[error(
+        "version {digest} is the active version of driver {name:?}; \
+         activate another version before deleting it"
+    )]
+    DriverVersionActive {
+        /// Driver name.
+        name: String,
+        /// The version.
+        digest: String,
+    },
+    /// A driver call (of a migration, say) runs on the version.
+    #[error(
+        "{calls} driver call(s) still run on version {digest} of driver {name:?}; \
+         retry once they end"
+    )]
+    DriverVersionInUse {
+        /// Driver name.
+        name: String,
+        /// The version.
+        digest: String,
+        /// Calls running on it when asked.
+        calls: usize,
+    },
     /// An uploaded component was refused; the active version is unchanged.
     #[error("driver {name:?} version refused: {source}")]
     DriverRefused {
@@ -171,6 +195,8 @@ impl ServiceError {
             Self::DriverNotLoaded(_) => "driver_not_loaded",
             Self::DriverNotFound(_) => "driver_not_found",
             Self::DriverVersionNotFound { .. } => "driver_version_not_found",
+            Self::DriverVersionActive { .. } => "driver_version_active",
+            Self::DriverVersionInUse { .. } => "driver_version_in_use",
             Self::DriverRefused { source, .. } => source.code(),
             Self::Driver { source, .. } => source.code(),
             Self::Array(ArrayError::NoSpace { .. }) => "no_space",
@@ -201,6 +227,9 @@ impl ServiceError {
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
             Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,
+            Self::DriverVersionActive { .. } | Self::DriverVersionInUse { .. } => {
+                ErrorKind::Conflict
+            }
             Self::DriverRefused { source, .. } => match source {
                 RuntimeError::TooLarge { .. } => ErrorKind::TooLarge,
                 RuntimeError::CompileBusy { .. } => ErrorKind::TooManyRequests,

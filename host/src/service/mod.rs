@@ -65,9 +65,12 @@ struct Inner {
     tasks: tokio::runtime::Handle,
     /// Raised when the host begins to stop: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
-    /// Serializes installs and activations, so the record in the store and
-    /// the runtime's active version always name the same digest.
+    /// Serializes installs, activations and deletions, so the record in
+    /// the store and the runtime's active version always name the same
+    /// digest.
     registry: Mutex<()>,
+    /// Versions of each driver kept after an install (`driver_versions_kept`).
+    versions_kept: usize,
 }
 
 /// What the host keeps in memory about a running migration.
@@ -143,6 +146,8 @@ impl Service {
                 tasks,
                 stopping: tokio::sync::watch::channel(false).0,
                 registry: Mutex::new(()),
+                versions_kept: usize::try_from(opts.config.driver_versions_kept)
+                    .unwrap_or(usize::MAX),
             }),
         };
         service.recover()?;
