@@ -609,4 +609,489 @@ fn the_cli_installs_lists_and_activates_versions() {
         String::from_utf8_lossy(&out.stderr).contains("driver_version_not_found"),
         "{out:?}"
     );
+
+    // The uploaded version is no longer active: it can be deleted; the
+    // active one cannot.
+    let out = server.cli(&["driver", "delete", "plain", &digest]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("deleted version {digest}")),
+        "{out:?}"
+    );
+    assert_eq!(versions(&server, "plain"), [original.as_str()]);
+    let out = server.cli(&["driver", "delete", "plain", &original]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("driver_version_active"),
+        "{out:?}"
+    );
+    assert_eq!(active_digest(&server, "plain"), original);
+}
+
+/// `plain` exporting its interface under another name: a whole component
+/// that compiles like the real one and then fails the world check.
+fn other_world(bytes: &[u8]) -> Vec<u8> {
+    let from = b"ferry:driver/driver@0.1.0";
+    let to = b"ferry:driver/drivex@0.1.0";
+    let mut out = bytes.to_vec();
+    let mut replaced = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            replaced += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(replaced > 0, "the driver interface name was not found");
+    out
+}
+
+/// A component that takes seconds to compile: one core module of `funcs`
+/// functions, each a long chain of 64-bit arithmetic over sixteen locals
+/// (no world, so it would be refused after the compile anyway).
+fn slow_component(funcs: u32) -> Vec<u8> {
+    fn section(id: u8, body: &[u8]) -> Vec<u8> {
+        let mut out = vec![id];
+        leb128(&mut out, body.len() as u64);
+        out.extend_from_slice(body);
+        out
+    }
+    const LOCALS: u64 = 16;
+    let mut code = Vec::new();
+    // One group of 16 i64 locals.
+    leb128(&mut code, 1);
+    leb128(&mut code, LOCALS);
+    code.push(0x7e);
+    // Each local starts from the parameter, so nothing folds to constants.
+    for i in 0..LOCALS {
+        code.extend_from_slice(&[0x20, 0x00, 0x42]);
+        leb128(&mut code, i * 2 + 1);
+        code.push(0x7e); // i64.mul
+        code.push(0x21);
+        leb128(&mut code, i + 1);
+    }
+    for i in 0..1000u64 {
+        let local = |k: u64| 1 + k % LOCALS;
+        for (op, k) in [
+            (0x20, i),
+            (0x20, i * 7 + 3),
+            (0x7e, 0),
+            (0x20, i * 5 + 1),
+            (0x7c, 0),
+            (0x21, i * 3 + 2),
+        ] {
+            code.push(op);
+            if op != 0x7e && op != 0x7c {
+                leb128(&mut code, local(k));
+            }
+        }
+    }
+    code.extend_from_slice(&[0x20, 0x01, 0x0b]);
+    let mut body = Vec::new();
+    leb128(&mut body, code.len() as u64);
+    body.extend_from_slice(&code);
+
+    let mut module = b"\0asm\x01\0\0\0".to_vec();
+    // One type: (i64) -> i64.
+    module.extend(section(1, &[0x01, 0x60, 0x01, 0x7e, 0x01, 0x7e]));
+    let mut funcs_sec = Vec::new();
+    leb128(&mut funcs_sec, u64::from(funcs));
+    funcs_sec.extend(std::iter::repeat_n(0u8, funcs as usize));
+    module.extend(section(3, &funcs_sec));
+    let mut code_sec = Vec::new();
+    leb128(&mut code_sec, u64::from(funcs));
+    for _ in 0..funcs {
+        code_sec.extend_from_slice(&body);
+    }
+    module.extend(section(10, &code_sec));
+    let mut component = b"\0asm\x0d\0\x01\0".to_vec();
+    component.extend(section(1, &module));
+    component
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+/// The value of the sample `series` (name with its labels, as printed) in
+/// the Prometheus text.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+fn versions(server: &Server, name: &str) -> Vec<String> {
+    let (status, list) = server.call("GET", "/v1/drivers", None);
+    assert_eq!(status, 200, "{list}");
+    list["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .unwrap_or_else(|| panic!("no driver {name}: {list}"))["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["digest"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// What the store of a stopped server holds of drivers: the digests every
+/// record lists, of the stored components, and of the cached artifacts.
+fn stored(data: &Path) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let store = ferry::store::Store::open(&data.join("ferry.redb")).unwrap();
+    let mut listed: Vec<String> = store
+        .list_drivers()
+        .unwrap()
+        .into_iter()
+        .flat_map(|d| d.versions.into_iter().map(|v| v.digest))
+        .collect();
+    listed.sort();
+    listed.dedup();
+    let blobs = store.driver_blob_digests().unwrap();
+    let mut artifacts: Vec<String> = store
+        .artifact_keys()
+        .unwrap()
+        .into_iter()
+        .map(|k| k.split('.').next().unwrap().to_owned())
+        .collect();
+    artifacts.sort();
+    artifacts.dedup();
+    (listed, blobs, artifacts)
+}
+
+/// Issue acceptance: refused uploads that compiled (another world, a
+/// future world, a failing first call) used to leave their compiled
+/// artifact in `ferry.redb`, which grew by megabytes. Now nothing of them
+/// is stored.
+#[test]
+fn refused_uploads_leave_nothing_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let db = data.join("ferry.redb");
+    let before = std::fs::metadata(&db).unwrap().len();
+    let trap = std::fs::read(ferry::guests::TRAP_CAPABILITIES_PATH).unwrap();
+
+    let mut refused = Vec::new();
+    for n in 0..10u32 {
+        let (bytes, code) = match n % 5 {
+            0..=2 => (
+                other_world(&variant(ferry::guests::PLAIN, n)),
+                "wrong_world",
+            ),
+            3 => (
+                future_world(&variant(ferry::guests::PLAIN, n)),
+                "incompatible_world_version",
+            ),
+            _ => (variant(&trap, n), "smoke_call_failed"),
+        };
+        let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain", &bytes);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (422, Some(code)),
+            "{body}"
+        );
+        refused.push(sha256(&bytes));
+    }
+    let after = std::fs::metadata(&db).unwrap().len();
+    assert!(
+        after < before + (256 << 10),
+        "ferry.redb grew from {before} to {after} bytes"
+    );
+    // An accepted version still gets its artifact (a restart skips the
+    // compiler).
+    let good = variant(ferry::guests::PLAIN, 99);
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/plain", &good);
+    assert_eq!(status, 201, "{body}");
+
+    server.stop();
+    let (listed, blobs, artifacts) = stored(&data);
+    assert!(listed.contains(&sha256(&good)), "{listed:?}");
+    assert_eq!(blobs, listed, "components stored");
+    assert_eq!(artifacts, listed, "artifacts cached");
+    for d in &refused {
+        assert!(!artifacts.contains(d) && !blobs.contains(d), "{d} kept");
+    }
+}
+
+/// Issue acceptance: one compile at a time per host. A compile that
+/// overruns `max_compile_ms` answers `compile_timeout` at once but keeps
+/// the one compile slot until it really ends (Cranelift cannot be stopped),
+/// so meanwhile every other upload gets 429 `compile_busy` with
+/// `Retry-After` instead of starting another compile; the abandoned compile
+/// burns at most one core, shows in /metrics, and once it ends the host is
+/// idle again.
+#[test]
+fn one_compile_at_a_time_and_an_abandoned_compile_holds_the_slot_until_it_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // The first start compiles the example drivers and caches them; the
+    // tight limits apply from the restart on.
+    let config = write_config(dir.path(), "");
+    let server = Server::start(&data, Some(&config));
+    let before = server.stop();
+    write_config(
+        dir.path(),
+        "max_compile_ms = 500\nmax_compile_wait_ms = 300",
+    );
+    let server = Server::start(&before, Some(&config));
+
+    let slow = slow_component(300);
+    let started = Instant::now();
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/slow", &slow);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("compile_timeout")),
+        "{body}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let cpu_at_timeout = server.cpu_time();
+    let timed_out_at = Instant::now();
+
+    // The abandoned compile still runs: others are refused, quickly, and
+    // start no compile of their own.
+    for (what, bytes) in [
+        ("a good driver", variant(ferry::guests::PLAIN, 1)),
+        ("another slow one", variant(&slow, 1)),
+        ("a third", variant(ferry::guests::TAKEOVER, 1)),
+    ] {
+        let t = Instant::now();
+        let (status, body, headers) =
+            server.send_bytes_with_headers("PUT", "/v1/drivers/plain", &bytes);
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (429, Some("compile_busy")),
+            "{what}: {body}"
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{what}: {:?}",
+            t.elapsed()
+        );
+        let retry: u64 = headers
+            .iter()
+            .find(|(k, _)| k == "retry-after")
+            .unwrap_or_else(|| panic!("{what}: no Retry-After in {headers:?}"))
+            .1
+            .parse()
+            .unwrap();
+        assert!(retry >= 1, "{what}: {retry}");
+    }
+    let (_, metrics) = server.get_text("/metrics");
+    assert_eq!(
+        metric(&metrics, "ferry_driver_compile_abandoned_running"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        metric(&metrics, "ferry_driver_compiles_total{result=\"timeout\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&metrics, "ferry_driver_compiles_total{result=\"busy\"}"),
+        Some(3.0)
+    );
+
+    // Wait for the abandoned compile to end on its own.
+    let metrics = loop {
+        let (_, m) = server.get_text("/metrics");
+        if metric(&m, "ferry_driver_compile_abandoned_running") == Some(0.0) {
+            break m;
+        }
+        assert!(
+            timed_out_at.elapsed() < Duration::from_secs(120),
+            "the abandoned compile never ended"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let wall = timed_out_at.elapsed().as_secs_f64();
+    let cpu = (server.cpu_time() - cpu_at_timeout).as_secs_f64();
+    println!("abandoned compile: {cpu:.2} s of CPU in {wall:.2} s after its timeout");
+    // One compile on one core, plus the host's own small work.
+    assert!(cpu <= wall * 1.15 + 0.3, "{cpu:.2} s of CPU in {wall:.2} s");
+    let burned = metric(
+        &metrics,
+        "ferry_driver_compile_cpu_seconds_total{caller=\"abandoned\"}",
+    )
+    .unwrap();
+    assert!(burned > 0.5, "{metrics}");
+    // It stopped consuming CPU when it ended.
+    let idle_from = server.cpu_time();
+    std::thread::sleep(Duration::from_secs(1));
+    let idle = (server.cpu_time() - idle_from).as_secs_f64();
+    assert!(idle < 0.25, "{idle:.2} s of CPU while idle");
+
+    // The slot is free: an upload compiles again.
+    let (status, body) = server.send_bytes(
+        "PUT",
+        "/v1/drivers/plain?activate=false",
+        &variant(ferry::guests::PLAIN, 1),
+    );
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        driver_events(&server)
+            .iter()
+            .all(|e| e["driver"] == "plain")
+    );
+}
+
+/// Issue acceptance: `DELETE /v1/drivers/{name}/versions/{digest}` removes
+/// a version (its component, its artifact, its record) unless it is active
+/// or a driver call of a running migration still runs on it.
+#[test]
+fn a_version_is_deleted_unless_active_or_in_use_by_a_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = support::migrations::faulty_config(dir.path(), 10_000);
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("reader.token"), "reader-token-0123456789\n").unwrap();
+    let server = Server::start(&data, Some(&config));
+    let original = active_digest(&server, "faulty");
+    let next = variant(&std::fs::read(ferry::guests::FAULTY_PATH).unwrap(), 1);
+    let (status, body) = server.send_bytes("PUT", "/v1/drivers/faulty?activate=false", &next);
+    assert_eq!(status, 201, "{body}");
+    let d1 = body["digest"].as_str().unwrap().to_owned();
+    let path = |d: &str| format!("/v1/drivers/faulty/versions/{d}");
+
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("driver_version_active")),
+        "{body}"
+    );
+
+    // The source driver's copy runs 1.6 s on the original version; the
+    // swap to d1 lands in the middle of it.
+    let id = support::migrations::create(&server, "slow:migrate-volume@f1", "f1", 32 << 20);
+    let (status, body) = support::migrations::migrate(&server, &id, json!({"array": "f2"}));
+    assert_eq!(status, 202, "{body}");
+    support::migrations::wait_phase(&server, &id, "source_driver", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = server.call(
+        "POST",
+        "/v1/drivers/faulty/activate",
+        Some(json!({"digest": d1})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("driver_version_in_use")),
+        "{body}"
+    );
+    let (m, _) = support::migrations::wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "success", "{m}");
+
+    // Nothing runs on it any more.
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(versions(&server, "faulty"), [d1.as_str()]);
+    let (status, body) = server.call("DELETE", &path(&original), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("driver_version_not_found")),
+        "{body}"
+    );
+    let (status, body) = server.call("DELETE", &format!("/v1/drivers/nosuch/versions/{d1}"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (404, Some("driver_not_found")),
+        "{body}"
+    );
+    let (status, body) = server.call("DELETE", &format!("/v1/drivers/..%2Fx/versions/{d1}"), None);
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("invalid_name")),
+        "{body}"
+    );
+    let (status, _) = server
+        .request("DELETE", &path(&d1), None, Some("reader-token-0123456789"))
+        .unwrap();
+    assert_eq!(status, 403);
+    let deleted: Vec<Value> = driver_events(&server)
+        .into_iter()
+        .filter(|e| e["reason"] == "deleted")
+        .collect();
+    assert_eq!(deleted.len(), 1, "{deleted:?}");
+    assert_eq!(deleted[0]["to"], json!(original));
+    // The migrated volume is still served by the version left.
+    let (status, _) = server.call("DELETE", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 204);
+
+    // Restarted, the host runs the version left; the deleted one's bytes
+    // and artifact are gone from the store.
+    let server = server.restart();
+    assert_eq!(active_digest(&server, "faulty"), d1);
+    assert_eq!(versions(&server, "faulty"), [d1.as_str()]);
+    server.stop();
+    let (_, blobs, artifacts) = stored(&data);
+    assert!(!blobs.contains(&original), "{blobs:?}");
+    assert!(!artifacts.contains(&original), "{artifacts:?}");
+    assert!(blobs.contains(&d1) && artifacts.contains(&d1));
+}
+
+/// Issue acceptance: `driver_versions_kept` prunes the oldest inactive
+/// versions after an install, never the active one or the one just
+/// installed.
+#[test]
+fn installs_prune_the_oldest_inactive_versions_beyond_the_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "driver_versions_kept = 2");
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let original = active_digest(&server, "plain");
+    let mut digests = vec![original.clone()];
+    for n in 1..=3u32 {
+        let (status, body) = server.send_bytes(
+            "PUT",
+            "/v1/drivers/plain",
+            &variant(ferry::guests::PLAIN, n),
+        );
+        assert_eq!(status, 201, "{body}");
+        digests.push(body["digest"].as_str().unwrap().to_owned());
+        let kept = versions(&server, "plain");
+        assert_eq!(kept, digests[digests.len() - 2..], "after install {n}");
+    }
+    // Installed without activation: the active version and the new one
+    // stay, the limit notwithstanding.
+    let (status, body) = server.send_bytes(
+        "PUT",
+        "/v1/drivers/plain?activate=false",
+        &variant(ferry::guests::PLAIN, 4),
+    );
+    assert_eq!(status, 201, "{body}");
+    let d4 = body["digest"].as_str().unwrap().to_owned();
+    assert_eq!(versions(&server, "plain"), [digests[3].clone(), d4.clone()]);
+    let (status, body) = server.call(
+        "POST",
+        "/v1/drivers/plain/activate",
+        Some(json!({"digest": d4})),
+    );
+    assert_eq!(status, 200, "{body}");
+    let pruned: Vec<String> = driver_events(&server)
+        .into_iter()
+        .filter(|e| e["reason"] == "pruned")
+        .map(|e| e["to"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(pruned, digests[..3]);
+    // Other drivers keep theirs.
+    assert_eq!(versions(&server, "takeover").len(), 1);
+
+    server.stop();
+    let (listed, blobs, artifacts) = stored(&data);
+    for d in &digests[..3] {
+        assert!(!listed.contains(d) && !blobs.contains(d) && !artifacts.contains(d));
+    }
+    assert_eq!(blobs, listed);
+    assert_eq!(artifacts, listed);
 }

@@ -158,6 +158,16 @@ pub struct Config {
     /// Longest a driver component may take to compile, in milliseconds.
     #[serde(default = "default_max_compile_ms")]
     pub max_compile_ms: u64,
+    /// Longest an upload waits for the host's one compile slot while
+    /// another component compiles, in milliseconds; then it is refused as
+    /// busy (429 with `Retry-After`).
+    #[serde(default = "default_max_compile_wait_ms")]
+    pub max_compile_wait_ms: u64,
+    /// Versions of each driver kept: after an install the oldest inactive
+    /// versions beyond this many are deleted (never the active one, the one
+    /// just installed, or one a call runs on).
+    #[serde(default = "default_driver_versions_kept")]
+    pub driver_versions_kept: u64,
     /// Host copy bandwidth limit in bytes per second (none when absent).
     #[serde(default)]
     pub copy_bandwidth_bytes_per_sec: Option<u64>,
@@ -190,6 +200,12 @@ fn default_max_component_bytes() -> u64 {
 }
 fn default_max_compile_ms() -> u64 {
     60_000
+}
+fn default_max_compile_wait_ms() -> u64 {
+    10_000
+}
+fn default_driver_versions_kept() -> u64 {
+    5
 }
 fn default_max_connections() -> u64 {
     4096
@@ -312,6 +328,9 @@ impl Config {
         if self.max_component_bytes == 0 || self.max_compile_ms == 0 {
             return invalid("max_component_bytes and max_compile_ms must be > 0".into());
         }
+        if self.driver_versions_kept == 0 {
+            return invalid("driver_versions_kept must be > 0".into());
+        }
         let http = &self.http;
         if http.max_connections == 0 || http.max_connections > MAX_HTTP_CONNECTIONS {
             return invalid(format!(
@@ -341,6 +360,8 @@ mod tests {
         assert_eq!(names, ["t1", "v1", "v2", "p1"]);
         assert_eq!(c.zoning.len(), 2);
         assert_eq!(c.http, HttpConfig::default());
+        assert_eq!(c.driver_versions_kept, 5);
+        assert_eq!(c.max_compile_wait_ms, 10_000);
     }
 
     #[test]
@@ -434,6 +455,10 @@ mod tests {
             (
                 "[[array]]\nname='a'\ndriver='d'\n[events]\nmax_bytes=9\n",
                 "unknown field",
+            ),
+            (
+                "driver_versions_kept=0\n[[array]]\nname='a'\ndriver='d'\n",
+                "driver_versions_kept",
             ),
         ];
         for (text, want) in cases {

@@ -15,6 +15,8 @@ pub enum ErrorKind {
     Unprocessable,
     /// The request body is larger than allowed.
     TooLarge,
+    /// A shared resource (the compile slot) is taken; retry later.
+    TooManyRequests,
     /// A dependency (a driver) is not available.
     Unavailable,
     /// A driver failed (trap, timeout, backend error).

@@ -252,6 +252,17 @@ impl Server {
     /// Sends `bytes` as the raw body of a request with the admin token (a
     /// driver upload); returns status and JSON body.
     pub fn send_bytes(&self, method: &str, path: &str, bytes: &[u8]) -> (u16, Value) {
+        let (status, json, _) = self.send_bytes_with_headers(method, path, bytes);
+        (status, json)
+    }
+
+    /// [`Server::send_bytes`], with the answer's headers (names lowercase).
+    pub fn send_bytes_with_headers(
+        &self,
+        method: &str,
+        path: &str,
+        bytes: &[u8],
+    ) -> (u16, Value, Vec<(String, String)>) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .timeout_global(Some(Duration::from_secs(120)))
@@ -266,9 +277,33 @@ impl Server {
             .expect("request");
         let resp = agent.run(req).expect("upload failed");
         let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_lowercase(),
+                    v.to_str().unwrap_or("").to_owned(),
+                )
+            })
+            .collect();
         let text = resp.into_body().read_to_string().expect("body");
         let json = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        (status, json)
+        (status, json, headers)
+    }
+
+    /// CPU time the server process has used so far (user and system).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()))
+            .expect("read /proc/PID/stat");
+        // Fields after the command name, which is in parentheses and may
+        // hold spaces: utime and stime are the 14th and 15th of the line.
+        let rest = &stat[stat.rfind(')').expect("stat line") + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+        // SAFETY: sysconf reads a constant of the system.
+        let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        Duration::from_secs_f64(ticks as f64 / per_second as f64)
     }
 
     /// Fetches a path without a token and returns status and raw text.

@@ -1,6 +1,6 @@
 //! `/v1/drivers`: the driver registry. List the installed versions, upload
-//! a component (`PUT`, the raw bytes as the body) and activate a version
-//! (hot swap, roll back or forward).
+//! a component (`PUT`, the raw bytes as the body), activate a version (hot
+//! swap, roll back or forward) and delete one.
 
 use axum::Json;
 use axum::body::Body;
@@ -17,6 +17,7 @@ pub(super) fn register(r: Routes) -> Routes {
     r.get("/v1/drivers", list)
         .put("/v1/drivers/{name}", install)
         .post("/v1/drivers/{name}/activate", activate)
+        .delete("/v1/drivers/{name}/versions/{digest}", delete_version)
 }
 
 #[derive(Serialize)]
@@ -106,4 +107,12 @@ async fn activate(
     JsonBody(req): JsonBody<ActivateRequest>,
 ) -> Result<Json<DriverVersionView>, ApiError> {
     Ok(Json(service.activate_driver(name, req.digest).await?))
+}
+
+async fn delete_version(
+    State(service): State<Service>,
+    Path((name, digest)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    service.delete_driver_version(name, digest).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

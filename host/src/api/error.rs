@@ -17,6 +17,8 @@ pub struct ApiError {
     code: &'static str,
     message: String,
     challenge: Option<&'static str>,
+    /// Seconds for `Retry-After`, when the error only says "not now".
+    retry_after: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -43,6 +45,7 @@ impl ApiError {
             code,
             message,
             challenge: None,
+            retry_after: None,
         }
     }
 
@@ -118,6 +121,7 @@ pub fn status_of(kind: ErrorKind) -> StatusCode {
         ErrorKind::Conflict => StatusCode::CONFLICT,
         ErrorKind::Unprocessable => StatusCode::UNPROCESSABLE_ENTITY,
         ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
         ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         ErrorKind::BadGateway => StatusCode::BAD_GATEWAY,
         ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -136,7 +140,10 @@ impl From<ServiceError> for ApiError {
                 "service call failed"
             );
         }
-        Self::new(status, e.code(), e.to_string())
+        Self {
+            retry_after: e.retry_after_secs(),
+            ..Self::new(status, e.code(), e.to_string())
+        }
     }
 }
 
@@ -209,6 +216,10 @@ impl IntoResponse for ApiError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static(challenge),
             );
+        }
+        if let Some(secs) = self.retry_after {
+            res.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         res
     }
@@ -350,5 +361,35 @@ mod tests {
         assert_eq!(e.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(status_of(ErrorKind::BadGateway), StatusCode::BAD_GATEWAY);
         assert_eq!(status_of(ErrorKind::Conflict), StatusCode::CONFLICT);
+    }
+
+    #[test]
+    fn a_busy_compile_slot_answers_429_with_retry_after() {
+        let e = ApiError::from(ServiceError::DriverRefused {
+            name: "acme".into(),
+            source: crate::runtime::RuntimeError::CompileBusy {
+                retry_after_secs: 7,
+            },
+        });
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::TOO_MANY_REQUESTS, "compile_busy")
+        );
+        let res = e.into_response();
+        assert_eq!(res.headers()[header::RETRY_AFTER], "7");
+        let e = ApiError::from(ServiceError::DriverVersionInUse {
+            name: "acme".into(),
+            digest: "ab".repeat(32),
+            calls: 1,
+        });
+        assert_eq!(
+            (e.status(), e.code()),
+            (StatusCode::CONFLICT, "driver_version_in_use")
+        );
+        assert!(
+            !e.into_response()
+                .headers()
+                .contains_key(header::RETRY_AFTER)
+        );
     }
 }

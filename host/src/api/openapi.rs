@@ -209,7 +209,7 @@ fn paths() -> Value {
             "listDrivers", "List the drivers and their installed versions.", &[], None,
             ("200", ok("The drivers.", "DriverList")), &[AUTH_ERRORS])},
         "/v1/drivers/{name}": {"put": install_driver()},
-        "/v1/drivers/{name}/activate": {"post": named(operation(
+        "/v1/drivers/{name}/activate": {"post": with_retry_after(named(operation(
             "activateDriver",
             "Make an installed version the active one (hot swap; roll back or forward). \
              Calls in flight finish on the old version; new calls use this one.",
@@ -218,11 +218,14 @@ fn paths() -> Value {
             &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, &[
                 ("404", "No such driver (`driver_not_found`) or version \
                          (`driver_version_not_found`)."),
-            ]]))},
+                ("429", COMPILE_BUSY),
+            ]])))},
+        "/v1/drivers/{name}/versions/{digest}": {"delete": delete_driver_version()},
         "/metrics": {"get": public(operation(
             "metrics",
             "Prometheus text: volumes, migrations, per-driver calls, errors, traps, \
-             timeouts, latency and memory high-water mark, NBD and HTTP counters.",
+             timeouts, latency and memory high-water mark, driver compiles (by result, \
+             the abandoned compile still running, CPU time), NBD and HTTP counters.",
             &[], None,
             ("200", json!({"description": "Metrics in the text exposition format 0.0.4.",
                            "content": {"text/plain": {}}})), &[]))},
@@ -287,13 +290,67 @@ fn named(mut op: Value) -> Value {
     op
 }
 
+/// A 429 of the compile slot.
+const COMPILE_BUSY: &str = "Another component is compiling (one compile at a time per host) \
+     and did not end within `max_compile_wait_ms` (`compile_busy`); `Retry-After` says \
+     when to try again.";
+
+/// Documents the `Retry-After` header of an operation's 429.
+fn with_retry_after(mut op: Value) -> Value {
+    op["responses"]["429"]["headers"] = json!({"Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "schema": {"type": "integer", "minimum": 1}
+    }});
+    op
+}
+
+fn delete_driver_version() -> Value {
+    let mut op = named(operation(
+        "deleteDriverVersion",
+        "Delete an installed version: its component, its compiled artifacts and its \
+         place in the driver's record (the bytes stay while another driver name lists \
+         the same digest). The active version and a version a driver call (of a \
+         running migration, say) still runs on are refused. Versions are also deleted \
+         by the `driver_versions_kept` setting after an install.",
+        &[],
+        None,
+        no_content("Deleted."),
+        &[
+            AUTH_ERRORS,
+            ADMIN_ERRORS,
+            &[
+                ("400", "Bad driver name (`invalid_name`)."),
+                (
+                    "404",
+                    "No such driver (`driver_not_found`) or version \
+                     (`driver_version_not_found`).",
+                ),
+                (
+                    "409",
+                    "The version is the active one (`driver_version_active`) or a driver \
+                     call runs on it (`driver_version_in_use`).",
+                ),
+            ],
+        ],
+    ));
+    if let Some(p) = op["parameters"].as_array_mut() {
+        p.push(json!({
+            "name": "digest", "in": "path", "required": true,
+            "schema": {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}
+        }));
+    }
+    op
+}
+
 fn install_driver() -> Value {
     let mut op = named(operation(
         "installDriver",
         "Upload a driver component (the raw bytes as the body). It is validated (size, \
          compile time, the ferry:driver world at a compatible version, a first \
          `capabilities` call), stored and, unless `activate=false`, made active at once. \
-         A refused component changes nothing.",
+         Components compile one at a time per host. A refused component changes \
+         nothing and leaves nothing stored. A new version may delete the driver's oldest \
+         inactive versions beyond `driver_versions_kept`.",
         &[],
         None,
         (
@@ -318,9 +375,11 @@ fn install_driver() -> Value {
                      `incompatible_world_version`, `compile_failed`, `compile_timeout`, \
                      `smoke_call_failed`.",
                 ),
+                ("429", COMPILE_BUSY),
             ],
         ],
     ));
+    op = with_retry_after(op);
     op["responses"]["200"] = ok(
         "That version was installed already (same digest).",
         "DriverVersionResult",
@@ -448,7 +507,8 @@ fn schemas() -> Value {
                 "driver": {"type": "string",
                            "description": "Driver events: the driver's name. `to` is the \
                            version's digest, `from` the digest it replaced, `reason` \
-                           `installed` or `activated`."},
+                           `installed`, `activated`, `deleted` (by request) or `pruned` \
+                           (by `driver_versions_kept`)."},
                 "from": {"type": ["string", "null"]},
                 "to": {"type": "string"},
                 "at": time,
@@ -691,6 +751,29 @@ mod tests {
                 .filter_map(|s| s.strip_prefix('{')?.strip_suffix('}'))
                 .collect();
             assert_eq!(params, in_path, "{}", r.path);
+        }
+    }
+
+    #[test]
+    fn the_driver_registry_documents_its_refusals_and_retry_after() {
+        let doc = document();
+        let del = &doc["paths"]["/v1/drivers/{name}/versions/{digest}"]["delete"];
+        let conflict = del["responses"]["409"]["description"].as_str().unwrap();
+        assert!(conflict.contains("`driver_version_active`"), "{conflict}");
+        assert!(conflict.contains("`driver_version_in_use`"), "{conflict}");
+        assert!(del["responses"].get("204").is_some());
+        for path in ["/v1/drivers/{name}", "/v1/drivers/{name}/activate"] {
+            let item = doc["paths"][path].as_object().unwrap();
+            let op = item.values().next().unwrap();
+            let busy = &op["responses"]["429"];
+            assert!(
+                busy["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains("`compile_busy`"),
+                "{path}"
+            );
+            assert!(busy["headers"].get("Retry-After").is_some(), "{path}");
         }
     }
 

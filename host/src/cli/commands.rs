@@ -1,4 +1,4 @@
-//! The client commands: `array`, `volume`, `driver list|install|activate`.
+//! The client commands: `array`, `volume`, `driver list|install|activate|delete`.
 //! Each calls the API and prints a table, or the server's JSON with
 //! `--json`.
 
@@ -6,7 +6,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use super::client::{Client, ClientError};
-use super::table::{Table, format_size, key_values};
+use super::table::{Table, format_size, key_values, sanitize};
 use super::{ArrayCmd, MigrationStatusArg, ModeArg, ResetStatusArg, VolumeCmd};
 use crate::runtime::Capabilities;
 use crate::service::{
@@ -365,6 +365,27 @@ pub fn driver_activate(
     Ok(())
 }
 
+/// `ferry driver delete N DIGEST`
+pub fn driver_delete(c: &Client, out: Output, name: &str, digest: &str) -> Result<(), ClientError> {
+    c.delete(&version_path(name, digest))?;
+    if !out.json(&json!({ "name": name, "digest": digest, "deleted": true }))? {
+        println!(
+            "deleted version {} of driver {}",
+            sanitize(digest),
+            sanitize(name)
+        );
+    }
+    Ok(())
+}
+
+fn version_path(name: &str, digest: &str) -> String {
+    format!(
+        "/v1/drivers/{}/versions/{}",
+        path_segment(name),
+        path_segment(digest)
+    )
+}
+
 fn install_path(name: &str, activate: bool) -> String {
     let mut path = format!("/v1/drivers/{}", path_segment(name));
     if !activate {
@@ -571,6 +592,14 @@ mod tests {
         assert_eq!(
             install_path("acme", false),
             "/v1/drivers/acme?activate=false"
+        );
+        assert_eq!(
+            version_path("acme", "ab12"),
+            "/v1/drivers/acme/versions/ab12"
+        );
+        assert_eq!(
+            version_path("acme", "../x?y"),
+            "/v1/drivers/acme/versions/..%2Fx%3Fy"
         );
         assert_eq!(path_segment("a/b?c d"), "a%2Fb%3Fc%20d");
         assert_eq!(path_segment("vendor-copy_2.0"), "vendor-copy_2.0");

@@ -115,6 +115,14 @@ pub enum DriverCmd {
         /// Digest of the version, as `driver list --json` shows it.
         digest: String,
     },
+    /// Delete an installed version that is not active and that no call
+    /// runs on: its component, compiled code and record.
+    Delete {
+        /// Driver name.
+        name: String,
+        /// Digest of the version, as `driver list --json` shows it.
+        digest: String,
+    },
     /// Run the conformance checks on a component locally, against scratch
     /// arrays; no server needed.
     Check {
@@ -324,6 +332,11 @@ pub fn main() -> ExitCode {
                 commands::driver_activate(c, out, &name, &digest)
             })
         }
+        Command::Driver(DriverCmd::Delete { name, digest }) => {
+            with_client(&cli.url, &cli.data_dir, cli.json, |c, out| {
+                commands::driver_delete(c, out, &name, &digest)
+            })
+        }
     }
 }
 
@@ -448,6 +461,13 @@ mod tests {
         };
         assert_eq!((name.as_str(), digest.as_str()), ("acme", "abc123"));
         let e = Cli::try_parse_from(["ferry", "driver", "activate", "acme"]).unwrap_err();
+        assert_eq!(e.exit_code(), 2);
+        let cli = Cli::try_parse_from(["ferry", "driver", "delete", "acme", "abc123"]).unwrap();
+        let Command::Driver(DriverCmd::Delete { name, digest }) = cli.command else {
+            panic!("wrong command");
+        };
+        assert_eq!((name.as_str(), digest.as_str()), ("acme", "abc123"));
+        let e = Cli::try_parse_from(["ferry", "driver", "delete", "acme"]).unwrap_err();
         assert_eq!(e.exit_code(), 2);
 
         let cli = Cli::try_parse_from(["ferry", "driver", "check", "d.wasm", "--json"]).unwrap();

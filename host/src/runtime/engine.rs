@@ -99,6 +99,10 @@ fn config(kind: AllocatorKind, slots: u32, memory: usize) -> Config {
     // Drivers are synchronous; the concurrency machinery only adds cost.
     c.concurrency_support(false);
     c.max_wasm_stack(MAX_WASM_STACK);
+    // A compile runs on its caller's thread alone: one compile at a time
+    // then means one core at most, also for a compile whose caller gave up
+    // on it (Cranelift cannot be stopped), and its CPU time is measurable.
+    c.parallel_compilation(false);
     match kind {
         AllocatorKind::Pooling => {
             c.allocation_strategy(InstanceAllocationStrategy::Pooling(pool(slots, memory)));

@@ -135,6 +135,16 @@ pub enum RuntimeError {
         /// The limit.
         limit_ms: u64,
     },
+    /// Another component held the host's one compile slot for longer than
+    /// this one may wait.
+    #[error(
+        "another driver component is compiling (one compile at a time); \
+         retry in {retry_after_secs} s"
+    )]
+    CompileBusy {
+        /// When the slot is likely free again, in seconds.
+        retry_after_secs: u64,
+    },
     /// The component failed its first `capabilities` call.
     #[error("component failed its first capabilities call: {0}")]
     SmokeFailed(CallError),
@@ -156,6 +166,7 @@ impl RuntimeError {
             Self::NotAComponent(_) => "not_a_component",
             Self::IncompatibleVersion { .. } => "incompatible_world_version",
             Self::CompileTimeout { .. } => "compile_timeout",
+            Self::CompileBusy { .. } => "compile_busy",
             Self::WrongWorld(_) => "wrong_world",
             Self::Compile(_) => "compile_failed",
             Self::SmokeFailed(_) => "smoke_call_failed",

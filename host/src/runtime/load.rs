@@ -1,10 +1,10 @@
 //! Loading a driver version: the checks a component passes before it may
 //! run (size, encoding, a bounded compile, the driver world at a compatible
 //! version, a first `capabilities` call), and the cache of compiled
-//! artifacts that lets a restart skip the compiler.
+//! artifacts that lets a restart skip the compiler; only a component that
+//! passed every check gets an artifact cached.
 
 use std::hash::{Hash, Hasher};
-use std::sync::mpsc;
 use std::time::Duration;
 
 use wasmtime::Engine;
@@ -105,14 +105,16 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), RuntimeErro
 impl Inner {
     /// Compiles `bytes` (or loads this host's own artifact of them), checks
     /// it against the driver world and makes a first `capabilities` call
-    /// with no array bound.
+    /// with no array bound. Only then is a fresh artifact cached: a refused
+    /// component leaves nothing behind in the store.
     pub(crate) fn load(
         &self,
         name: &str,
         digest: String,
         bytes: &[u8],
     ) -> Result<Loaded, RuntimeError> {
-        let component = self.component(&digest, bytes)?;
+        let key = artifact_key(&self.engine, &digest);
+        let (component, compiled_now) = self.component(&key, &digest, bytes)?;
         check_world(&self.engine, &component)?;
         let pre = self
             .linker
@@ -122,6 +124,9 @@ impl Inner {
         let caps = self
             .execute(&pre, name, None, |g, s| g.call_capabilities(s))
             .map_err(RuntimeError::SmokeFailed)?;
+        if compiled_now {
+            self.cache_artifact(&key, &digest, &component);
+        }
         Ok(Loaded {
             digest,
             pre,
@@ -130,20 +135,24 @@ impl Inner {
     }
 
     /// The compiled component: from the artifact cache when this host
-    /// compiled it before, else from the compiler (bounded in time) and then
-    /// cached. A cache that fails is logged and bypassed, never fatal.
-    fn component(&self, digest: &str, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        let cache = self.cfg.artifacts.as_ref();
-        let key = artifact_key(&self.engine, digest);
-        if let Some(cache) = cache {
-            match cache.get(&key) {
+    /// compiled it before (`false`), else from the compiler, one compile at
+    /// a time and bounded in time (`true`). A cache that fails is logged and
+    /// bypassed, never fatal.
+    fn component(
+        &self,
+        key: &str,
+        digest: &str,
+        bytes: &[u8],
+    ) -> Result<(Component, bool), RuntimeError> {
+        if let Some(cache) = self.cfg.artifacts.as_ref() {
+            match cache.get(key) {
                 Ok(Some(artifact)) => {
                     // SAFETY: the cache holds only artifacts this host
                     // serialized from components it compiled itself, under
                     // a key bound to the engine's settings; wasmtime checks
                     // the artifact's header and engine compatibility again.
                     match unsafe { Component::deserialize(&self.engine, &artifact) } {
-                        Ok(c) => return Ok(c),
+                        Ok(c) => return Ok((c, false)),
                         Err(e) => {
                             tracing::warn!(digest, error = %chain(&e), "cached driver artifact unusable; recompiling");
                         }
@@ -153,52 +162,33 @@ impl Inner {
                 Err(e) => tracing::warn!(digest, error = %e, "driver artifact cache unreadable"),
             }
         }
-        let component = self.compile_bounded(bytes)?;
-        if let Some(cache) = cache {
-            match component.serialize() {
-                Ok(artifact) => {
-                    if let Err(e) = cache.put(&key, &artifact) {
-                        tracing::warn!(digest, error = %e, "cannot cache driver artifact");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(digest, error = %chain(&e), "cannot serialize driver artifact")
-                }
-            }
-        }
-        Ok(component)
+        let component = self.compile_slot.compile(&self.engine, bytes)?;
+        Ok((component, true))
     }
 
-    /// Compiles on a thread of its own and gives up after the configured
-    /// time. Cranelift cannot be interrupted, so a compile that overruns
-    /// finishes in the background and its result is dropped; the size cap
-    /// bounds how long that can be.
-    fn compile_bounded(&self, bytes: &[u8]) -> Result<Component, RuntimeError> {
-        let limit = self.cfg.max_compile_time;
-        let engine = self.engine.clone();
-        let owned = bytes.to_vec();
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("driver-compile".into())
-            .spawn(move || {
-                let _ = tx.send(Component::new(&engine, &owned));
-            })
-            .map_err(|e| RuntimeError::Engine(format!("cannot start a compile thread: {e}")))?;
-        match rx.recv_timeout(limit) {
-            Ok(Ok(c)) => Ok(c),
-            Ok(Err(e)) => Err(RuntimeError::Compile(chain(&e))),
-            Err(mpsc::RecvTimeoutError::Timeout) => Err(RuntimeError::CompileTimeout {
-                limit_ms: u64::try_from(limit.as_millis()).unwrap_or(u64::MAX),
-            }),
-            Err(mpsc::RecvTimeoutError::Disconnected) => Err(RuntimeError::Compile(
-                "the compiler stopped without an answer".into(),
-            )),
+    /// Keeps the artifact of a component that passed every check, so a
+    /// restart skips the compiler.
+    fn cache_artifact(&self, key: &str, digest: &str, component: &Component) {
+        let Some(cache) = self.cfg.artifacts.as_ref() else {
+            return;
+        };
+        match component.serialize() {
+            Ok(artifact) => {
+                if let Err(e) = cache.put(key, &artifact) {
+                    tracing::warn!(digest, error = %e, "cannot cache driver artifact");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(digest, error = %chain(&e), "cannot serialize driver artifact")
+            }
         }
     }
 }
 
 /// Default cap on compiling one component.
 pub(crate) const DEFAULT_COMPILE_TIME: Duration = Duration::from_secs(60);
+/// Default wait for the compile slot while another component compiles.
+pub(crate) const DEFAULT_COMPILE_WAIT: Duration = Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 
 mod bindings;
 mod call;
+mod compile;
 mod engine;
 mod error;
 mod host_impl;
@@ -45,6 +46,7 @@ use crate::array::{Array, Lun, validate_name};
 use crate::config::DriverLimits;
 use crate::hydrate::Hydrations;
 
+pub use self::compile::CompileStats;
 pub use self::engine::AllocatorKind;
 pub use self::error::{CallError, MAX_MODEL_UPDATE_BYTES, RuntimeError};
 pub use self::host_impl::MAX_IO_BYTES;
@@ -72,6 +74,9 @@ pub struct RuntimeConfig {
     pub max_component_bytes: usize,
     /// Longest a component may take to compile before it is refused.
     pub max_compile_time: Duration,
+    /// Longest a component waits for the compile slot (one compile at a
+    /// time) before it is refused as busy.
+    pub max_compile_wait: Duration,
     /// Where compiled artifacts are kept between runs; without it every
     /// start compiles again.
     pub artifacts: Option<Arc<dyn ArtifactCache>>,
@@ -87,6 +92,7 @@ impl Default for RuntimeConfig {
             driver_limits: HashMap::new(),
             max_component_bytes: 64 << 20,
             max_compile_time: load::DEFAULT_COMPILE_TIME,
+            max_compile_wait: load::DEFAULT_COMPILE_WAIT,
             artifacts: None,
             hydrations: None,
         }
@@ -100,6 +106,7 @@ impl std::fmt::Debug for RuntimeConfig {
             .field("driver_limits", &self.driver_limits)
             .field("max_component_bytes", &self.max_component_bytes)
             .field("max_compile_time", &self.max_compile_time)
+            .field("max_compile_wait", &self.max_compile_wait)
             .field("artifacts", &self.artifacts.is_some())
             .field("hydrations", &self.hydrations.is_some())
             .finish()
@@ -184,6 +191,8 @@ struct Inner {
     /// The active version of each driver name.
     active: RwLock<HashMap<String, Arc<Loaded>>>,
     slots: Slots,
+    /// The one compile at a time.
+    compile_slot: Arc<compile::CompileSlot>,
     _ticker: engine::Ticker,
 }
 
@@ -211,6 +220,7 @@ impl DriverRuntime {
         let linker = wasi::linker(&engine).map_err(|e| RuntimeError::Engine(chain(&e)))?;
         let ticker = engine::Ticker::start(&engine).map_err(RuntimeError::Engine)?;
         tracing::debug!(allocator = ?allocator, slots, "driver runtime ready");
+        let compile_slot = compile::CompileSlot::new(cfg.max_compile_time, cfg.max_compile_wait);
         Ok(Self {
             inner: Arc::new(Inner {
                 engine,
@@ -222,6 +232,7 @@ impl DriverRuntime {
                 compiled: Mutex::new(HashMap::new()),
                 active: RwLock::new(HashMap::new()),
                 slots: Slots::new(slots),
+                compile_slot,
                 _ticker: ticker,
             }),
         })
@@ -305,6 +316,43 @@ impl DriverRuntime {
     /// Call statistics of every driver that has been called, by name.
     pub fn call_stats(&self) -> std::collections::BTreeMap<String, DriverCallStats> {
         self.inner.metrics.snapshot()
+    }
+
+    /// What the compile slot has done: compiles, timeouts, refusals as
+    /// busy, the abandoned compile still running and the CPU spent.
+    pub fn compile_stats(&self) -> CompileStats {
+        self.inner.compile_slot.stats()
+    }
+
+    /// How many calls run on version `digest` right now. Each call holds
+    /// its version's `Arc` for its whole run; the registry's own references
+    /// (the compiled map and every name it is active for) do not count.
+    pub fn calls_running_on(&self, digest: &str) -> usize {
+        let compiled = lock(&self.inner.compiled);
+        let Some(loaded) = compiled.get(digest) else {
+            // Not loaded since the host started: nothing can run on it.
+            return 0;
+        };
+        let active = self.inner.active.read().unwrap_or_else(|p| p.into_inner());
+        let registry = 1 + active.values().filter(|l| Arc::ptr_eq(l, loaded)).count();
+        Arc::strong_count(loaded).saturating_sub(registry)
+    }
+
+    /// Drops the compiled version `digest` (its component was deleted), so
+    /// its code no longer takes memory. Does nothing, and answers false,
+    /// while a call runs on it or a driver has it active.
+    pub fn forget(&self, digest: &str) -> bool {
+        let mut compiled = lock(&self.inner.compiled);
+        let Some(loaded) = compiled.get(digest) else {
+            return true;
+        };
+        let active = self.inner.active.read().unwrap_or_else(|p| p.into_inner());
+        if active.values().any(|l| Arc::ptr_eq(l, loaded)) || Arc::strong_count(loaded) > 1 {
+            return false;
+        }
+        drop(active);
+        compiled.remove(digest);
+        true
     }
 
     /// Digest of the active version of `name`.

@@ -170,3 +170,125 @@ fn a_compile_over_the_time_cap_is_refused_and_changes_nothing() {
     assert!(err.to_string().contains("longer than 1 ms"), "{err}");
     assert_eq!(rt.active_digest("x"), None);
 }
+
+#[test]
+fn a_refused_component_leaves_no_artifact_behind() {
+    let cache = Arc::new(CountingCache::default());
+    let rt = runtime_with_cache(cache.clone());
+    let trap = std::fs::read(guests::TRAP_CAPABILITIES_PATH).unwrap();
+    let err = rt.install("x", &trap).unwrap_err();
+    assert_eq!(err.code(), "smoke_call_failed", "{err}");
+    let err = rt.install("x", b"\0asm\x0d\0\x01\0").unwrap_err();
+    assert_eq!(err.code(), "wrong_world", "{err}");
+    assert_eq!(*lock(&cache.puts), 0, "a refused component was cached");
+    assert!(lock(&cache.items).is_empty());
+    // An accepted one is cached once it passed every check.
+    rt.install("x", guests::PLAIN).unwrap();
+    assert_eq!(*lock(&cache.puts), 1);
+}
+
+#[test]
+fn an_abandoned_compile_holds_the_one_slot_until_it_ends() {
+    let rt = DriverRuntime::new(
+        RuntimeConfig {
+            max_compile_time: Duration::from_millis(1),
+            max_compile_wait: Duration::ZERO,
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let err = rt.install("x", guests::TAKEOVER).unwrap_err();
+    assert_eq!(err.code(), "compile_timeout", "{err}");
+    // Compiling takes far longer than the few microseconds to here.
+    let err = rt.install("y", guests::PLAIN).unwrap_err();
+    assert!(
+        matches!(err, RuntimeError::CompileBusy { retry_after_secs } if retry_after_secs >= 1),
+        "{err}"
+    );
+    let stats = rt.compile_stats();
+    assert_eq!(
+        (stats.timeouts, stats.busy, stats.abandoned_running),
+        (1, 1, 1)
+    );
+    let until = Instant::now() + Duration::from_secs(60);
+    while rt.compile_stats().abandoned_running == 1 {
+        assert!(Instant::now() < until, "the abandoned compile never ended");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let stats = rt.compile_stats();
+    assert!(stats.abandoned_cpu_seconds > 0.0, "{stats:?}");
+    assert_eq!(stats.cpu_seconds, stats.abandoned_cpu_seconds);
+    // The slot is free again: the next compile runs (and overruns) itself.
+    let err = rt.install("y", guests::PLAIN).unwrap_err();
+    assert_eq!(err.code(), "compile_timeout", "{err}");
+}
+
+#[test]
+fn compiles_wait_their_turn_within_the_wait_limit() {
+    let rt = DriverRuntime::new(
+        RuntimeConfig::default(),
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let threads: Vec<_> = [guests::PLAIN, guests::TAKEOVER, guests::VENDOR_COPY]
+        .into_iter()
+        .enumerate()
+        .map(|(i, bytes)| {
+            let rt = rt.clone();
+            std::thread::spawn(move || rt.install(&format!("d{i}"), bytes))
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap().unwrap();
+    }
+    let stats = rt.compile_stats();
+    assert_eq!((stats.compiled, stats.busy, stats.timeouts), (3, 0, 0));
+}
+
+#[test]
+fn a_version_a_call_runs_on_is_counted_and_not_forgotten() {
+    let misbehave = std::fs::read(guests::MISBEHAVE_PATH).unwrap();
+    let rt = DriverRuntime::new(
+        RuntimeConfig {
+            driver_limits: HashMap::from([(
+                "m".to_owned(),
+                crate::config::DriverLimits {
+                    deadline_ms: 500,
+                    memory_bytes: 16 << 20,
+                },
+            )]),
+            ..RuntimeConfig::default()
+        },
+        Arc::new(MemoryStateStore::default()),
+    )
+    .unwrap();
+    let old = rt.install("m", &misbehave).unwrap().digest;
+    assert_eq!(rt.calls_running_on(&old), 0, "active is not running");
+    let dir = tempfile::tempdir().unwrap();
+    let scope = CallScope::new(array(dir.path(), "m1", "m", 1 << 30), vec![]);
+    let call = {
+        let rt = rt.clone();
+        std::thread::spawn(move || rt.create_volume(&scope, &volume("loop", 1 << 20)))
+    };
+    let until = Instant::now() + Duration::from_secs(5);
+    while rt.calls_running_on(&old) == 0 {
+        assert!(Instant::now() < until, "the call never started");
+        std::thread::yield_now();
+    }
+    // Swapped away while the call runs: the call keeps its version.
+    let new = rt.install("m", guests::PLAIN).unwrap().digest;
+    assert_eq!(rt.calls_running_on(&old), 1);
+    assert!(!rt.forget(&old));
+    assert!(rt.is_prepared(&old));
+    assert!(
+        call.join().unwrap().is_err(),
+        "the loop ran into its deadline"
+    );
+    assert_eq!(rt.calls_running_on(&old), 0);
+    assert!(rt.forget(&old));
+    assert!(!rt.is_prepared(&old));
+    // The active version is never forgotten.
+    assert!(!rt.forget(&new));
+    assert!(rt.is_prepared(&new));
+}

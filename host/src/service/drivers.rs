@@ -1,7 +1,8 @@
 //! The driver registry: loading drivers at start (the built-in example
 //! drivers, the components the config names, and whatever version an
-//! operator activated last), installing uploaded versions and activating
-//! one (hot swap).
+//! operator activated last), installing uploaded versions, activating one
+//! (hot swap), and deleting versions, by request or by the retention
+//! setting after an install.
 
 use sha2::{Digest, Sha256};
 
@@ -119,6 +120,22 @@ impl Service {
             .await
     }
 
+    /// Deletes the installed version `digest` of `name`: its component, its
+    /// compiled artifacts and its place in the record. Refused for the
+    /// active version and for one a driver call (of a migration, say) still
+    /// runs on.
+    pub async fn delete_driver_version(
+        &self,
+        name: String,
+        digest: String,
+    ) -> Result<(), ServiceError> {
+        crate::array::validate_name(&name)
+            .map_err(|e| ServiceError::InvalidName(format!("driver name: {e}")))?;
+        let svc = self.clone();
+        self.blocking(move || svc.delete_driver_version_blocking(&name, &digest))
+            .await
+    }
+
     async fn blocking<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> Result<T, ServiceError> + Send + 'static,
@@ -143,6 +160,12 @@ impl Service {
         // not hold up an activation.
         let prepared = inner.runtime.prepare(name, bytes).map_err(refused)?;
         let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        // A deletion of the same digest may have come in between and
+        // dropped the compiled version: load it again (from scratch, as its
+        // artifact went too).
+        if !inner.runtime.is_prepared(&prepared.digest) {
+            inner.runtime.prepare(name, bytes).map_err(refused)?;
+        }
         inner.store.put_driver_blob(&prepared.digest, bytes)?;
         let previous = inner.store.driver(name)?;
         let old_active = previous.as_ref().map(|r| r.active_digest.clone());
@@ -184,6 +207,9 @@ impl Service {
             );
         }
         tracing::info!(driver = %name, digest = %prepared.digest, created, activate, "driver version installed");
+        if created {
+            self.prune(name, &prepared.digest);
+        }
         Ok(version_view(
             &record,
             &prepared.digest,
@@ -238,6 +264,104 @@ impl Service {
                 .emit_driver(name, Some(old), digest.clone(), "activated".to_owned());
         }
         Ok(version_view(&record, &digest, false, active.capabilities))
+    }
+}
+
+impl Service {
+    fn delete_driver_version_blocking(&self, name: &str, digest: &str) -> Result<(), ServiceError> {
+        let inner = &self.inner;
+        let digest = digest.to_ascii_lowercase();
+        let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let record = inner
+            .store
+            .driver(name)?
+            .ok_or_else(|| ServiceError::DriverNotFound(name.to_owned()))?;
+        if !record.versions.iter().any(|v| v.digest == digest) {
+            return Err(ServiceError::DriverVersionNotFound {
+                name: name.to_owned(),
+                digest,
+            });
+        }
+        self.remove_version(&record, &digest)?;
+        inner
+            .events
+            .emit_driver(name, None, digest.clone(), "deleted".to_owned());
+        tracing::info!(driver = %name, digest = %digest, "driver version deleted");
+        Ok(())
+    }
+
+    /// Deletes version `digest` from `record`: refused for the active
+    /// version and while a call runs on it. The component and its
+    /// artifacts go with it unless another driver lists the same bytes.
+    /// Runs under the registry lock, so the version cannot become active
+    /// meanwhile, and a call can only start on an active version.
+    fn remove_version(&self, record: &DriverRecord, digest: &str) -> Result<(), ServiceError> {
+        let inner = &self.inner;
+        if record.active_digest == digest {
+            return Err(ServiceError::DriverVersionActive {
+                name: record.name.clone(),
+                digest: digest.to_owned(),
+            });
+        }
+        let calls = inner.runtime.calls_running_on(digest);
+        if calls > 0 {
+            return Err(ServiceError::DriverVersionInUse {
+                name: record.name.clone(),
+                digest: digest.to_owned(),
+                calls,
+            });
+        }
+        let bytes_gone = inner.store.delete_driver_version(&record.name, digest)?;
+        if bytes_gone && !inner.runtime.forget(digest) {
+            // Cannot happen under the registry lock; the compiled code then
+            // only stays in memory until the host stops.
+            tracing::warn!(driver = %record.name, digest, "a deleted driver version is still loaded");
+        }
+        Ok(())
+    }
+
+    /// The retention setting: deletes the oldest versions of `name` beyond
+    /// `driver_versions_kept`, never the active one, `installed` (the
+    /// version this install added) or one a call runs on (it goes at a later
+    /// install). A failure is logged; the install stands.
+    fn prune(&self, name: &str, installed: &str) {
+        let inner = &self.inner;
+        let record = match inner.store.driver(name) {
+            Ok(Some(r)) => r,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(driver = %name, error = %e, "cannot read the driver record to prune old versions");
+                return;
+            }
+        };
+        let mut excess = record.versions.len().saturating_sub(inner.versions_kept);
+        let oldest_first: Vec<String> = record
+            .versions
+            .iter()
+            .map(|v| v.digest.clone())
+            .filter(|d| *d != record.active_digest && d != installed)
+            .collect();
+        for digest in oldest_first {
+            if excess == 0 {
+                break;
+            }
+            match self.remove_version(&record, &digest) {
+                Ok(()) => {
+                    excess -= 1;
+                    inner
+                        .events
+                        .emit_driver(name, None, digest.clone(), "pruned".to_owned());
+                    tracing::info!(driver = %name, digest = %digest, "old driver version pruned");
+                }
+                Err(ServiceError::DriverVersionInUse { .. }) => {
+                    tracing::debug!(driver = %name, digest = %digest, "old driver version in use; pruned later");
+                }
+                Err(e) => {
+                    tracing::warn!(driver = %name, digest = %digest, error = %e, "cannot prune an old driver version");
+                    return;
+                }
+            }
+        }
     }
 }
 

@@ -160,6 +160,30 @@ pub enum ServiceError {
         /// The digest asked for.
         digest: String,
     },
+    /// The version is the driver's active one and cannot be deleted.
+    #[error(
+        "version {digest} is the active version of driver {name:?}; \
+         activate another version before deleting it"
+    )]
+    DriverVersionActive {
+        /// Driver name.
+        name: String,
+        /// The version.
+        digest: String,
+    },
+    /// A driver call (of a migration, say) runs on the version.
+    #[error(
+        "{calls} driver call(s) still run on version {digest} of driver {name:?}; \
+         retry once they end"
+    )]
+    DriverVersionInUse {
+        /// Driver name.
+        name: String,
+        /// The version.
+        digest: String,
+        /// Calls running on it when asked.
+        calls: usize,
+    },
     /// An uploaded component was refused; the active version is unchanged.
     #[error("driver {name:?} version refused: {source}")]
     DriverRefused {
@@ -216,6 +240,8 @@ impl ServiceError {
             Self::DriverNotLoaded(_) => "driver_not_loaded",
             Self::DriverNotFound(_) => "driver_not_found",
             Self::DriverVersionNotFound { .. } => "driver_version_not_found",
+            Self::DriverVersionActive { .. } => "driver_version_active",
+            Self::DriverVersionInUse { .. } => "driver_version_in_use",
             Self::DriverRefused { source, .. } => source.code(),
             Self::Driver { source, .. } => source.code(),
             Self::Array(ArrayError::NoSpace { .. }) => "no_space",
@@ -250,14 +276,32 @@ impl ServiceError {
             Self::InvalidState { .. } => ErrorKind::Conflict,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
             Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,
+            Self::DriverVersionActive { .. } | Self::DriverVersionInUse { .. } => {
+                ErrorKind::Conflict
+            }
             Self::DriverRefused { source, .. } => match source {
                 RuntimeError::TooLarge { .. } => ErrorKind::TooLarge,
+                RuntimeError::CompileBusy { .. } => ErrorKind::TooManyRequests,
                 RuntimeError::Engine(_) => ErrorKind::Internal,
                 RuntimeError::NotPrepared(_) => ErrorKind::NotFound,
                 _ => ErrorKind::Unprocessable,
             },
             Self::Driver { source, .. } => source.kind(),
             Self::Array(_) | Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}
+
+impl ServiceError {
+    /// Seconds after which the same request may succeed, for an error that
+    /// only says "not now" (`Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            Self::DriverRefused {
+                source: RuntimeError::CompileBusy { retry_after_secs },
+                ..
+            } => Some(*retry_after_secs),
+            _ => None,
         }
     }
 }

@@ -1,6 +1,6 @@
 //! The service's part of `/metrics`: volumes by status, migrations by
-//! status, per-driver call statistics and versions, and the NBD server's
-//! counters, in the Prometheus text format.
+//! status, per-driver call statistics and versions, the compile slot, and
+//! the NBD server's counters, in the Prometheus text format.
 
 use std::collections::BTreeMap;
 
@@ -25,6 +25,7 @@ impl Service {
         let mut t = Text::default();
         self.volume_metrics(&mut t)?;
         self.driver_metrics(&mut t)?;
+        self.compile_metrics(&mut t);
         nbd_metrics(&mut t);
         Ok(t)
     }
@@ -163,6 +164,59 @@ impl Service {
             );
         }
         Ok(())
+    }
+}
+
+impl Service {
+    /// The one compile slot: how compiles ended, and what abandoned ones
+    /// (callers gave up at `max_compile_ms`; Cranelift cannot be stopped)
+    /// still run and have burned.
+    fn compile_metrics(&self, t: &mut Text) {
+        let c = self.inner.runtime.compile_stats();
+        t.family(
+            "ferry_driver_compiles_total",
+            Kind::Counter,
+            "Driver component compiles and refusals, by result: compiled, failed \
+             (compile_failed), timeout (compile_timeout, the compile abandoned), busy \
+             (compile_busy, refused while the compile slot was taken).",
+        );
+        for (result, n) in [
+            ("compiled", c.compiled),
+            ("failed", c.failed),
+            ("timeout", c.timeouts),
+            ("busy", c.busy),
+        ] {
+            t.sample(
+                "ferry_driver_compiles_total",
+                &[("result", result)],
+                n as f64,
+            );
+        }
+        t.family(
+            "ferry_driver_compile_abandoned_running",
+            Kind::Gauge,
+            "Abandoned compiles still running (0 or 1); each holds the compile slot until it ends.",
+        );
+        t.sample(
+            "ferry_driver_compile_abandoned_running",
+            &[],
+            c.abandoned_running as f64,
+        );
+        t.family(
+            "ferry_driver_compile_cpu_seconds_total",
+            Kind::Counter,
+            "CPU time of ended compiles, by whether their caller waited for them or abandoned them.",
+        );
+        t.sample(
+            "ferry_driver_compile_cpu_seconds_total",
+            &[("caller", "waited")],
+            (c.cpu_seconds - c.abandoned_cpu_seconds).max(0.0),
+        );
+        t.sample(
+            "ferry_driver_compile_cpu_seconds_total",
+            &[("caller", "abandoned")],
+            c.abandoned_cpu_seconds,
+        );
     }
 }
 

@@ -67,9 +67,12 @@ struct Inner {
     tasks: tokio::runtime::Handle,
     /// Raised when the host begins to stop: long-lived streams end.
     stopping: tokio::sync::watch::Sender<bool>,
-    /// Serializes installs and activations, so the record in the store and
-    /// the runtime's active version always name the same digest.
+    /// Serializes installs, activations and deletions, so the record in
+    /// the store and the runtime's active version always name the same
+    /// digest.
     registry: Mutex<()>,
+    /// Versions of each driver kept after an install (`driver_versions_kept`).
+    versions_kept: usize,
 }
 
 /// What the host keeps in memory about a running migration.
@@ -120,6 +123,7 @@ impl Service {
                 max_component_bytes: usize::try_from(opts.config.max_component_bytes)
                     .unwrap_or(usize::MAX),
                 max_compile_time: std::time::Duration::from_millis(opts.config.max_compile_ms),
+                max_compile_wait: std::time::Duration::from_millis(opts.config.max_compile_wait_ms),
                 artifacts: Some(Arc::new(store.clone())),
                 hydrations: Some(hydrations.clone()),
             },
@@ -152,6 +156,8 @@ impl Service {
                 tasks,
                 stopping: tokio::sync::watch::channel(false).0,
                 registry: Mutex::new(()),
+                versions_kept: usize::try_from(opts.config.driver_versions_kept)
+                    .unwrap_or(usize::MAX),
             }),
         };
         service.recover()?;

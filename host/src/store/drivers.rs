@@ -65,6 +65,62 @@ impl Store {
 }
 
 impl Store {
+    /// Removes version `digest` from the record of driver `name` and, when
+    /// no driver lists that digest any more (blobs are shared by content),
+    /// its component bytes and its compiled artifacts under every engine
+    /// setting, all in one transaction. Answers whether the bytes went. The
+    /// caller has checked that the version is not the active one.
+    pub fn delete_driver_version(&self, name: &str, digest: &str) -> Result<bool, StoreError> {
+        self.write(|txn| {
+            let mut drivers = txn.open_table(DRIVERS)?;
+            let found = drivers.get(name)?.map(|g| g.value().to_vec());
+            if let Some(bytes) = found {
+                let mut record: DriverRecord = decode(KIND, name, &bytes)?;
+                record.versions.retain(|v| v.digest != digest);
+                drivers.insert(name, encode(&record)?.as_slice())?;
+            }
+            for entry in drivers.iter()? {
+                let (k, v) = entry?;
+                let record: DriverRecord = decode(KIND, k.value(), v.value())?;
+                if record.active_digest == digest
+                    || record.versions.iter().any(|v| v.digest == digest)
+                {
+                    return Ok(false);
+                }
+            }
+            txn.open_table(DRIVER_BLOBS)?.remove(digest)?;
+            // Artifact keys are `DIGEST.ENGINEHASH`.
+            let prefix = format!("{digest}.");
+            txn.open_table(DRIVER_ARTIFACTS)?
+                .retain_in(prefix.as_str().., |k, _| !k.starts_with(&prefix))?;
+            Ok(true)
+        })
+    }
+
+    /// The digests of every stored component.
+    pub fn driver_blob_digests(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVER_BLOBS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                out.push(entry?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+    }
+
+    /// The keys of every cached artifact (`DIGEST.ENGINEHASH`).
+    pub fn artifact_keys(&self) -> Result<Vec<String>, StoreError> {
+        self.read(|txn| {
+            let table = txn.open_table(DRIVER_ARTIFACTS)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                out.push(entry?.0.value().to_owned());
+            }
+            Ok(out)
+        })
+    }
+
     /// The compiled artifact stored under `key`, if any.
     pub fn artifact(&self, key: &str) -> Result<Option<Vec<u8>>, StoreError> {
         self.read(|txn| {
@@ -140,5 +196,38 @@ mod tests {
             .collect();
         assert_eq!(names, vec!["plain", "takeover"]);
         assert_eq!(s.driver_blob("d3").unwrap().unwrap(), b"component");
+    }
+
+    #[test]
+    fn deleting_a_version_keeps_bytes_another_driver_lists() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::open(&dir.path().join("ferry.redb")).unwrap();
+        s.put_driver(&record("a", &["d1", "d2", "d3"])).unwrap();
+        s.put_driver(&record("b", &["d1", "d4"])).unwrap();
+        for d in ["d1", "d2", "d3", "d4"] {
+            s.put_driver_blob(d, d.as_bytes()).unwrap();
+            s.put_artifact(&format!("{d}.00ff"), b"code").unwrap();
+            s.put_artifact(&format!("{d}.11ee"), b"code").unwrap();
+        }
+        // Another digest that shares the prefix without the dot stays.
+        s.put_artifact("d20.00ff", b"code").unwrap();
+
+        assert!(s.delete_driver_version("a", "d2").unwrap());
+        assert_eq!(s.driver("a").unwrap(), Some(record("a", &["d1", "d3"])));
+        assert_eq!(s.driver_blob("d2").unwrap(), None);
+        assert_eq!(
+            s.artifact_keys().unwrap(),
+            [
+                "d1.00ff", "d1.11ee", "d20.00ff", "d3.00ff", "d3.11ee", "d4.00ff", "d4.11ee"
+            ]
+        );
+
+        // d1 is still a version of b: only a's record changes.
+        assert!(!s.delete_driver_version("a", "d1").unwrap());
+        assert_eq!(s.driver("a").unwrap(), Some(record("a", &["d3"])));
+        assert_eq!(s.driver_blob("d1").unwrap().unwrap(), b"d1");
+        assert!(s.artifact("d1.00ff").unwrap().is_some());
+        assert!(s.delete_driver_version("b", "d1").unwrap());
+        assert_eq!(s.driver_blob_digests().unwrap(), ["d3", "d4"]);
     }
 }
