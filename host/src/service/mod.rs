@@ -278,6 +278,27 @@ impl Service {
         }
     }
 
+    /// Points the export of every attachment of `v` at the attachment's LUN
+    /// on `array` (when a hydration ends, or a copy-back switches back).
+    /// Open connections stay; requests in flight finish on the old device.
+    fn serve_attachments_from(&self, v: &Volume, array: &str) {
+        let Ok(array) = self.array(array) else {
+            return;
+        };
+        for a in &v.attachments {
+            match array.open_lun(&a.lun) {
+                Ok(lun) => {
+                    self.inner
+                        .exports
+                        .replace_device(&a.export_name(), Arc::new(lun));
+                }
+                Err(e) => {
+                    tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot serve the attachment's LUN")
+                }
+            }
+        }
+    }
+
     fn view(&self, v: &Volume) -> VolumeView {
         views::volume_view(v, self.inner.nbd_addr)
     }

@@ -476,28 +476,8 @@ impl Service {
             });
         };
         drop(h);
-        self.serve_plain_luns(v);
+        self.serve_attachments_from(v, &v.array);
         Ok(Some(note))
-    }
-
-    /// Points every export of the volume at its LUN file (after its fill
-    /// ended); requests in flight finish on the old device.
-    fn serve_plain_luns(&self, v: &Volume) {
-        let Ok(array) = self.array(&v.array) else {
-            return;
-        };
-        for a in &v.attachments {
-            match array.open_lun(&a.lun) {
-                Ok(lun) => {
-                    self.inner
-                        .exports
-                        .replace_device(&a.export_name(), Arc::new(lun));
-                }
-                Err(e) => {
-                    tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot serve the plain LUN")
-                }
-            }
-        }
     }
 
     fn runner_alive(&self, id: Uuid) -> bool {

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
-use std::sync::Arc;
 
 use uuid::Uuid;
 
@@ -236,20 +235,7 @@ impl Service {
     /// flight are right either way), and the destination forgets the
     /// attachments' connections.
     async fn after_switch_back(&self, v: &Volume, m: &Migration) {
-        if let Ok(src) = self.array(&m.source.array).cloned() {
-            for a in &v.attachments {
-                match src.open_lun(&a.lun) {
-                    Ok(lun) => {
-                        self.inner
-                            .exports
-                            .replace_device(&a.export_name(), Arc::new(lun));
-                    }
-                    Err(e) => {
-                        tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot switch export to the source LUN")
-                    }
-                }
-            }
-        }
+        self.serve_attachments_from(v, &m.source.array);
         for a in &v.attachments {
             let connector = Connector::Server(a.server.clone());
             self.terminate_at(v, &m.destination, connector).await;

@@ -42,7 +42,7 @@ impl Service {
                     .as_ref()
                     .is_some_and(|m| m.phase == MigrationPhase::CleanupSource)
                 {
-                    self.unhydrate_exports(&moved);
+                    self.serve_attachments_from(&moved, &moved.array);
                 }
                 Ok(())
             }
@@ -139,25 +139,5 @@ impl Service {
             });
         }
         Ok(c.done)
-    }
-
-    /// Serves every attachment of a volume whose hydration ended from the
-    /// plain local LUN; requests in flight finish on the old device.
-    fn unhydrate_exports(&self, v: &Volume) {
-        let Ok(array) = self.array(&v.array) else {
-            return;
-        };
-        for a in &v.attachments {
-            match array.open_lun(&a.lun) {
-                Ok(lun) => {
-                    self.inner
-                        .exports
-                        .replace_device(&a.export_name(), Arc::new(lun));
-                }
-                Err(e) => {
-                    tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot switch export to the local LUN")
-                }
-            }
-        }
     }
 }
