@@ -1,7 +1,7 @@
 //! The migration checks: calls the driver claims no support for must
 //! decline (`moved: false` or `unsupported`), and calls it claims support
 //! for must leave the volume's data whole, wherever it ends up. The calls
-//! are made as `service/migration_run.rs` makes them: `migrate-volume` with
+//! are made as `service/migration/paths.rs` makes them: `migrate-volume` with
 //! a peer handle when the destination belongs to the same driver, and for a
 //! take-over a remote LUN the host opened on a zoned array.
 
