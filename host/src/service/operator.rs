@@ -169,9 +169,7 @@ fn check_fits(v: &Volume, status: VolumeStatus) -> Result<(), ServiceError> {
 }
 
 fn unfinished(v: &Volume) -> Option<&Migration> {
-    v.migration
-        .as_ref()
-        .filter(|m| m.phase != MigrationPhase::Finished)
+    v.migration.as_ref().filter(|m| m.is_running())
 }
 
 /// A locking migration runs on the volume: the error with which attach
@@ -187,10 +185,7 @@ pub(super) fn locked_by_migration(v: &Volume, what: &'static str) -> Option<Serv
 }
 
 fn phase_name(p: MigrationPhase) -> String {
-    serde_json::to_value(p)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{p:?}"))
+    super::views::wire_name(p)
 }
 
 fn place(p: &Placement) -> String {
@@ -772,10 +767,7 @@ impl Service {
 }
 
 fn migration_status_name(s: MigrationStatus) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{s:?}"))
+    super::views::wire_name(s)
 }
 
 #[cfg(test)]

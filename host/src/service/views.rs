@@ -110,6 +110,15 @@ pub struct DriverView {
     pub versions: Vec<crate::model::DriverVersion>,
 }
 
+/// The name a status or phase has on the wire (its serde name), as events
+/// and messages spell it.
+pub(crate) fn wire_name<T: Serialize + std::fmt::Debug>(value: T) -> String {
+    serde_json::to_value(&value)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{value:?}"))
+}
+
 /// The NBD URI of an attachment served at `nbd_addr`.
 pub(crate) fn nbd_uri(nbd_addr: std::net::SocketAddr, export: &str) -> String {
     format!("nbd://{nbd_addr}/{export}")

@@ -49,10 +49,7 @@ pub(super) fn volume_ref(v: &Volume) -> VolumeRef {
 }
 
 pub(super) fn status_name(s: VolumeStatus) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{s:?}"))
+    super::views::wire_name(s)
 }
 
 fn invalid_state(v: &Volume, reason: &str) -> ServiceError {

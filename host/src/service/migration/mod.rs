@@ -544,12 +544,7 @@ impl Service {
         to: MigrationStatus,
         reason: Option<String>,
     ) {
-        let name = |s: MigrationStatus| {
-            serde_json::to_value(s)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
-        };
+        let name = super::views::wire_name::<MigrationStatus>;
         self.inner.events.emit(NewEvent {
             kind: "migration",
             volume: Some(v.id),
