@@ -76,7 +76,12 @@ impl Served {
                 },
             );
         }
-        let server = NbdServer::start("127.0.0.1:0".parse().unwrap(), table.clone()).unwrap();
+        let server = NbdServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            table.clone(),
+            ferry::nbd::NbdLimits::default(),
+        )
+        .unwrap();
         Served { table, server }
     }
 

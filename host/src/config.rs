@@ -109,6 +109,59 @@ impl Default for HttpConfig {
     }
 }
 
+/// Limits of the NBD server's connections (`[nbd]`): how many may be
+/// open, how long a client may take over each step, and how much memory
+/// request buffers may hold together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NbdConfig {
+    /// Most connections open at once, handshaking or attached. When full, a
+    /// new connection closes the oldest handshake; when none is
+    /// handshaking it is refused.
+    #[serde(default = "default_nbd_max_connections")]
+    pub max_connections: u64,
+    /// Handshakes one client address may have open at once; a further one
+    /// closes that address's oldest. Clients behind one address (every
+    /// local client shares 127.0.0.1) so cannot lock each other out.
+    #[serde(default = "default_nbd_max_handshakes_per_client")]
+    pub max_handshakes_per_client: u64,
+    /// Attached connections one export may have (multi-connection clients
+    /// open several).
+    #[serde(default = "default_nbd_max_connections_per_export")]
+    pub max_connections_per_export: u64,
+    /// Time a client has for the whole handshake, from the opening of the
+    /// connection to the choice of an export.
+    #[serde(default = "default_nbd_handshake_timeout_ms")]
+    pub handshake_timeout_ms: u64,
+    /// Time a client has to send a write's payload once its header arrived,
+    /// and to take a reply once the server started sending it.
+    #[serde(default = "default_nbd_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// Time an attached connection may sit with no request in flight; 0
+    /// (the default) keeps it open, since a server's idle disk is no fault.
+    /// Dead peers are found by TCP keep-alive either way.
+    #[serde(default)]
+    pub idle_timeout_secs: u64,
+    /// Memory all connections' request buffers may hold together, in MiB.
+    /// A request that would exceed it waits for others to finish.
+    #[serde(default = "default_nbd_buffer_budget_mib")]
+    pub buffer_budget_mib: u64,
+}
+
+impl Default for NbdConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: default_nbd_max_connections(),
+            max_handshakes_per_client: default_nbd_max_handshakes_per_client(),
+            max_connections_per_export: default_nbd_max_connections_per_export(),
+            handshake_timeout_ms: default_nbd_handshake_timeout_ms(),
+            request_timeout_ms: default_nbd_request_timeout_ms(),
+            idle_timeout_secs: 0,
+            buffer_budget_mib: default_nbd_buffer_budget_mib(),
+        }
+    }
+}
+
 /// Retention of the event log (`[events]`): the store drops the oldest
 /// events beyond `max_count` and those older than `max_age_secs` whenever
 /// it appends one.
@@ -181,6 +234,9 @@ pub struct Config {
     /// Event log retention.
     #[serde(default)]
     pub events: EventsConfig,
+    /// NBD connection limits.
+    #[serde(default)]
+    pub nbd: NbdConfig,
 }
 
 fn default_pools() -> Vec<String> {
@@ -216,6 +272,29 @@ fn default_header_read_timeout_ms() -> u64 {
 fn default_keep_alive_timeout_ms() -> u64 {
     30_000
 }
+fn default_nbd_max_connections() -> u64 {
+    1024
+}
+fn default_nbd_max_handshakes_per_client() -> u64 {
+    16
+}
+fn default_nbd_max_connections_per_export() -> u64 {
+    16
+}
+fn default_nbd_handshake_timeout_ms() -> u64 {
+    10_000
+}
+fn default_nbd_request_timeout_ms() -> u64 {
+    30_000
+}
+fn default_nbd_buffer_budget_mib() -> u64 {
+    256
+}
+/// Smallest `nbd.buffer_budget_mib`: one largest request (32 MiB) and
+/// room for others beside it.
+pub const MIN_NBD_BUFFER_BUDGET_MIB: u64 = 64;
+/// Largest `nbd.max_connections`: each connection is a thread.
+const MAX_NBD_CONNECTIONS: u64 = 1 << 16;
 /// Largest `http.max_connections` accepted: a connection is a descriptor,
 /// and no system gives a process more than a few million.
 const MAX_HTTP_CONNECTIONS: u64 = 1 << 20;
@@ -341,6 +420,29 @@ impl Config {
             return invalid(
                 "http.header_read_timeout_ms and http.keep_alive_timeout_ms must be > 0".into(),
             );
+        }
+        let nbd = &self.nbd;
+        if nbd.max_connections == 0 || nbd.max_connections > MAX_NBD_CONNECTIONS {
+            return invalid(format!(
+                "nbd.max_connections must be between 1 and {MAX_NBD_CONNECTIONS}"
+            ));
+        }
+        if nbd.max_handshakes_per_client == 0 || nbd.max_connections_per_export == 0 {
+            return invalid(
+                "nbd.max_handshakes_per_client and nbd.max_connections_per_export must be > 0"
+                    .into(),
+            );
+        }
+        if nbd.handshake_timeout_ms == 0 || nbd.request_timeout_ms == 0 {
+            return invalid(
+                "nbd.handshake_timeout_ms and nbd.request_timeout_ms must be > 0".into(),
+            );
+        }
+        if nbd.buffer_budget_mib < MIN_NBD_BUFFER_BUDGET_MIB || nbd.buffer_budget_mib > (1 << 20) {
+            return invalid(format!(
+                "nbd.buffer_budget_mib must be between {MIN_NBD_BUFFER_BUDGET_MIB} and {}",
+                1u64 << 20
+            ));
         }
         if self.events.max_count == 0 || self.events.max_age_secs == 0 {
             return invalid("events: max_count and max_age_secs must be > 0".into());

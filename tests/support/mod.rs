@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod migrations;
+pub mod sockets;
 pub mod volume_model;
 
 use std::io::{BufRead, BufReader};

@@ -4,6 +4,11 @@
 //! (and its payload), hands the read side on, then performs the I/O and
 //! sends its reply under the write lock. No queue sits between parsing and
 //! execution, so a lone request pays no thread hand-off.
+//!
+//! Payload buffers come from the server's [`BufferBudget`] only when a
+//! request needs one, and a write's buffer fills as its payload arrives;
+//! every wait on the client is recorded in the connection's activity for
+//! the reaper's deadlines.
 
 use std::io::{self, BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -11,6 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
 
+use super::budget::{Buffer, Holding};
 use super::export::{ExportSlot, InFlight};
 use super::proto::*;
 use super::server::Ticket;
@@ -19,9 +25,6 @@ use super::stats::Op;
 /// Threads per connection at most; enough to overlap a client's queue of
 /// requests with fsyncs and cold reads on a small machine.
 const MAX_WORKERS: usize = 8;
-/// Buffers above this size are released after their request instead of
-/// being kept for the next one.
-const KEEP_BUFFER: usize = (4 << 20) + REPLY_LEN;
 /// Largest single write used to zero a range when holes are not allowed.
 const ZERO_CHUNK: usize = 1 << 20;
 static ZEROES: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
@@ -47,12 +50,15 @@ pub(crate) struct Conn {
     idle: AtomicUsize,
     /// Threads serving this connection.
     workers: AtomicUsize,
+    /// What this connection holds of the buffer budget.
+    holding: Arc<Holding>,
     ticket: Ticket,
 }
 
 /// What the thread holding the read side found next.
 enum Next {
-    Request(Request),
+    /// A request, with its payload when it is a write.
+    Request(Request, Option<Buffer>),
     Disconnect,
 }
 
@@ -84,6 +90,7 @@ impl Conn {
             writer: Mutex::new(writer),
             idle: AtomicUsize::new(0),
             workers: AtomicUsize::new(1),
+            holding: Arc::default(),
             ticket,
         }
     }
@@ -122,49 +129,55 @@ impl Conn {
         }
     }
 
-    /// Reads the next request header, and for a write its payload into
-    /// `buf[REPLY_LEN..]`.
-    fn read_request(&self, rd: &mut ReadSide, buf: &mut Vec<u8>) -> Result<Next, ReadError> {
+    /// Reads the next request header, and for a write its payload into a
+    /// buffer from the budget (after the reply header's room).
+    fn read_request(&self, rd: &mut ReadSide) -> Result<Next, ReadError> {
+        let activity = self.ticket.activity();
+        activity.awaiting_header();
         let mut header = [0u8; REQUEST_LEN];
         rd.stream
             .read_exact(&mut header)
             .map_err(ReadError::Closed)?;
         let req = Request::parse(&header).map_err(|e| ReadError::Protocol(e.to_string()))?;
-        match req.kind {
-            CMD_DISC => Ok(Next::Disconnect),
+        let payload = match req.kind {
+            CMD_DISC => return Ok(Next::Disconnect),
             CMD_WRITE => {
                 if req.length > MAX_PAYLOAD {
                     // The payload cannot be skipped without trusting the
                     // length: answer, then hang up.
-                    let _ = self.reply(buf, EINVAL, req.handle, 0);
+                    let _ = self.send(&reply_header(EINVAL, req.handle));
                     return Err(ReadError::Protocol(format!(
                         "write of {} bytes exceeds the {MAX_PAYLOAD}-byte limit",
                         req.length
                     )));
                 }
-                let end = REPLY_LEN + req.length as usize;
-                if buf.len() < end {
-                    buf.resize(end, 0);
-                }
-                rd.stream
-                    .read_exact(&mut buf[REPLY_LEN..end])
+                let mut buffer = self
+                    .ticket
+                    .budget()
+                    .take(req.length as usize, &self.holding);
+                activity.awaiting_payload();
+                read_payload(&mut rd.stream, buffer.vec(), req.length as usize)
                     .map_err(ReadError::Closed)?;
-                Ok(Next::Request(req))
+                Some(buffer)
             }
-            _ => Ok(Next::Request(req)),
-        }
+            _ => None,
+        };
+        activity.request_read();
+        Ok(Next::Request(req, payload))
     }
 
-    /// Sends a simple reply whose header goes into `buf[..REPLY_LEN]`,
-    /// followed by `data_len` bytes already in `buf[REPLY_LEN..]`.
-    fn reply(&self, buf: &mut [u8], error: u32, handle: u64, data_len: usize) -> io::Result<()> {
-        encode_reply(&mut buf[..REPLY_LEN], error, handle);
+    /// Sends bytes under the write lock, watched by the reply deadline.
+    fn send(&self, bytes: &[u8]) -> io::Result<()> {
         let mut w = lock(&self.writer);
-        w.write_all(&buf[..REPLY_LEN + data_len])
+        let activity = self.ticket.activity();
+        activity.sending();
+        let sent = w.write_all(bytes);
+        activity.sent();
+        sent
     }
 
     /// Performs one request and replies. An error means the socket failed.
-    fn execute(&self, req: Request, buf: &mut Vec<u8>) -> io::Result<()> {
+    fn execute(&self, req: Request, payload: Option<Buffer>) -> io::Result<()> {
         let op = match req.kind {
             CMD_READ => Op::Read,
             CMD_WRITE => Op::Write,
@@ -172,31 +185,33 @@ impl Conn {
             CMD_TRIM | CMD_WRITE_ZEROES => Op::Zero,
             _ => Op::Other,
         };
-        let (error, data_len) = match req.kind {
-            CMD_READ => self.read(&req, buf),
-            CMD_WRITE => {
-                let end = REPLY_LEN + req.length as usize;
-                (self.write(&req, &buf[REPLY_LEN..end]), 0)
+        let done = match (req.kind, payload) {
+            (CMD_READ, _) => self.read(&req),
+            (CMD_WRITE, Some(mut data)) => {
+                let error = self.write(&req, &data.vec()[REPLY_LEN..]);
+                super::stats::STATS.request(op, req.length, error);
+                self.send(&reply_header(error, req.handle))
             }
-            CMD_FLUSH => (self.flush(), 0),
-            CMD_TRIM | CMD_WRITE_ZEROES => (self.zero(&req), 0),
-            other => {
+            (CMD_FLUSH, _) => self.answer(op, &req, self.flush()),
+            (CMD_TRIM | CMD_WRITE_ZEROES, _) => self.answer(op, &req, self.zero(&req)),
+            (other, _) => {
                 tracing::warn!(
                     export = %self.slot.label(),
                     conn = self.id,
                     command = other,
                     "unknown NBD command"
                 );
-                (EINVAL, 0)
+                self.answer(op, &req, EINVAL)
             }
         };
+        self.ticket.activity().request_done();
+        done
+    }
+
+    /// Counts a request that carries no data back and sends its reply.
+    fn answer(&self, op: Op, req: &Request, error: u32) -> io::Result<()> {
         super::stats::STATS.request(op, req.length, error);
-        self.reply(
-            buf,
-            error,
-            req.handle,
-            if error == 0 { data_len } else { 0 },
-        )
+        self.send(&reply_header(error, req.handle))
     }
 
     /// Starts a request after checking its range against the device it
@@ -234,26 +249,34 @@ impl Conn {
         }
     }
 
-    fn read(&self, req: &Request, buf: &mut Vec<u8>) -> (u32, usize) {
+    /// READ: the data goes out behind the reply header in one send.
+    fn read(&self, req: &Request) -> io::Result<()> {
         if req.length > MAX_PAYLOAD {
             tracing::warn!(conn = self.id, length = req.length, "NBD read too large");
-            return (EINVAL, 0);
+            return self.answer(Op::Read, req, EINVAL);
         }
         let io = match self.begin(req, "read") {
             Ok(io) => io,
-            Err(errno) => return (errno, 0),
+            Err(errno) => return self.answer(Op::Read, req, errno),
         };
         let len = req.length as usize;
+        let mut buffer = self.ticket.budget().take(len, &self.holding);
+        let buf = buffer.vec();
         if buf.len() < REPLY_LEN + len {
             buf.resize(REPLY_LEN + len, 0);
         }
-        match io
+        let error = match io
             .device
             .read_at(&mut buf[REPLY_LEN..REPLY_LEN + len], req.offset)
         {
-            Ok(()) => (0, len),
-            Err(e) => (self.io_failed("read", &e), 0),
-        }
+            Ok(()) => 0,
+            Err(e) => self.io_failed("read", &e),
+        };
+        drop(io);
+        super::stats::STATS.request(Op::Read, req.length, error);
+        encode_reply(&mut buf[..REPLY_LEN], error, req.handle);
+        let data_len = if error == 0 { len } else { 0 };
+        self.send(&buf[..REPLY_LEN + data_len])
     }
 
     fn write(&self, req: &Request, data: &[u8]) -> u32 {
@@ -332,20 +355,45 @@ impl Drop for Conn {
     }
 }
 
+/// A reply header with no data behind it.
+fn reply_header(error: u32, handle: u64) -> [u8; REPLY_LEN] {
+    let mut header = [0u8; REPLY_LEN];
+    encode_reply(&mut header, error, handle);
+    header
+}
+
+/// Reads `len` payload bytes into `buf` after the reply header's room,
+/// straight into the buffer's spare capacity: no byte of it is written
+/// before the client's byte arrives.
+fn read_payload(
+    stream: &mut BufReader<TcpStream>,
+    buf: &mut Vec<u8>,
+    len: usize,
+) -> io::Result<()> {
+    buf.resize(REPLY_LEN, 0);
+    let got = stream.by_ref().take(len as u64).read_to_end(buf)?;
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "connection closed inside a write payload",
+        ));
+    }
+    Ok(())
+}
+
 /// One serving thread: take the read side, read a request, release the
 /// read side, execute, reply; until there is nothing more to read.
 fn worker(conn: Arc<Conn>) {
-    let mut buf = vec![0u8; REPLY_LEN];
     loop {
-        let req = {
+        let (req, payload) = {
             conn.idle.fetch_add(1, Ordering::AcqRel);
             let mut rd = lock(&conn.reader);
             conn.idle.fetch_sub(1, Ordering::AcqRel);
             if rd.done {
                 break;
             }
-            match conn.read_request(&mut rd, &mut buf) {
-                Ok(Next::Request(req)) => req,
+            match conn.read_request(&mut rd) {
+                Ok(Next::Request(req, payload)) => (req, payload),
                 Ok(Next::Disconnect) => {
                     rd.done = true;
                     tracing::debug!(conn = conn.id, "NBD client disconnected");
@@ -369,13 +417,10 @@ fn worker(conn: Arc<Conn>) {
             }
         };
         conn.spawn_worker_if_starved();
-        if let Err(e) = conn.execute(req, &mut buf) {
+        if let Err(e) = conn.execute(req, payload) {
             tracing::debug!(conn = conn.id, error = %e, "NBD reply failed, closing");
             conn.hang_up();
             break;
-        }
-        if buf.len() > KEEP_BUFFER {
-            buf = vec![0u8; REPLY_LEN];
         }
     }
     conn.workers.fetch_sub(1, Ordering::AcqRel);

@@ -171,14 +171,19 @@ impl ExportSlot {
     }
 
     /// Records an open connection so that `close` can shut it. False if the
-    /// export is already being removed.
-    pub(crate) fn attach(&self, id: u64, socket: TcpStream) -> bool {
+    /// export is already being removed or has `max` connections.
+    pub(crate) fn attach(&self, id: u64, socket: TcpStream, max: usize) -> bool {
         let mut st = lock(&self.state);
-        if st.closed {
+        if st.closed || st.connections.len() >= max {
             return false;
         }
         st.connections.insert(id, socket);
         true
+    }
+
+    /// Connections attached now.
+    pub(crate) fn connections(&self) -> usize {
+        lock(&self.state).connections.len()
     }
 
     /// Forgets a connection that ended.

@@ -37,6 +37,10 @@ pub(crate) enum HandshakeError {
     /// option has no way to report an error but closing).
     #[error("client asked for unknown export {0:?}")]
     UnknownExport(String),
+    /// `NBD_OPT_EXPORT_NAME` chose an export that has as many connections
+    /// as it may.
+    #[error("export {0} has as many connections as it may")]
+    ExportFull(String),
     /// The client kept sending options.
     #[error("client sent more than {MAX_OPTIONS} options")]
     TooManyOptions,
@@ -62,11 +66,13 @@ pub(crate) fn transmission_flags(read_only: bool) -> u16 {
     }
 }
 
-/// Runs the handshake. `Ok(None)` means the client aborted politely.
+/// Runs the handshake. `Ok(None)` means the client aborted politely. An
+/// export with `per_export` connections already cannot be chosen.
 pub(crate) fn negotiate<R: Read, W: Write>(
     r: &mut R,
     w: &mut W,
     table: &ExportTable,
+    per_export: usize,
 ) -> Result<Option<Negotiated>, HandshakeError> {
     w.write_all(&greeting())?;
     w.flush()?;
@@ -109,6 +115,9 @@ pub(crate) fn negotiate<R: Read, W: Write>(
                 let Some(slot) = table.lookup(name) else {
                     return Err(HandshakeError::UnknownExport(name.to_owned()));
                 };
+                if slot.connections() >= per_export {
+                    return Err(HandshakeError::ExportFull(slot.label()));
+                }
                 let flags = transmission_flags(slot.read_only());
                 w.write_all(&export_name_reply(slot.size(), flags, no_zeroes))?;
                 w.flush()?;
@@ -130,7 +139,7 @@ pub(crate) fn negotiate<R: Read, W: Write>(
                 push_option_reply(&mut out, OPT_LIST, REP_ACK, &[]);
             }
             OPT_INFO | OPT_GO => {
-                if let Some(chosen) = info_or_go(opt.option, &data, table, &mut out) {
+                if let Some(chosen) = info_or_go(opt.option, &data, table, per_export, &mut out) {
                     w.write_all(&out)?;
                     w.flush()?;
                     return Ok(Some(chosen));
@@ -152,6 +161,7 @@ fn info_or_go(
     option: u32,
     data: &[u8],
     table: &ExportTable,
+    per_export: usize,
     out: &mut Vec<u8>,
 ) -> Option<Negotiated> {
     let req = match InfoRequest::parse(data) {
@@ -166,6 +176,15 @@ fn info_or_go(
         push_option_reply(out, option, REP_ERR_UNKNOWN, b"no such export");
         return None;
     };
+    if option == OPT_GO && slot.connections() >= per_export {
+        push_option_reply(
+            out,
+            option,
+            REP_ERR_POLICY,
+            b"the export has as many connections as it may",
+        );
+        return None;
+    }
     let flags = transmission_flags(slot.read_only());
     push_option_reply(out, option, REP_INFO, &info_export(slot.size(), flags));
     push_option_reply(out, option, REP_INFO, &info_block_size());
@@ -237,7 +256,7 @@ mod tests {
         }
         let mut r = Cursor::new(input);
         let mut w = Vec::new();
-        let res = negotiate(&mut r, &mut w, &table());
+        let res = negotiate(&mut r, &mut w, &table(), 16);
         assert_eq!(&w[..18], &greeting());
         let mut replies = Vec::new();
         let mut rest = &w[18..];

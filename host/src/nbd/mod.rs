@@ -3,12 +3,15 @@
 //! replies, and READ, WRITE, FLUSH, TRIM, WRITE_ZEROES with FUA, DISC.
 //!
 //! Only exports in the [`ExportTable`] can be opened; removing one drains,
-//! flushes and closes its connections. Peer input never panics the server
+//! flushes and closes its connections. [`NbdLimits`] bound what a client
+//! can hold: connections, time for each step, memory for buffers. Peer input never panics the server
 //! and never reaches a device outside the export's range.
 
+mod budget;
 mod conn;
 mod export;
 mod handshake;
+mod limits;
 mod proto;
 mod server;
 mod stats;
@@ -16,7 +19,11 @@ mod stats;
 mod testdev;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_limits;
+mod watch;
 
 pub use export::{Export, ExportTable};
+pub use limits::NbdLimits;
 pub use server::NbdServer;
 pub use stats::{NbdSnapshot, NbdStats, STATS};

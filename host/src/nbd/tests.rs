@@ -11,14 +11,19 @@ use super::testdev::MemDevice;
 use super::{Export, ExportTable, NbdServer};
 use crate::block::BlockDevice;
 
-struct Client {
-    s: TcpStream,
+pub(super) struct Client {
+    pub(super) s: TcpStream,
     flags: u16,
     size: u64,
 }
 
 impl Client {
-    fn connect(server: &NbdServer, name: &str) -> Client {
+    pub(super) fn connect(server: &NbdServer, name: &str) -> Client {
+        Self::go(server, name).unwrap_or_else(|reply| panic!("GO failed with reply {reply:#x}"))
+    }
+
+    /// Opens `name` with `NBD_OPT_GO`; the error reply's type when refused.
+    pub(super) fn go(server: &NbdServer, name: &str) -> Result<Client, u32> {
         let mut s = TcpStream::connect(server.local_addr()).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut greet = [0u8; 18];
@@ -47,13 +52,21 @@ impl Client {
                     flags = u16::from_be_bytes(d[10..12].try_into().unwrap());
                 }
                 REP_INFO => {}
-                other => panic!("GO failed with reply {other:#x}"),
+                other => return Err(other),
             }
         }
-        Client { s, flags, size }
+        Ok(Client { s, flags, size })
     }
 
-    fn send(&mut self, kind: u16, flags: u16, handle: u64, offset: u64, len: u32, data: &[u8]) {
+    pub(super) fn send(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        handle: u64,
+        offset: u64,
+        len: u32,
+        data: &[u8],
+    ) {
         let req = Request {
             flags,
             kind,
@@ -68,7 +81,7 @@ impl Client {
 
     /// Reads one simple reply; `read_len` is the payload a successful read
     /// carries.
-    fn recv(&mut self, read_len: usize) -> (u32, u64, Vec<u8>) {
+    pub(super) fn recv(&mut self, read_len: usize) -> (u32, u64, Vec<u8>) {
         let mut h = [0u8; REPLY_LEN];
         self.s.read_exact(&mut h).unwrap();
         assert_eq!(&h[..4], &SIMPLE_REPLY_MAGIC.to_be_bytes());
@@ -79,7 +92,7 @@ impl Client {
         (err, handle, d)
     }
 
-    fn call(
+    pub(super) fn call(
         &mut self,
         kind: u16,
         flags: u16,
@@ -94,7 +107,7 @@ impl Client {
         (err, d)
     }
 
-    fn assert_closed(&mut self) {
+    pub(super) fn assert_closed(&mut self) {
         let mut b = [0u8; 1];
         match self.s.read(&mut b) {
             Ok(0) | Err(_) => {}
@@ -104,6 +117,15 @@ impl Client {
 }
 
 fn serve(size: usize, read_only: bool) -> (Arc<ExportTable>, Arc<MemDevice>, NbdServer) {
+    serve_with(size, read_only, crate::nbd::NbdLimits::default())
+}
+
+/// An export `v` of `size` bytes behind a server with `limits`.
+pub(super) fn serve_with(
+    size: usize,
+    read_only: bool,
+    limits: crate::nbd::NbdLimits,
+) -> (Arc<ExportTable>, Arc<MemDevice>, NbdServer) {
     let table = Arc::new(ExportTable::new());
     let dev = Arc::new(MemDevice::new(size));
     table.add(
@@ -113,7 +135,7 @@ fn serve(size: usize, read_only: bool) -> (Arc<ExportTable>, Arc<MemDevice>, Nbd
             read_only,
         },
     );
-    let server = NbdServer::start("127.0.0.1:0".parse().unwrap(), table.clone()).unwrap();
+    let server = NbdServer::start("127.0.0.1:0".parse().unwrap(), table.clone(), limits).unwrap();
     (table, dev, server)
 }
 

@@ -133,7 +133,12 @@ impl Service {
         drivers::load_all(&store, &runtime, &opts.config)?;
 
         let exports = Arc::new(ExportTable::new());
-        let nbd = NbdServer::start(opts.nbd_listen, exports.clone()).map_err(|e| {
+        let nbd = NbdServer::start(
+            opts.nbd_listen,
+            exports.clone(),
+            crate::nbd::NbdLimits::from_config(&opts.config.nbd),
+        )
+        .map_err(|e| {
             ServiceError::Internal(format!("cannot listen for NBD on {}: {e}", opts.nbd_listen))
         })?;
         let mut nbd_addr = nbd.local_addr();
