@@ -40,7 +40,9 @@ const BODY_ERRORS: &[(&str, &str)] = &[
     (
         "400",
         "Malformed request: `invalid_json`, `invalid_body` (names the field), \
-         `invalid_id`, `invalid_size`, `invalid_name`.",
+         `invalid_id`, `invalid_size`, `invalid_name` (a name that is empty, longer than \
+         255 bytes, or holds a character that could disguise it when printed; the message \
+         names the field and the code point, e.g. `U+202E`).",
     ),
     ("413", "The body is larger than 1 MiB (`body_too_large`)."),
     (
@@ -397,7 +399,12 @@ fn install_driver() -> Value {
 }
 
 fn schemas() -> Value {
-    let name = json!({"type": "string", "minLength": 1, "maxLength": 255});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 255,
+        "description": "Shown to people as it is, so refused with `invalid_name` when it \
+            holds a control character (C0, C1), a format character (bidirectional \
+            embeddings, overrides, isolates and marks, zero-width characters, the soft \
+            hyphen, U+FEFF), a line or paragraph separator, a private-use character or a \
+            noncharacter."});
     let size = json!({"type": "integer", "format": "int64", "minimum": 512, "multipleOf": 512});
     let mode = json!({"type": "string", "enum": ["rw", "ro"]});
     let time = json!({"type": "string", "format": "date-time"});

@@ -19,21 +19,29 @@ use crate::store::UpdateError;
 /// Longest volume or server name accepted.
 const MAX_NAME: usize = 255;
 
-fn validate_display_name(what: &str, name: &str) -> Result<(), ServiceError> {
+/// Checks a name a client sets and people read later (in the CLI's tables,
+/// events and logs): `what` is how messages call it, `field` its JSON
+/// field. Characters that could disguise it when printed (controls, bidi
+/// overrides, zero-width marks, separators, private use) are refused, each
+/// named by its code point, so a name cannot pass for another.
+fn validate_display_name(what: &str, field: &str, name: &str) -> Result<(), ServiceError> {
+    let invalid = |reason: String| {
+        Err(ServiceError::InvalidName(format!(
+            "{what} (field \"{field}\") {reason}"
+        )))
+    };
     if name.trim().is_empty() {
-        return Err(ServiceError::InvalidName(format!(
-            "{what} must not be empty"
-        )));
+        return invalid("must not be empty".into());
     }
     if name.len() > MAX_NAME {
-        return Err(ServiceError::InvalidName(format!(
-            "{what} must be at most {MAX_NAME} bytes"
-        )));
+        return invalid(format!("must be at most {MAX_NAME} bytes"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(ServiceError::InvalidName(format!(
-            "{what} must not contain control characters"
-        )));
+    if let Some((at, c, kind)) = crate::display_text::first_hidden(name) {
+        return invalid(format!(
+            "contains {} ({kind}) at character {at}: control, format (bidirectional, \
+             zero-width), separator and private-use characters could disguise it when printed",
+            crate::display_text::code_point(c)
+        ));
     }
     Ok(())
 }
@@ -112,7 +120,7 @@ impl Service {
 
     /// Creates a volume on an array through its driver.
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
-        validate_display_name("volume name", &req.name)?;
+        validate_display_name("volume name", "name", &req.name)?;
         if req.size_bytes == 0 || !req.size_bytes.is_multiple_of(512) {
             return Err(ServiceError::InvalidSize(req.size_bytes));
         }
@@ -388,7 +396,7 @@ impl Service {
         id: Uuid,
         req: AttachVolume,
     ) -> Result<AttachmentView, ServiceError> {
-        validate_display_name("server name", &req.server)?;
+        validate_display_name("server name", "server", &req.server)?;
         let volume = self.volume(id)?;
         if !super::views::attachable(&volume) {
             return Err(invalid_state(&volume, "the volume is not attachable now"));
