@@ -132,6 +132,24 @@ impl Default for EventsConfig {
     }
 }
 
+/// Limits of volumes (`[volumes]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumesConfig {
+    /// Most attachments one volume may have at once: each is an NBD export
+    /// and a driver connection, and the record holds them all.
+    #[serde(default = "default_max_attachments_per_volume")]
+    pub max_attachments_per_volume: u64,
+}
+
+impl Default for VolumesConfig {
+    fn default() -> Self {
+        Self {
+            max_attachments_per_volume: default_max_attachments_per_volume(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -181,6 +199,9 @@ pub struct Config {
     /// Event log retention.
     #[serde(default)]
     pub events: EventsConfig,
+    /// Limits of volumes.
+    #[serde(default)]
+    pub volumes: VolumesConfig,
 }
 
 fn default_pools() -> Vec<String> {
@@ -216,6 +237,12 @@ fn default_header_read_timeout_ms() -> u64 {
 fn default_keep_alive_timeout_ms() -> u64 {
     30_000
 }
+fn default_max_attachments_per_volume() -> u64 {
+    16
+}
+/// Largest `volumes.max_attachments_per_volume` accepted: every attachment
+/// is kept in the volume's one record.
+const MAX_ATTACHMENTS_PER_VOLUME: u64 = 4096;
 /// Largest `http.max_connections` accepted: a connection is a descriptor,
 /// and no system gives a process more than a few million.
 const MAX_HTTP_CONNECTIONS: u64 = 1 << 20;
@@ -345,6 +372,13 @@ impl Config {
         if self.events.max_count == 0 || self.events.max_age_secs == 0 {
             return invalid("events: max_count and max_age_secs must be > 0".into());
         }
+        let attachments = self.volumes.max_attachments_per_volume;
+        if attachments == 0 || attachments > MAX_ATTACHMENTS_PER_VOLUME {
+            return invalid(format!(
+                "volumes.max_attachments_per_volume must be between 1 and \
+                 {MAX_ATTACHMENTS_PER_VOLUME}"
+            ));
+        }
         Ok(())
     }
 }
@@ -459,6 +493,18 @@ mod tests {
             (
                 "driver_versions_kept=0\n[[array]]\nname='a'\ndriver='d'\n",
                 "driver_versions_kept",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments_per_volume=0\n",
+                "volumes.max_attachments_per_volume must be between 1 and 4096",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments_per_volume=5000\n",
+                "volumes.max_attachments_per_volume",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments=3\n",
+                "unknown field",
             ),
         ];
         for (text, want) in cases {

@@ -191,8 +191,10 @@ fn paths() -> Value {
             &["id"], Some("AttachVolume"),
             ("201", ok("The attachment.", "Attachment")),
             &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
-                ("409", "The volume's status forbids attaching (`invalid_state`), or a \
-                         migration started with `lock_volume` runs (`volume_locked`)."),
+                ("409", "The volume's status forbids attaching (`invalid_state`), a \
+                         migration started with `lock_volume` runs (`volume_locked`), or the \
+                         volume has `[volumes] max_attachments_per_volume` attachments \
+                         already (`too_many_attachments`; default 16). Nothing changed."),
                 ("502", "The array's driver failed."),
                 ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
             ]])},

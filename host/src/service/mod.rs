@@ -73,6 +73,8 @@ struct Inner {
     registry: Mutex<()>,
     /// Versions of each driver kept after an install (`driver_versions_kept`).
     versions_kept: usize,
+    /// Most attachments of one volume (`[volumes] max_attachments_per_volume`).
+    max_attachments: u64,
 }
 
 /// What the host keeps in memory about a running migration.
@@ -158,6 +160,7 @@ impl Service {
                 registry: Mutex::new(()),
                 versions_kept: usize::try_from(opts.config.driver_versions_kept)
                     .unwrap_or(usize::MAX),
+                max_attachments: opts.config.volumes.max_attachments_per_volume,
             }),
         };
         service.recover()?;

@@ -401,6 +401,9 @@ impl Service {
         if !super::views::attachable(&volume) {
             return Err(invalid_state(&volume, "the volume is not attachable now"));
         }
+        // Checked before the driver is asked, so a refusal changes nothing;
+        // checked again in the update below, where concurrent attaches meet.
+        self.check_attachment_room(&volume)?;
         if let Some(locked) = locked_by_migration(&volume, "attach") {
             return Err(locked);
         }
@@ -447,6 +450,7 @@ impl Service {
             if let Some(locked) = locked_by_migration(v, "attach") {
                 return Err(locked);
             }
+            self.check_attachment_room(v)?;
             before = v.status;
             v.attachments.push(added);
             if v.status == VolumeStatus::Available {
@@ -475,6 +479,16 @@ impl Service {
             ),
         );
         Ok(self.attachment_view(&attachment))
+    }
+
+    /// Refuses one more attachment of a volume that has as many as
+    /// `[volumes] max_attachments_per_volume` allows.
+    fn check_attachment_room(&self, v: &Volume) -> Result<(), ServiceError> {
+        let max = self.inner.max_attachments;
+        if u64::try_from(v.attachments.len()).unwrap_or(u64::MAX) >= max {
+            return Err(ServiceError::TooManyAttachments { id: v.id, max });
+        }
+        Ok(())
     }
 
     async fn terminate(&self, volume: &Volume, server: &str) {
