@@ -198,6 +198,10 @@ async fn arrays_and_drivers_of_the_embedded_default() {
         assert_eq!(a["pools"], json!(["default"]), "{a}");
         assert!(a["capacity_bytes"].as_u64().unwrap() > 0);
         assert_eq!(a["used_bytes"], 0);
+        // File-backed, on the test's temporary file system.
+        let free = a["filesystem_free_bytes"].as_u64().expect("free bytes");
+        let total = a["filesystem_total_bytes"].as_u64().expect("total bytes");
+        assert!(0 < free && free <= total, "{a}");
     }
     let zoned = |name: &str| {
         let a = arrays.iter().find(|a| a["name"] == name).unwrap();

@@ -95,6 +95,11 @@ fn public(mut op: Value) -> Value {
     op
 }
 
+/// A 507 of a file system too full for the volume.
+const INSUFFICIENT_SPACE: &str = "The file system under the array has less free space than \
+     the volume's size (`insufficient_space`; the message names the free and the needed \
+     bytes). Nothing was created.";
+
 fn no_content(description: &str) -> (&'static str, Value) {
     ("204", json!({"description": description}))
 }
@@ -122,6 +127,7 @@ fn paths() -> Value {
                     ("404", "No such array (`array_not_found`) or pool (`pool_not_found`)."),
                     ("422", "The array has not enough space (`no_space`)."),
                     ("502", "The array's driver failed."),
+                    ("507", INSUFFICIENT_SPACE),
                     ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
                 ]]),
         },
@@ -141,6 +147,7 @@ fn paths() -> Value {
                 ("409", "A migration runs (`migration_in_progress`) or the status forbids it (`not_migratable`)."),
                 ("422", "The destination has not enough space (`no_space`)."),
                 ("503", "A driver is not loaded (`driver_not_loaded`)."),
+                ("507", INSUFFICIENT_SPACE),
             ]])},
         "/v1/volumes/{id}/migration": {"get": operation(
             "getMigration", "The last migration of a volume: status, phase, path, progress, error, warnings, retries.",
@@ -427,7 +434,8 @@ fn schemas() -> Value {
         },
         "Array": {
             "type": "object",
-            "required": ["name", "driver", "pools", "zoned_with", "capacity_bytes", "used_bytes"],
+            "required": ["name", "driver", "pools", "zoned_with", "capacity_bytes", "used_bytes",
+                         "filesystem_free_bytes", "filesystem_total_bytes"],
             "properties": {
                 "name": {"type": "string"},
                 "driver": {"type": "string"},
@@ -436,7 +444,14 @@ fn schemas() -> Value {
                                "description": "Arrays connected to this one over the fabric."},
                 "capacity_bytes": {"type": "integer", "format": "int64"},
                 "used_bytes": {"type": "integer", "format": "int64",
-                               "description": "Bytes provisioned to LUNs."}
+                               "description": "Bytes provisioned to LUNs."},
+                "filesystem_free_bytes": {"type": ["integer", "null"], "format": "int64",
+                    "description": "Bytes still free on the file system holding the array's \
+                    LUN files, as an unprivileged writer may use them (statvfs `f_bavail`); \
+                    null when it cannot be measured. A volume larger than this is refused \
+                    (`insufficient_space`)."},
+                "filesystem_total_bytes": {"type": ["integer", "null"], "format": "int64",
+                    "description": "Size of that file system; null when it cannot be measured."}
             }
         },
         "ArrayList": {

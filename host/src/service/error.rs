@@ -258,6 +258,7 @@ impl ServiceError {
             Self::DriverRefused { source, .. } => source.code(),
             Self::Driver { source, .. } => source.code(),
             Self::Array(ArrayError::NoSpace { .. }) => "no_space",
+            Self::Array(ArrayError::InsufficientSpace { .. }) => "insufficient_space",
             Self::Array(_) => "array_error",
             Self::Store(_) => "store_error",
             Self::Internal(_) => "internal",
@@ -287,6 +288,7 @@ impl ServiceError {
             Self::MigrationStopping(_) => ErrorKind::Unavailable,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
             Self::InvalidState { .. } | Self::TooManyAttachments { .. } => ErrorKind::Conflict,
+            Self::Array(ArrayError::InsufficientSpace { .. }) => ErrorKind::InsufficientStorage,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
             Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,
             Self::DriverVersionActive { .. } | Self::DriverVersionInUse { .. } => {

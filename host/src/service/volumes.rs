@@ -145,6 +145,9 @@ impl Service {
                 req.size_bytes
             )));
         }
+        // Before any record exists: the driver's create_lun would refuse it
+        // too, but as the driver's error, after a record was written.
+        array.check_filesystem_fits(req.size_bytes)?;
         let scope = self.scope(&array)?;
         let mut volume = Volume {
             id: Uuid::new_v4(),
