@@ -424,14 +424,27 @@ async fn every_bad_input_gets_its_status_and_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_endpoints_need_no_token() {
+async fn health_and_the_document_need_no_token_and_metrics_need_any_token() {
     let h = Harness::start().await;
     let health = h.raw(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (health.status, health.body),
         (StatusCode::OK, json!({"status": "ok"}))
     );
-    let metrics = h.raw(Method::GET, "/metrics", None, None).await;
+    // `[http] metrics` is "reader" by default: any valid token, no other.
+    for token in [None, Some("not-a-valid-token-at-all")] {
+        let refused = h.raw(Method::GET, "/metrics", token, None).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{token:?}"
+        );
+        assert!(refused.headers.contains_key(header::WWW_AUTHENTICATE));
+    }
+    let admin = h.admin.clone();
+    let by_admin = h.raw(Method::GET, "/metrics", Some(&admin), None).await;
+    assert_eq!(by_admin.status, StatusCode::OK);
+    let metrics = h.raw(Method::GET, "/metrics", Some(READER), None).await;
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(
         metrics.headers[header::CONTENT_TYPE]

@@ -97,6 +97,24 @@ pub struct HttpConfig {
     /// request.
     #[serde(default = "default_keep_alive_timeout_ms")]
     pub keep_alive_timeout_ms: u64,
+    /// Who may read `/metrics`: it names drivers, their digests and
+    /// counts of volumes and calls.
+    #[serde(default)]
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics` (`[http] metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who reaches the API, without a token (a scraper on a
+    /// trusted network).
+    Public,
+    /// Any valid bearer token, reader or admin.
+    #[default]
+    Reader,
+    /// Nobody: `/metrics` answers 404.
+    Off,
 }
 
 impl Default for HttpConfig {
@@ -105,6 +123,7 @@ impl Default for HttpConfig {
             max_connections: default_max_connections(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             keep_alive_timeout_ms: default_keep_alive_timeout_ms(),
+            metrics: MetricsAccess::default(),
         }
     }
 }
@@ -437,6 +456,30 @@ mod tests {
     }
 
     #[test]
+    fn metrics_access_and_the_attachment_cap_have_defaults_and_can_be_set() {
+        let p = Path::new("x.toml");
+        let c = Config::parse("[[array]]\nname='a'\ndriver='d'\n", p).unwrap();
+        assert_eq!(c.http.metrics, MetricsAccess::Reader);
+        assert_eq!(c.volumes.max_attachments_per_volume, 16);
+        for (text, want) in [
+            ("public", MetricsAccess::Public),
+            ("reader", MetricsAccess::Reader),
+            ("off", MetricsAccess::Off),
+        ] {
+            let c = Config::parse(
+                &format!(
+                    "[http]\nmetrics = '{text}'\n[volumes]\nmax_attachments_per_volume = 2\n\
+                     [[array]]\nname='a'\ndriver='d'\n"
+                ),
+                p,
+            )
+            .unwrap();
+            assert_eq!(c.http.metrics, want);
+            assert_eq!(c.volumes.max_attachments_per_volume, 2);
+        }
+    }
+
+    #[test]
     fn bad_configs_are_refused_with_reasons() {
         let p = Path::new("x.toml");
         let cases = [
@@ -505,6 +548,10 @@ mod tests {
             (
                 "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments=3\n",
                 "unknown field",
+            ),
+            (
+                "[http]\nmetrics='everyone'\n[[array]]\nname='a'\ndriver='d'\n",
+                "unknown variant `everyone`, expected one of `public`, `reader`, `off`",
             ),
         ];
         for (text, want) in cases {

@@ -95,6 +95,13 @@ fn public(mut op: Value) -> Value {
     op
 }
 
+/// An operation whose access the host's configuration decides: a bearer
+/// token, or none (`[http] metrics`).
+fn configured(mut op: Value) -> Value {
+    op["security"] = json!([{"bearer": []}, {}]);
+    op
+}
+
 /// A 507 of a file system too full for the volume.
 const INSUFFICIENT_SPACE: &str = "The file system under the array has less free space than \
      the volume's size (`insufficient_space`; the message names the free and the needed \
@@ -232,14 +239,22 @@ fn paths() -> Value {
                 ("429", COMPILE_BUSY),
             ]])))},
         "/v1/drivers/{name}/versions/{digest}": {"delete": delete_driver_version()},
-        "/metrics": {"get": public(operation(
+        "/metrics": {"get": configured(operation(
             "metrics",
             "Prometheus text: volumes, migrations, per-driver calls, errors, traps, \
              timeouts, latency and memory high-water mark, driver compiles (by result, \
-             the abandoned compile still running, CPU time), NBD and HTTP counters.",
+             the abandoned compile still running, CPU time), NBD and HTTP counters. Who \
+             may read it is the host's `[http] metrics` setting: `reader` (the default) \
+             needs any valid bearer token, reader or admin; `public` needs none; `off` \
+             answers 404.",
             &[], None,
             ("200", json!({"description": "Metrics in the text exposition format 0.0.4.",
-                           "content": {"text/plain": {}}})), &[]))},
+                           "content": {"text/plain": {}}})),
+            &[&[
+                ("401", "`[http] metrics = \"reader\"` (the default): no bearer token, or \
+                         not a valid one (`unauthorized`)."),
+                ("404", "`[http] metrics = \"off\"`: not served (`not_found`)."),
+            ]]))},
     })
 }
 
@@ -695,7 +710,8 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Moves block volumes between storage arrays of different vendors \
                 while they stay usable. Reads need any valid bearer token; every call that \
-                changes state needs an admin token. Every error is \
+                changes state needs an admin token; `/metrics` is as the host's `[http] \
+                metrics` setting says (by default any valid token). Every error is \
                 `{\"error\": {\"code\": ..., \"message\": ...}}`."
         },
         "security": [{"bearer": []}],
@@ -748,6 +764,11 @@ mod tests {
             let responses = op["responses"].as_object().unwrap();
             match r.access {
                 Access::Public => assert_eq!(op["security"], json!([]), "{}", r.path),
+                Access::Configured => {
+                    assert_eq!(op["security"], json!([{"bearer": []}, {}]), "{}", r.path);
+                    assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
+                    assert!(responses.contains_key("404"), "{} {}", r.method, r.path);
+                }
                 Access::Read | Access::Admin => {
                     assert!(op.get("security").is_none(), "{}", r.path);
                     assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
