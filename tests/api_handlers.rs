@@ -2,6 +2,8 @@
 //! the embedded default configuration. Requests go through the router
 //! without a socket, except the last test, which serves on loopback.
 
+mod support;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -12,6 +14,7 @@ use ferry::config::Config;
 use ferry::service::{Service, ServiceOptions};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use support::array_named;
 use tower::ServiceExt;
 
 const READER: &str = "reader-token-for-tests-0123456789";
@@ -158,15 +161,6 @@ type Case<'a> = (
     &'a str,
     &'a str,
 );
-
-fn array_named<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list["arrays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no array {name} in {list}"))
-}
 
 impl Drop for Harness {
     fn drop(&mut self) {

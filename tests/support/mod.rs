@@ -398,6 +398,16 @@ fn word_after(line: &str, marker: &str) -> Option<String> {
     Some(rest[..end].trim_end_matches('/').to_owned())
 }
 
+/// The array called `name` in a `GET /v1/arrays` answer.
+pub fn array_named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no array {name} in {list}"))
+}
+
 /// Runs a peer tool; panics with its output when it fails.
 pub fn run(tool: &str, args: &[&str]) -> String {
     let out = Command::new(tool)
