@@ -2,6 +2,8 @@
 //! the embedded default configuration. Requests go through the router
 //! without a socket, except the last test, which serves on loopback.
 
+mod support;
+
 use std::net::SocketAddr;
 
 use axum::Router;
@@ -12,6 +14,7 @@ use ferry::config::Config;
 use ferry::service::{Service, ServiceOptions};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
+use support::array_named;
 use tower::ServiceExt;
 
 const READER: &str = "reader-token-for-tests-0123456789";
@@ -159,15 +162,6 @@ type Case<'a> = (
     &'a str,
 );
 
-fn array_named<'a>(list: &'a Value, name: &str) -> &'a Value {
-    list["arrays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == name)
-        .unwrap_or_else(|| panic!("no array {name} in {list}"))
-}
-
 impl Drop for Harness {
     fn drop(&mut self) {
         self.service.shutdown();
@@ -198,6 +192,10 @@ async fn arrays_and_drivers_of_the_embedded_default() {
         assert_eq!(a["pools"], json!(["default"]), "{a}");
         assert!(a["capacity_bytes"].as_u64().unwrap() > 0);
         assert_eq!(a["used_bytes"], 0);
+        // File-backed, on the test's temporary file system.
+        let free = a["filesystem_free_bytes"].as_u64().expect("free bytes");
+        let total = a["filesystem_total_bytes"].as_u64().expect("total bytes");
+        assert!(0 < free && free <= total, "{a}");
     }
     let zoned = |name: &str| {
         let a = arrays.iter().find(|a| a["name"] == name).unwrap();
@@ -359,6 +357,10 @@ async fn every_bad_input_gets_its_status_and_code() {
         (Method::POST, vols.clone(), a, create(1000, "t1", ""), 400, "invalid_size", "1000"),
         (Method::POST, vols.clone(), a, create(too_big, "t1", ""), 422, "no_space", ""),
         (Method::POST, vols.clone(), a, body(r#"{"name":"","size_bytes":512,"array":"t1"}"#), 400, "invalid_name", ""),
+        (Method::POST, vols.clone(), a, body(r#"{"name":"invoice\u202efdp.exe","size_bytes":512,"array":"t1"}"#), 400, "invalid_name", "(field \"name\") contains U+202E"),
+        (Method::POST, vols.clone(), a, body(r#"{"name":"db\u200b1","size_bytes":512,"array":"t1"}"#), 400, "invalid_name", "U+200B (a zero-width character) at character 2"),
+        (Method::POST, atts(&existing), a, body(r#"{"server":"web\u20661"}"#), 400, "invalid_name", "(field \"server\") contains U+2066"),
+        (Method::POST, atts(&existing), a, body(r#"{"server":"web1\u0085"}"#), 400, "invalid_name", "U+0085"),
         (Method::POST, vols.clone(), a, create(512, "nope", ""), 404, "array_not_found", "nope"),
         (Method::POST, vols.clone(), a, create(512, "t1", r#","pool":"gold""#), 404, "pool_not_found", "gold"),
         (Method::GET, one(&missing), a, None, 404, "volume_not_found", ""),
@@ -416,14 +418,27 @@ async fn every_bad_input_gets_its_status_and_code() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn public_endpoints_need_no_token() {
+async fn health_and_the_document_need_no_token_and_metrics_need_any_token() {
     let h = Harness::start().await;
     let health = h.raw(Method::GET, "/healthz", None, None).await;
     assert_eq!(
         (health.status, health.body),
         (StatusCode::OK, json!({"status": "ok"}))
     );
-    let metrics = h.raw(Method::GET, "/metrics", None, None).await;
+    // `[http] metrics` is "reader" by default: any valid token, no other.
+    for token in [None, Some("not-a-valid-token-at-all")] {
+        let refused = h.raw(Method::GET, "/metrics", token, None).await;
+        assert_eq!(
+            (refused.status, refused.code()),
+            (StatusCode::UNAUTHORIZED, "unauthorized"),
+            "{token:?}"
+        );
+        assert!(refused.headers.contains_key(header::WWW_AUTHENTICATE));
+    }
+    let admin = h.admin.clone();
+    let by_admin = h.raw(Method::GET, "/metrics", Some(&admin), None).await;
+    assert_eq!(by_admin.status, StatusCode::OK);
+    let metrics = h.raw(Method::GET, "/metrics", Some(READER), None).await;
     assert_eq!(metrics.status, StatusCode::OK);
     assert!(
         metrics.headers[header::CONTENT_TYPE]

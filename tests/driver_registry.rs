@@ -274,7 +274,7 @@ fn each_bad_upload_is_refused_with_its_own_code_and_the_old_version_serves() {
         driver_events(&server).is_empty(),
         "refusals emit no driver events"
     );
-    let (_, metrics) = server.get_text("/metrics");
+    let (_, metrics) = server.metrics();
     assert!(
         metrics.contains("ferry_http_requests_total{method=\"PUT\",route=\"/v1/drivers/{name}\",status=\"422\"} 6"),
         "{metrics}"
@@ -382,7 +382,7 @@ fn versions_install_activate_roll_back_and_survive_a_restart() {
     assert_eq!(status, 201, "{a}");
     let uri = a["uri"].as_str().unwrap();
     support::qemu_io(uri, &["write -P 0x5c 0 1M", "read -P 0x5c 0 1M"]);
-    let (_, metrics) = server.get_text("/metrics");
+    let (_, metrics) = server.metrics();
     assert!(
         metrics.contains(&format!(
             "ferry_driver_active_version{{driver=\"plain\",digest=\"{original}\"}} 1"
@@ -550,7 +550,7 @@ fn hot_swaps_under_load_drop_nothing() {
         inst[inst.len() / 2],
         inst[inst.len() - 1],
     );
-    let (_, metrics) = server.get_text("/metrics");
+    let (_, metrics) = server.metrics();
     assert!(metrics.contains("ferry_driver_calls_total{driver=\"takeover\"}"));
     assert!(
         metrics.contains("ferry_driver_traps_total{driver=\"takeover\"} 0"),
@@ -887,7 +887,7 @@ fn one_compile_at_a_time_and_an_abandoned_compile_holds_the_slot_until_it_ends()
             .unwrap();
         assert!(retry >= 1, "{what}: {retry}");
     }
-    let (_, metrics) = server.get_text("/metrics");
+    let (_, metrics) = server.metrics();
     assert_eq!(
         metric(&metrics, "ferry_driver_compile_abandoned_running"),
         Some(1.0),
@@ -904,7 +904,7 @@ fn one_compile_at_a_time_and_an_abandoned_compile_holds_the_slot_until_it_ends()
 
     // Wait for the abandoned compile to end on its own.
     let metrics = loop {
-        let (_, m) = server.get_text("/metrics");
+        let (_, m) = server.metrics();
         if metric(&m, "ferry_driver_compile_abandoned_running") == Some(0.0) {
             break m;
         }

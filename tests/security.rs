@@ -169,7 +169,7 @@ fn made_up_methods_and_paths_cannot_grow_metrics_logs_or_errors() {
         "unknown paths and methods"
     );
 
-    let (status, text) = server.get_text("/metrics");
+    let (status, text) = server.metrics();
     assert_eq!(status, 200);
     assert!(text.len() < 64 << 10, "/metrics is {} bytes", text.len());
     let series: Vec<&str> = text

@@ -97,6 +97,24 @@ pub struct HttpConfig {
     /// request.
     #[serde(default = "default_keep_alive_timeout_ms")]
     pub keep_alive_timeout_ms: u64,
+    /// Who may read `/metrics`: it names drivers, their digests and
+    /// counts of volumes and calls.
+    #[serde(default)]
+    pub metrics: MetricsAccess,
+}
+
+/// Who may read `/metrics` (`[http] metrics`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MetricsAccess {
+    /// Anyone who reaches the API, without a token (a scraper on a
+    /// trusted network).
+    Public,
+    /// Any valid bearer token, reader or admin.
+    #[default]
+    Reader,
+    /// Nobody: `/metrics` answers 404.
+    Off,
 }
 
 impl Default for HttpConfig {
@@ -105,6 +123,7 @@ impl Default for HttpConfig {
             max_connections: default_max_connections(),
             header_read_timeout_ms: default_header_read_timeout_ms(),
             keep_alive_timeout_ms: default_keep_alive_timeout_ms(),
+            metrics: MetricsAccess::default(),
         }
     }
 }
@@ -185,6 +204,24 @@ impl Default for EventsConfig {
     }
 }
 
+/// Limits of volumes (`[volumes]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumesConfig {
+    /// Most attachments one volume may have at once: each is an NBD export
+    /// and a driver connection, and the record holds them all.
+    #[serde(default = "default_max_attachments_per_volume")]
+    pub max_attachments_per_volume: u64,
+}
+
+impl Default for VolumesConfig {
+    fn default() -> Self {
+        Self {
+            max_attachments_per_volume: default_max_attachments_per_volume(),
+        }
+    }
+}
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -237,6 +274,9 @@ pub struct Config {
     /// NBD connection limits.
     #[serde(default)]
     pub nbd: NbdConfig,
+    /// Limits of volumes.
+    #[serde(default)]
+    pub volumes: VolumesConfig,
 }
 
 fn default_pools() -> Vec<String> {
@@ -295,6 +335,12 @@ fn default_nbd_buffer_budget_mib() -> u64 {
 pub const MIN_NBD_BUFFER_BUDGET_MIB: u64 = 64;
 /// Largest `nbd.max_connections`: each connection is a thread.
 const MAX_NBD_CONNECTIONS: u64 = 1 << 16;
+fn default_max_attachments_per_volume() -> u64 {
+    16
+}
+/// Largest `volumes.max_attachments_per_volume` accepted: every attachment
+/// is kept in the volume's one record.
+const MAX_ATTACHMENTS_PER_VOLUME: u64 = 4096;
 /// Largest `http.max_connections` accepted: a connection is a descriptor,
 /// and no system gives a process more than a few million.
 const MAX_HTTP_CONNECTIONS: u64 = 1 << 20;
@@ -447,6 +493,13 @@ impl Config {
         if self.events.max_count == 0 || self.events.max_age_secs == 0 {
             return invalid("events: max_count and max_age_secs must be > 0".into());
         }
+        let attachments = self.volumes.max_attachments_per_volume;
+        if attachments == 0 || attachments > MAX_ATTACHMENTS_PER_VOLUME {
+            return invalid(format!(
+                "volumes.max_attachments_per_volume must be between 1 and \
+                 {MAX_ATTACHMENTS_PER_VOLUME}"
+            ));
+        }
         Ok(())
     }
 }
@@ -502,6 +555,30 @@ mod tests {
                 max_age_secs: 60
             }
         );
+    }
+
+    #[test]
+    fn metrics_access_and_the_attachment_cap_have_defaults_and_can_be_set() {
+        let p = Path::new("x.toml");
+        let c = Config::parse("[[array]]\nname='a'\ndriver='d'\n", p).unwrap();
+        assert_eq!(c.http.metrics, MetricsAccess::Reader);
+        assert_eq!(c.volumes.max_attachments_per_volume, 16);
+        for (text, want) in [
+            ("public", MetricsAccess::Public),
+            ("reader", MetricsAccess::Reader),
+            ("off", MetricsAccess::Off),
+        ] {
+            let c = Config::parse(
+                &format!(
+                    "[http]\nmetrics = '{text}'\n[volumes]\nmax_attachments_per_volume = 2\n\
+                     [[array]]\nname='a'\ndriver='d'\n"
+                ),
+                p,
+            )
+            .unwrap();
+            assert_eq!(c.http.metrics, want);
+            assert_eq!(c.volumes.max_attachments_per_volume, 2);
+        }
     }
 
     #[test]
@@ -561,6 +638,22 @@ mod tests {
             (
                 "driver_versions_kept=0\n[[array]]\nname='a'\ndriver='d'\n",
                 "driver_versions_kept",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments_per_volume=0\n",
+                "volumes.max_attachments_per_volume must be between 1 and 4096",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments_per_volume=5000\n",
+                "volumes.max_attachments_per_volume",
+            ),
+            (
+                "[[array]]\nname='a'\ndriver='d'\n[volumes]\nmax_attachments=3\n",
+                "unknown field",
+            ),
+            (
+                "[http]\nmetrics='everyone'\n[[array]]\nname='a'\ndriver='d'\n",
+                "unknown variant `everyone`, expected one of `public`, `reader`, `off`",
             ),
         ];
         for (text, want) in cases {

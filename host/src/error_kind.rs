@@ -13,6 +13,9 @@ pub enum ErrorKind {
     Conflict,
     /// Well-formed but cannot be done (no space).
     Unprocessable,
+    /// The storage beneath cannot hold it (the file system under a
+    /// file-backed array has too little free space).
+    InsufficientStorage,
     /// The request body is larger than allowed.
     TooLarge,
     /// A shared resource (the compile slot) is taken; retry later.

@@ -8,6 +8,7 @@ pub mod block;
 pub mod cli;
 pub mod config;
 pub mod conformance;
+pub mod display_text;
 pub mod error_kind;
 pub mod fdlimit;
 pub mod guests;

@@ -309,16 +309,29 @@ impl Server {
 
     /// Fetches a path without a token and returns status and raw text.
     pub fn get_text(&self, path: &str) -> (u16, String) {
+        self.get_text_with(path, None)
+    }
+
+    /// Fetches a path with the given token (or none) and returns status
+    /// and raw text.
+    pub fn get_text_with(&self, path: &str, token: Option<&str>) -> (u16, String) {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .into();
-        let resp = agent
-            .get(format!("{}{}", self.url, path))
-            .call()
-            .expect("request failed");
+        let mut req = agent.get(format!("{}{}", self.url, path));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = req.call().expect("request failed");
         let status = resp.status().as_u16();
         (status, resp.into_body().read_to_string().expect("body"))
+    }
+
+    /// Scrapes `/metrics` with the admin token, as the default `[http]
+    /// metrics = "reader"` asks; returns status and the text.
+    pub fn metrics(&self) -> (u16, String) {
+        self.get_text_with("/metrics", Some(&self.token))
     }
 
     /// Runs the CLI against this server.
@@ -384,6 +397,16 @@ fn word_after(line: &str, marker: &str) -> Option<String> {
         .find(|c: char| c.is_whitespace() || c == ')' || c == ',')
         .unwrap_or(rest.len());
     Some(rest[..end].trim_end_matches('/').to_owned())
+}
+
+/// The array called `name` in a `GET /v1/arrays` answer.
+pub fn array_named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list["arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == name)
+        .unwrap_or_else(|| panic!("no array {name} in {list}"))
 }
 
 /// Runs a peer tool; panics with its output when it fails.

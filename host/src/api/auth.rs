@@ -231,24 +231,27 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty())
 }
 
+/// The role of the request's bearer token: 401 without one, or with one
+/// that matches no role.
+pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Role, ApiError> {
+    let Some(presented) = bearer(headers) else {
+        return Err(ApiError::unauthorized(
+            "this call needs a bearer token (Authorization: Bearer <token>)",
+            CHALLENGE,
+        ));
+    };
+    tokens
+        .role_of(presented)
+        .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid", CHALLENGE_INVALID))
+}
+
 /// Middleware: the request must carry a token whose role allows its method.
 pub async fn require_token(
     State(tokens): State<Arc<Tokens>>,
     req: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
-    let Some(presented) = bearer(req.headers()) else {
-        return Err(ApiError::unauthorized(
-            "this call needs a bearer token (Authorization: Bearer <token>)",
-            CHALLENGE,
-        ));
-    };
-    let Some(role) = tokens.role_of(presented) else {
-        return Err(ApiError::unauthorized(
-            "the bearer token is not valid",
-            CHALLENGE_INVALID,
-        ));
-    };
+    let role = authenticate(&tokens, req.headers())?;
     if Access::required_for(req.method()) == Access::Admin && role != Role::Admin {
         return Err(ApiError::forbidden(format!(
             "{} needs an admin token; this token may only read",

@@ -1,20 +1,22 @@
 //! `GET /metrics`: Prometheus text with the service's metrics (volumes,
 //! migrations, drivers, NBD) and the API's own request counters, which the
-//! request middleware records here.
+//! request middleware records here. Who may read it is configured
+//! (`[http] metrics`): anyone, any valid token (the default), or nobody.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{Method, header};
+use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::clip;
 use super::error::ApiError;
-use super::routes::Routes;
+use super::routes::{Access, Routes};
+use crate::config::MetricsAccess;
 use crate::prometheus::{CONTENT_TYPE, Kind, Text};
 
 /// Upper bounds of the request latency buckets, in seconds.
@@ -23,7 +25,7 @@ const BUCKETS: [f64; 10] = [
 ];
 
 pub(super) fn register(r: Routes) -> Routes {
-    r.public_get("/metrics", metrics)
+    r.open_get("/metrics", metrics, Access::Configured)
 }
 
 /// Requests of one route and method: counts by status, and latency.
@@ -143,7 +145,29 @@ pub(super) async fn observe(
     res
 }
 
-async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+async fn metrics(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Result<Response, ApiError> {
+    // The series name drivers, their digests and how busy the host is: not
+    // for anyone who can reach the port, unless the operator says so.
+    match state.options.metrics {
+        MetricsAccess::Public => {}
+        MetricsAccess::Reader => {
+            super::auth::authenticate(&state.tokens, &headers)?;
+        }
+        MetricsAccess::Off => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::NOT_FOUND,
+                "not_found",
+                format!(
+                    "no route for GET {}: metrics are off on this host ([http] metrics = \"off\")",
+                    clip::echo(uri.path())
+                ),
+            ));
+        }
+    }
     let service = state.service.clone();
     // Counting volumes reads the store: off the async threads.
     let mut text = tokio::task::spawn_blocking(move || service.metrics_text())

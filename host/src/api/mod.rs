@@ -33,6 +33,7 @@ pub use error::ApiError;
 pub use routes::{Access, RouteInfo};
 pub use server::HttpLimits;
 
+use crate::config::MetricsAccess;
 use crate::service::Service;
 
 /// Largest JSON request body accepted.
@@ -44,6 +45,24 @@ pub struct AppState {
     service: Service,
     tokens: Arc<Tokens>,
     http: Arc<metrics::HttpMetrics>,
+    options: ApiOptions,
+}
+
+/// How the API behaves beyond its service and tokens, from the host's
+/// configuration.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ApiOptions {
+    /// Who may read `/metrics` (`[http] metrics`).
+    pub metrics: MetricsAccess,
+}
+
+impl ApiOptions {
+    /// The options `config` sets.
+    pub fn from_config(config: &crate::config::Config) -> Self {
+        Self {
+            metrics: config.http.metrics,
+        }
+    }
 }
 
 impl FromRef<AppState> for Service {
@@ -68,12 +87,19 @@ pub fn routes_table() -> Vec<RouteInfo> {
     all_routes().table
 }
 
-/// The API as a router, ready to serve or to call in tests.
+/// The API as a router with the default [`ApiOptions`], ready to serve or
+/// to call in tests.
 pub fn app(service: Service, tokens: Tokens) -> Router {
+    app_with(service, tokens, ApiOptions::default())
+}
+
+/// The API as a router, with `options`.
+pub fn app_with(service: Service, tokens: Tokens, options: ApiOptions) -> Router {
     let state = AppState {
         service,
         tokens: Arc::new(tokens),
         http: Arc::new(metrics::HttpMetrics::default()),
+        options,
     };
     let routes = all_routes();
     let protected = routes.protected.route_layer(middleware::from_fn_with_state(

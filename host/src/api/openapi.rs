@@ -40,7 +40,9 @@ const BODY_ERRORS: &[(&str, &str)] = &[
     (
         "400",
         "Malformed request: `invalid_json`, `invalid_body` (names the field), \
-         `invalid_id`, `invalid_size`, `invalid_name`.",
+         `invalid_id`, `invalid_size`, `invalid_name` (a name that is empty, longer than \
+         255 bytes, or holds a character that could disguise it when printed; the message \
+         names the field and the code point, e.g. `U+202E`).",
     ),
     ("413", "The body is larger than 1 MiB (`body_too_large`)."),
     (
@@ -93,6 +95,18 @@ fn public(mut op: Value) -> Value {
     op
 }
 
+/// An operation whose access the host's configuration decides: a bearer
+/// token, or none (`[http] metrics`).
+fn configured(mut op: Value) -> Value {
+    op["security"] = json!([{"bearer": []}, {}]);
+    op
+}
+
+/// A 507 of a file system too full for the volume.
+const INSUFFICIENT_SPACE: &str = "The file system under the array has less free space than \
+     the volume's size (`insufficient_space`; the message names the free and the needed \
+     bytes). Nothing was created.";
+
 fn no_content(description: &str) -> (&'static str, Value) {
     ("204", json!({"description": description}))
 }
@@ -120,6 +134,7 @@ fn paths() -> Value {
                     ("404", "No such array (`array_not_found`) or pool (`pool_not_found`)."),
                     ("422", "The array has not enough space (`no_space`)."),
                     ("502", "The array's driver failed."),
+                    ("507", INSUFFICIENT_SPACE),
                     ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
                 ]]),
         },
@@ -139,6 +154,7 @@ fn paths() -> Value {
                 ("409", "A migration runs (`migration_in_progress`) or the status forbids it (`not_migratable`)."),
                 ("422", "The destination has not enough space (`no_space`)."),
                 ("503", "A driver is not loaded (`driver_not_loaded`)."),
+                ("507", INSUFFICIENT_SPACE),
             ]])},
         "/v1/volumes/{id}/migration": {"get": operation(
             "getMigration", "The last migration of a volume: status, phase, path, progress, error, warnings, retries.",
@@ -189,8 +205,10 @@ fn paths() -> Value {
             &["id"], Some("AttachVolume"),
             ("201", ok("The attachment.", "Attachment")),
             &[AUTH_ERRORS, ADMIN_ERRORS, BODY_ERRORS, ID_ERRORS, &[
-                ("409", "The volume's status forbids attaching (`invalid_state`), or a \
-                         migration started with `lock_volume` runs (`volume_locked`)."),
+                ("409", "The volume's status forbids attaching (`invalid_state`), a \
+                         migration started with `lock_volume` runs (`volume_locked`), or the \
+                         volume has `[volumes] max_attachments_per_volume` attachments \
+                         already (`too_many_attachments`; default 16). Nothing changed."),
                 ("502", "The array's driver failed."),
                 ("503", "The array's driver is not loaded (`driver_not_loaded`)."),
             ]])},
@@ -221,14 +239,22 @@ fn paths() -> Value {
                 ("429", COMPILE_BUSY),
             ]])))},
         "/v1/drivers/{name}/versions/{digest}": {"delete": delete_driver_version()},
-        "/metrics": {"get": public(operation(
+        "/metrics": {"get": configured(operation(
             "metrics",
             "Prometheus text: volumes, migrations, per-driver calls, errors, traps, \
              timeouts, latency and memory high-water mark, driver compiles (by result, \
-             the abandoned compile still running, CPU time), NBD and HTTP counters.",
+             the abandoned compile still running, CPU time), NBD and HTTP counters. Who \
+             may read it is the host's `[http] metrics` setting: `reader` (the default) \
+             needs any valid bearer token, reader or admin; `public` needs none; `off` \
+             answers 404.",
             &[], None,
             ("200", json!({"description": "Metrics in the text exposition format 0.0.4.",
-                           "content": {"text/plain": {}}})), &[]))},
+                           "content": {"text/plain": {}}})),
+            &[&[
+                ("401", "`[http] metrics = \"reader\"` (the default): no bearer token, or \
+                         not a valid one (`unauthorized`)."),
+                ("404", "`[http] metrics = \"off\"`: not served (`not_found`)."),
+            ]]))},
     })
 }
 
@@ -397,7 +423,12 @@ fn install_driver() -> Value {
 }
 
 fn schemas() -> Value {
-    let name = json!({"type": "string", "minLength": 1, "maxLength": 255});
+    let name = json!({"type": "string", "minLength": 1, "maxLength": 255,
+        "description": "Shown to people as it is, so refused with `invalid_name` when it \
+            holds a control character (C0, C1), a format character (bidirectional \
+            embeddings, overrides, isolates and marks, zero-width characters, the soft \
+            hyphen, U+FEFF), a line or paragraph separator, a private-use character or a \
+            noncharacter."});
     let size = json!({"type": "integer", "format": "int64", "minimum": 512, "multipleOf": 512});
     let mode = json!({"type": "string", "enum": ["rw", "ro"]});
     let time = json!({"type": "string", "format": "date-time"});
@@ -418,7 +449,8 @@ fn schemas() -> Value {
         },
         "Array": {
             "type": "object",
-            "required": ["name", "driver", "pools", "zoned_with", "capacity_bytes", "used_bytes"],
+            "required": ["name", "driver", "pools", "zoned_with", "capacity_bytes", "used_bytes",
+                         "filesystem_free_bytes", "filesystem_total_bytes"],
             "properties": {
                 "name": {"type": "string"},
                 "driver": {"type": "string"},
@@ -427,7 +459,14 @@ fn schemas() -> Value {
                                "description": "Arrays connected to this one over the fabric."},
                 "capacity_bytes": {"type": "integer", "format": "int64"},
                 "used_bytes": {"type": "integer", "format": "int64",
-                               "description": "Bytes provisioned to LUNs."}
+                               "description": "Bytes provisioned to LUNs."},
+                "filesystem_free_bytes": {"type": ["integer", "null"], "format": "int64",
+                    "description": "Bytes still free on the file system holding the array's \
+                    LUN files, as an unprivileged writer may use them (statvfs `f_bavail`); \
+                    null when it cannot be measured. A volume larger than this is refused \
+                    (`insufficient_space`)."},
+                "filesystem_total_bytes": {"type": ["integer", "null"], "format": "int64",
+                    "description": "Size of that file system; null when it cannot be measured."}
             }
         },
         "ArrayList": {
@@ -671,7 +710,8 @@ pub fn document() -> Value {
             "version": env!("CARGO_PKG_VERSION"),
             "description": "Moves block volumes between storage arrays of different vendors \
                 while they stay usable. Reads need any valid bearer token; every call that \
-                changes state needs an admin token. Every error is \
+                changes state needs an admin token; `/metrics` is as the host's `[http] \
+                metrics` setting says (by default any valid token). Every error is \
                 `{\"error\": {\"code\": ..., \"message\": ...}}`."
         },
         "security": [{"bearer": []}],
@@ -724,6 +764,11 @@ mod tests {
             let responses = op["responses"].as_object().unwrap();
             match r.access {
                 Access::Public => assert_eq!(op["security"], json!([]), "{}", r.path),
+                Access::Configured => {
+                    assert_eq!(op["security"], json!([{"bearer": []}, {}]), "{}", r.path);
+                    assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
+                    assert!(responses.contains_key("404"), "{} {}", r.method, r.path);
+                }
                 Access::Read | Access::Admin => {
                     assert!(op.get("security").is_none(), "{}", r.path);
                     assert!(responses.contains_key("401"), "{} {}", r.method, r.path);

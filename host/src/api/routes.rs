@@ -12,8 +12,11 @@ use super::AppState;
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
-    /// Anyone (health, metrics, the OpenAPI document).
+    /// Anyone (health, the OpenAPI document).
     Public,
+    /// As the host's configuration says: `/metrics` by `[http] metrics` is
+    /// public, needs any valid token, or is not served.
+    Configured,
     /// Any valid token.
     Read,
     /// An admin token.
@@ -66,7 +69,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add(Method::GET, MethodFilter::GET, path, handler, false)
+        self.add(Method::GET, MethodFilter::GET, path, handler, None)
     }
 
     /// A `POST` route that needs an admin token.
@@ -75,7 +78,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add(Method::POST, MethodFilter::POST, path, handler, false)
+        self.add(Method::POST, MethodFilter::POST, path, handler, None)
     }
 
     /// A `PUT` route that needs an admin token.
@@ -84,7 +87,7 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add(Method::PUT, MethodFilter::PUT, path, handler, false)
+        self.add(Method::PUT, MethodFilter::PUT, path, handler, None)
     }
 
     /// A `DELETE` route that needs an admin token.
@@ -93,36 +96,43 @@ impl Routes {
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add(Method::DELETE, MethodFilter::DELETE, path, handler, false)
+        self.add(Method::DELETE, MethodFilter::DELETE, path, handler, None)
     }
 
-    /// A `GET` route anyone may call.
-    pub fn public_get<H, T>(self, path: &'static str, handler: H) -> Self
+    /// A `GET` route outside the token middleware: anyone may call it
+    /// ([`Access::Public`]), or its handler decides who from the
+    /// configuration ([`Access::Configured`]).
+    pub fn open_get<H, T>(self, path: &'static str, handler: H, access: Access) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        self.add(Method::GET, MethodFilter::GET, path, handler, true)
+        self.add(Method::GET, MethodFilter::GET, path, handler, Some(access))
     }
 
+    /// Registers a route: behind the token middleware when `open` is
+    /// `None`, else outside it with that access rule.
     fn add<H, T>(
         mut self,
         method: Method,
         filter: MethodFilter,
         path: &'static str,
         handler: H,
-        public: bool,
+        open: Option<Access>,
     ) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
     {
-        let access = if public {
-            self.public = self.public.route(path, on(filter, handler));
-            Access::Public
-        } else {
-            self.protected = self.protected.route(path, on(filter, handler));
-            Access::required_for(&method)
+        let access = match open {
+            Some(access) => {
+                self.public = self.public.route(path, on(filter, handler));
+                access
+            }
+            None => {
+                self.protected = self.protected.route(path, on(filter, handler));
+                Access::required_for(&method)
+            }
         };
         self.table.push(RouteInfo {
             method,

@@ -8,11 +8,14 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::openapi;
-use super::routes::Routes;
+use super::routes::{Access, Routes};
 
 pub(super) fn register(r: Routes) -> Routes {
-    r.public_get("/healthz", health)
-        .public_get("/openapi.json", openapi_document)
+    r.open_get("/healthz", health, Access::Public).open_get(
+        "/openapi.json",
+        openapi_document,
+        Access::Public,
+    )
 }
 
 async fn health() -> Json<Value> {

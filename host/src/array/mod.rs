@@ -72,6 +72,20 @@ pub enum ArrayError {
         /// Bytes asked for.
         wanted: u64,
     },
+    /// The file system beneath the array has too little free space for a
+    /// LUN of this size (see [`Array::check_filesystem_fits`]).
+    #[error(
+        "the file system under array {array} has {free} bytes free, {needed} bytes needed \
+         for the LUN"
+    )]
+    InsufficientSpace {
+        /// Array name.
+        array: String,
+        /// Bytes an unprivileged writer may still use on the file system.
+        free: u64,
+        /// Bytes asked for.
+        needed: u64,
+    },
     /// The file system failed.
     #[error("I/O error on array {array}: {source}")]
     Io {
@@ -81,6 +95,55 @@ pub enum ArrayError {
         #[source]
         source: io::Error,
     },
+}
+
+/// Size and free space of the file system that holds an array's LUN files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FilesystemSpace {
+    /// Bytes an unprivileged process may still allocate (`f_bavail`: the
+    /// blocks reserved for root are not the host's to use).
+    pub free_bytes: u64,
+    /// Size of the file system in bytes.
+    pub total_bytes: u64,
+}
+
+/// `statvfs(2)` of the file system holding `path`.
+pub fn filesystem_space(path: &Path) -> io::Result<FilesystemSpace> {
+    use std::os::unix::ffi::OsStrExt as _;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut st = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `c_path` is a NUL-terminated string that outlives the call,
+    // and `st` is a writable statvfs the call fills on success.
+    let rc = unsafe { libc::statvfs(c_path.as_ptr(), st.as_mut_ptr()) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: statvfs returned 0, so it initialized `st`.
+    let st = unsafe { st.assume_init() };
+    // The field types differ between libcs and targets (u32 or u64).
+    #[allow(clippy::useless_conversion)]
+    let (block, avail, blocks) = (
+        u64::from(st.f_frsize),
+        u64::from(st.f_bavail),
+        u64::from(st.f_blocks),
+    );
+    Ok(FilesystemSpace {
+        free_bytes: avail.saturating_mul(block),
+        total_bytes: blocks.saturating_mul(block),
+    })
+}
+
+/// An array promised more than its file system can hold (see
+/// [`Array::filesystem_shortfall`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shortfall {
+    /// The configured capacity.
+    pub capacity_bytes: u64,
+    /// Bytes the array's LUN files occupy on disk now.
+    pub allocated_bytes: u64,
+    /// The file system's free space.
+    pub filesystem: FilesystemSpace,
 }
 
 /// Checks a pool or LUN name (see [`crate::model::check_name`]).
@@ -207,7 +270,14 @@ impl Array {
 
     /// The sum of every LUN's size, from the files.
     fn scan_provisioned(&self) -> Result<u64, ArrayError> {
-        let mut used = 0u64;
+        Ok(self.scan()?.0)
+    }
+
+    /// From the files: the sum of every LUN's size, and the bytes they
+    /// occupy on disk (less, as LUNs are sparse).
+    fn scan(&self) -> Result<(u64, u64), ArrayError> {
+        use std::os::unix::fs::MetadataExt as _;
+        let (mut used, mut allocated) = (0u64, 0u64);
         for pool in &self.pools {
             let dir = self.root.join(pool);
             for entry in fs::read_dir(&dir).map_err(|e| self.io(e))? {
@@ -220,10 +290,53 @@ impl Array {
                 };
                 if meta.is_file() {
                     used = used.saturating_add(meta.len());
+                    allocated = allocated.saturating_add(meta.blocks().saturating_mul(512));
                 }
             }
         }
-        Ok(used)
+        Ok((used, allocated))
+    }
+
+    /// The file system the array's LUN files live on.
+    pub fn filesystem_space(&self) -> Result<FilesystemSpace, ArrayError> {
+        filesystem_space(&self.root).map_err(|e| self.io(e))
+    }
+
+    /// Refuses a LUN of `size` bytes that the file system beneath could
+    /// not hold even now. LUN files are sparse, so this is the one rule
+    /// that is both cheap and never wrong: a LUN larger than the free space
+    /// would fail with ENOSPC before its last block is written. What other
+    /// LUNs may still claim is not subtracted (they may never be written
+    /// full, and arrays may share the file system); the start-up warning of
+    /// [`Array::filesystem_shortfall`] speaks of that.
+    pub fn check_filesystem_fits(&self, size: u64) -> Result<(), ArrayError> {
+        let fs = self.filesystem_space()?;
+        if size > fs.free_bytes {
+            return Err(ArrayError::InsufficientSpace {
+                array: self.name.clone(),
+                free: fs.free_bytes,
+                needed: size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether the configured capacity exceeds what the file system can
+    /// still give the array: its free space plus what the array's LUN files
+    /// occupy already. Counts the LUNs once (and keeps the count for
+    /// capacity checks).
+    pub fn filesystem_shortfall(&self) -> Result<Option<Shortfall>, ArrayError> {
+        let mut guard = self.lock_provisioned();
+        let (provisioned, allocated) = self.scan()?;
+        *guard = Some(provisioned);
+        drop(guard);
+        let fs = self.filesystem_space()?;
+        let short = self.capacity_bytes > fs.free_bytes.saturating_add(allocated);
+        Ok(short.then_some(Shortfall {
+            capacity_bytes: self.capacity_bytes,
+            allocated_bytes: allocated,
+            filesystem: fs,
+        }))
     }
 
     /// Creates a sparse LUN of `size` bytes, readable by this user only
@@ -243,6 +356,7 @@ impl Array {
                 wanted: size,
             });
         }
+        self.check_filesystem_fits(size)?;
         let file = match crate::private_fs::file_options()
             .read(true)
             .write(true)
@@ -481,6 +595,41 @@ mod tests {
         assert_eq!(l.size(), 512 << 10);
         assert_eq!(a.used_bytes().unwrap(), 512 << 10);
         assert_eq!(a.list_luns("default").unwrap(), vec!["two".to_owned()]);
+    }
+
+    #[test]
+    fn a_lun_larger_than_the_free_space_of_the_file_system_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        // A capacity no file system here has: only the file system limits.
+        let a = array(dir.path(), 1 << 62);
+        let free = a.filesystem_space().unwrap().free_bytes;
+        let too_big = (free + (1 << 30)) / 512 * 512;
+        match a.create_lun(&addr("big"), too_big) {
+            Err(ArrayError::InsufficientSpace {
+                array,
+                free: f,
+                needed,
+            }) => {
+                assert_eq!((array.as_str(), needed), ("a1", too_big));
+                // Others write to this file system meanwhile: near, not equal.
+                assert!(f.abs_diff(free) < 1 << 30, "{f} vs {free}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(!a.lun_exists(&addr("big")).unwrap());
+        assert_eq!(a.used_bytes().unwrap(), 0);
+        a.create_lun(&addr("small"), 1 << 20).unwrap();
+    }
+
+    #[test]
+    fn a_capacity_beyond_the_file_system_is_a_shortfall() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = array(dir.path(), 1 << 62);
+        let s = big.filesystem_shortfall().unwrap().expect("a shortfall");
+        assert_eq!(s.capacity_bytes, 1 << 62);
+        assert!(s.filesystem.total_bytes >= s.filesystem.free_bytes);
+        let small = array(dir.path(), 1 << 20);
+        assert_eq!(small.filesystem_shortfall().unwrap(), None);
     }
 
     #[test]

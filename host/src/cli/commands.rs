@@ -57,7 +57,15 @@ pub fn array(c: &Client, out: Output, cmd: ArrayCmd) -> Result<(), ClientError> 
 }
 
 fn arrays_table(arrays: &[ArrayView]) -> Table {
-    let mut t = Table::new(&["NAME", "DRIVER", "POOLS", "ZONED WITH", "CAPACITY", "USED"]);
+    let mut t = Table::new(&[
+        "NAME",
+        "DRIVER",
+        "POOLS",
+        "ZONED WITH",
+        "CAPACITY",
+        "USED",
+        "FS FREE",
+    ]);
     for a in arrays {
         t.row([
             a.name.clone(),
@@ -66,6 +74,8 @@ fn arrays_table(arrays: &[ArrayView]) -> Table {
             dash_if_empty(a.zoned_with.join(",")),
             format_size(a.capacity_bytes),
             format_size(a.used_bytes),
+            a.filesystem_free_bytes
+                .map_or_else(|| "-".to_owned(), format_size),
         ]);
     }
     t
@@ -531,11 +541,23 @@ mod tests {
             zoned_with: vec![],
             capacity_bytes: 256 << 30,
             used_bytes: 0,
+            filesystem_free_bytes: Some(3 << 29),
+            filesystem_total_bytes: Some(8 << 30),
         };
-        let out = arrays_table(&[a]).render();
+        let unmeasured = ArrayView {
+            name: "t1".into(),
+            filesystem_free_bytes: None,
+            filesystem_total_bytes: None,
+            ..a.clone()
+        };
+        let out = arrays_table(&[a, unmeasured]).render();
         assert_eq!(
             out.lines().nth(1).unwrap(),
-            "p1    plain   default,fast  -           256 GiB   0 B"
+            "p1    plain   default,fast  -           256 GiB   0 B   1.5 GiB"
+        );
+        assert_eq!(
+            out.lines().nth(2).unwrap(),
+            "t1    plain   default,fast  -           256 GiB   0 B   -"
         );
 
         let d = DriverView {

@@ -11,8 +11,11 @@ use super::commands::{Output, decode};
 use super::table::{format_size, key_values};
 use crate::service::MigrationView;
 
+/// A string the server sent, escaped for the terminal (see
+/// [`super::table::sanitize`]); `-` when absent.
 fn text(v: &Value) -> String {
-    v.as_str().map_or_else(|| "-".to_owned(), str::to_owned)
+    v.as_str()
+        .map_or_else(|| "-".to_owned(), super::table::sanitize)
 }
 
 /// One redrawn progress line: bar, percent, status and path.
@@ -226,7 +229,7 @@ pub fn events(c: &Client, out: Output, after: Option<u64>) -> Result<(), ClientE
                 text(&e["to"]),
                 e["reason"]
                     .as_str()
-                    .map(|r| format!("  ({r})"))
+                    .map(|r| format!("  ({})", super::table::sanitize(r)))
                     .unwrap_or_default()
             );
         }

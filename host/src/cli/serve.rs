@@ -124,6 +124,7 @@ async fn serve_async(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let http_addr = listener.local_addr().context("listener address")?;
+    let api_options = api::ApiOptions::from_config(&config);
     let opts = ServiceOptions {
         data_dir: data_dir.to_owned(),
         config,
@@ -155,7 +156,7 @@ async fn serve_async(
 
     let stop = Arc::new(Notify::new());
     let signalled = stop.clone();
-    let app = api::app(service.clone(), tokens);
+    let app = api::app_with(service.clone(), tokens, api_options);
     let stopping = service.clone();
     let server = api::server::serve(listener, app, http_limits, async move {
         shutdown_signal().await;

@@ -1,6 +1,6 @@
 //! Plain-text rendering for people: aligned tables, key/value blocks and
 //! sizes. Everything the server sent is escaped, so a name cannot move the
-//! cursor or change colours.
+//! cursor, change colours or reorder a line.
 
 /// A table with a header row.
 #[derive(Debug, Clone)]
@@ -99,21 +99,12 @@ pub fn format_size(bytes: u64) -> String {
     }
 }
 
-/// Escapes control characters (terminal escapes, newlines) in text the
-/// server sent.
+/// Escapes what could act on the terminal or disguise the text (control
+/// characters, bidirectional overrides, zero-width and other format
+/// characters, separators, private use; see [`crate::display_text`]) in
+/// text the server sent: records stored before names were checked, too.
 pub fn sanitize(text: &str) -> String {
-    if !text.chars().any(char::is_control) {
-        return text.to_owned();
-    }
-    text.chars()
-        .flat_map(|c| {
-            if c.is_control() {
-                c.escape_default().collect::<Vec<_>>()
-            } else {
-                vec![c]
-            }
-        })
-        .collect()
+    crate::display_text::escape(text).into_owned()
 }
 
 #[cfg(test)]
@@ -149,6 +140,29 @@ mod tests {
         assert!(!out.contains('\u{1b}'));
         assert!(out.contains("evil\\u{1b}[31mred\\nline"), "{out}");
         assert_eq!(sanitize("plain"), "plain");
+    }
+
+    #[test]
+    fn bidi_and_zero_width_characters_cannot_reorder_or_hide_a_cell() {
+        let mut t = Table::new(&["NAME", "STATUS"]);
+        t.row(["invoice\u{202e}fdp.exe", "ok"]);
+        t.row(["a\u{200b}b\u{2066}c\u{feff}d\u{2028}e", "ok"]);
+        let out = t.render();
+        assert_eq!(out.lines().count(), 3, "{out:?}");
+        assert!(
+            out.lines()
+                .all(|l| !l.chars().any(crate::display_text::is_hidden)),
+            "{out:?}"
+        );
+        assert!(out.contains("invoice\\u{202e}fdp.exe"), "{out}");
+        assert!(
+            out.contains("a\\u{200b}b\\u{2066}c\\u{feff}d\\u{2028}e"),
+            "{out}"
+        );
+        assert_eq!(
+            key_values(&[("name", "x\u{202d}y".into())]),
+            "name:  x\\u{202d}y\n"
+        );
     }
 
     #[test]

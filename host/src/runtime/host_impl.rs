@@ -77,7 +77,9 @@ fn array_error(e: ArrayError) -> DriverError {
         | ArrayError::InvalidSize(_)
         | ArrayError::LunExists { .. } => DriverError::InvalidArgument(m),
         ArrayError::NoSuchPool { .. } | ArrayError::NoSuchLun { .. } => DriverError::NotFound(m),
-        ArrayError::NoSpace { .. } => DriverError::NoSpace(m),
+        ArrayError::NoSpace { .. } | ArrayError::InsufficientSpace { .. } => {
+            DriverError::NoSpace(m)
+        }
         ArrayError::Io { .. } => DriverError::BackendError(m),
     }
 }

@@ -46,6 +46,18 @@ pub enum ServiceError {
     /// The array cannot hold the volume.
     #[error("not enough space: {0}")]
     NoSpace(String),
+    /// The volume has as many attachments as `[volumes]
+    /// max_attachments_per_volume` allows.
+    #[error(
+        "volume {id} has {max} attachments, the most a volume may have \
+         ([volumes] max_attachments_per_volume); detach one first"
+    )]
+    TooManyAttachments {
+        /// Volume id.
+        id: Uuid,
+        /// The configured cap.
+        max: u64,
+    },
     /// The volume's status forbids the operation.
     #[error("volume {id} is {status}: {reason}")]
     InvalidState {
@@ -226,6 +238,7 @@ impl ServiceError {
             Self::InvalidArgument(_) => "invalid_argument",
             Self::NoSpace(_) => "no_space",
             Self::InvalidState { .. } => "invalid_state",
+            Self::TooManyAttachments { .. } => "too_many_attachments",
             Self::SameLocation(_) => "same_location",
             Self::MigrationInProgress(_) => "migration_in_progress",
             Self::NotMigratable { .. } => "not_migratable",
@@ -245,6 +258,7 @@ impl ServiceError {
             Self::DriverRefused { source, .. } => source.code(),
             Self::Driver { source, .. } => source.code(),
             Self::Array(ArrayError::NoSpace { .. }) => "no_space",
+            Self::Array(ArrayError::InsufficientSpace { .. }) => "insufficient_space",
             Self::Array(_) => "array_error",
             Self::Store(_) => "store_error",
             Self::Internal(_) => "internal",
@@ -273,7 +287,8 @@ impl ServiceError {
             | Self::HydrationIncomplete { .. } => ErrorKind::Conflict,
             Self::MigrationStopping(_) => ErrorKind::Unavailable,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
-            Self::InvalidState { .. } => ErrorKind::Conflict,
+            Self::InvalidState { .. } | Self::TooManyAttachments { .. } => ErrorKind::Conflict,
+            Self::Array(ArrayError::InsufficientSpace { .. }) => ErrorKind::InsufficientStorage,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
             Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,
             Self::DriverVersionActive { .. } | Self::DriverVersionInUse { .. } => {

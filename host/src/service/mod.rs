@@ -73,6 +73,8 @@ struct Inner {
     registry: Mutex<()>,
     /// Versions of each driver kept after an install (`driver_versions_kept`).
     versions_kept: usize,
+    /// Most attachments of one volume (`[volumes] max_attachments_per_volume`).
+    max_attachments: u64,
 }
 
 /// What the host keeps in memory about a running migration.
@@ -109,6 +111,7 @@ impl Service {
         check_config_keeps_volumes(&store, &opts.config)?;
         store.put_arrays(&opts.config.arrays, &opts.config.zoning)?;
         let arrays = Arrays::open(&opts.data_dir.join("arrays"), &opts.config)?;
+        warn_of_filesystem_shortfalls(&arrays);
         let hydrations = Arc::new(Hydrations::new(
             store.clone(),
             opts.config.hydration_bandwidth_bytes_per_sec,
@@ -163,6 +166,7 @@ impl Service {
                 registry: Mutex::new(()),
                 versions_kept: usize::try_from(opts.config.driver_versions_kept)
                     .unwrap_or(usize::MAX),
+                max_attachments: opts.config.volumes.max_attachments_per_volume,
             }),
         };
         service.recover()?;
@@ -202,10 +206,17 @@ impl Service {
         self.inner.hydrations.stop_all();
     }
 
-    /// Every array with its capacity use.
+    /// Every array with its capacity use and the space of the file system
+    /// beneath it.
     pub fn arrays(&self) -> Result<Vec<ArrayView>, ServiceError> {
         let mut out = Vec::new();
         for a in self.inner.arrays.iter() {
+            // A file system that cannot be measured shows as null, not as
+            // a failed listing.
+            let fs = a
+                .filesystem_space()
+                .inspect_err(|e| tracing::warn!(array = a.name(), error = %e, "cannot measure the file system"))
+                .ok();
             out.push(ArrayView {
                 name: a.name().to_owned(),
                 driver: a.driver().to_owned(),
@@ -213,6 +224,8 @@ impl Service {
                 zoned_with: self.inner.arrays.zoned_with(a.name()),
                 capacity_bytes: a.capacity_bytes(),
                 used_bytes: a.used_bytes()?,
+                filesystem_free_bytes: fs.map(|f| f.free_bytes),
+                filesystem_total_bytes: fs.map(|f| f.total_bytes),
             });
         }
         Ok(out)
@@ -310,6 +323,30 @@ impl Service {
 
     fn attachment_view(&self, a: &Attachment) -> AttachmentView {
         views::attachment_view(a, self.inner.nbd_addr)
+    }
+}
+
+/// Warns of every array whose configured capacity the file system beneath
+/// cannot give it (its free space plus what the array's LUN files occupy
+/// already): its volumes would fail with ENOSPC before the array is full.
+/// Creates are still refused one by one when they cannot fit now.
+fn warn_of_filesystem_shortfalls(arrays: &Arrays) {
+    for a in arrays.iter() {
+        match a.filesystem_shortfall() {
+            Ok(None) => {}
+            Ok(Some(s)) => tracing::warn!(
+                array = a.name(),
+                capacity_bytes = s.capacity_bytes,
+                filesystem_free_bytes = s.filesystem.free_bytes,
+                allocated_bytes = s.allocated_bytes,
+                "the array's capacity exceeds the free space of its file system plus what \
+                 its LUNs occupy: volumes may fail with ENOSPC before the array is full; \
+                 lower capacity_bytes or free space"
+            ),
+            Err(e) => {
+                tracing::warn!(array = a.name(), error = %e, "cannot measure the file system")
+            }
+        }
     }
 }
 

@@ -97,6 +97,11 @@ pub struct ArrayView {
     pub capacity_bytes: u64,
     /// Provisioned bytes.
     pub used_bytes: u64,
+    /// Bytes still free on the file system holding the array's LUN files
+    /// (what an unprivileged writer may use); null when it cannot be read.
+    pub filesystem_free_bytes: Option<u64>,
+    /// Size of that file system; null when it cannot be read.
+    pub filesystem_total_bytes: Option<u64>,
 }
 
 /// A driver as clients see it.

@@ -19,21 +19,29 @@ use crate::store::UpdateError;
 /// Longest volume or server name accepted.
 const MAX_NAME: usize = 255;
 
-fn validate_display_name(what: &str, name: &str) -> Result<(), ServiceError> {
+/// Checks a name a client sets and people read later (in the CLI's tables,
+/// events and logs): `what` is how messages call it, `field` its JSON
+/// field. Characters that could disguise it when printed (controls, bidi
+/// overrides, zero-width marks, separators, private use) are refused, each
+/// named by its code point, so a name cannot pass for another.
+fn validate_display_name(what: &str, field: &str, name: &str) -> Result<(), ServiceError> {
+    let invalid = |reason: String| {
+        Err(ServiceError::InvalidName(format!(
+            "{what} (field \"{field}\") {reason}"
+        )))
+    };
     if name.trim().is_empty() {
-        return Err(ServiceError::InvalidName(format!(
-            "{what} must not be empty"
-        )));
+        return invalid("must not be empty".into());
     }
     if name.len() > MAX_NAME {
-        return Err(ServiceError::InvalidName(format!(
-            "{what} must be at most {MAX_NAME} bytes"
-        )));
+        return invalid(format!("must be at most {MAX_NAME} bytes"));
     }
-    if name.chars().any(char::is_control) {
-        return Err(ServiceError::InvalidName(format!(
-            "{what} must not contain control characters"
-        )));
+    if let Some((at, c, kind)) = crate::display_text::first_hidden(name) {
+        return invalid(format!(
+            "contains {} ({kind}) at character {at}: control, format (bidirectional, \
+             zero-width), separator and private-use characters could disguise it when printed",
+            crate::display_text::code_point(c)
+        ));
     }
     Ok(())
 }
@@ -112,7 +120,7 @@ impl Service {
 
     /// Creates a volume on an array through its driver.
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
-        validate_display_name("volume name", &req.name)?;
+        validate_display_name("volume name", "name", &req.name)?;
         if req.size_bytes == 0 || !req.size_bytes.is_multiple_of(512) {
             return Err(ServiceError::InvalidSize(req.size_bytes));
         }
@@ -137,6 +145,9 @@ impl Service {
                 req.size_bytes
             )));
         }
+        // Before any record exists: the driver's create_lun would refuse it
+        // too, but as the driver's error, after a record was written.
+        array.check_filesystem_fits(req.size_bytes)?;
         let scope = self.scope(&array)?;
         let mut volume = Volume {
             id: Uuid::new_v4(),
@@ -388,11 +399,14 @@ impl Service {
         id: Uuid,
         req: AttachVolume,
     ) -> Result<AttachmentView, ServiceError> {
-        validate_display_name("server name", &req.server)?;
+        validate_display_name("server name", "server", &req.server)?;
         let volume = self.volume(id)?;
         if !super::views::attachable(&volume) {
             return Err(invalid_state(&volume, "the volume is not attachable now"));
         }
+        // Checked before the driver is asked, so a refusal changes nothing;
+        // checked again in the update below, where concurrent attaches meet.
+        self.check_attachment_room(&volume)?;
         if let Some(locked) = locked_by_migration(&volume, "attach") {
             return Err(locked);
         }
@@ -439,6 +453,7 @@ impl Service {
             if let Some(locked) = locked_by_migration(v, "attach") {
                 return Err(locked);
             }
+            self.check_attachment_room(v)?;
             before = v.status;
             v.attachments.push(added);
             if v.status == VolumeStatus::Available {
@@ -467,6 +482,16 @@ impl Service {
             ),
         );
         Ok(self.attachment_view(&attachment))
+    }
+
+    /// Refuses one more attachment of a volume that has as many as
+    /// `[volumes] max_attachments_per_volume` allows.
+    fn check_attachment_room(&self, v: &Volume) -> Result<(), ServiceError> {
+        let max = self.inner.max_attachments;
+        if u64::try_from(v.attachments.len()).unwrap_or(u64::MAX) >= max {
+            return Err(ServiceError::TooManyAttachments { id: v.id, max });
+        }
+        Ok(())
     }
 
     async fn terminate(&self, volume: &Volume, server: &str) {

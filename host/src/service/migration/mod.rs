@@ -185,6 +185,7 @@ impl Service {
                 volume.size_bytes
             )));
         }
+        dest.check_filesystem_fits(volume.size_bytes)?;
         let migration_id = Uuid::new_v4();
         let destination = Placement {
             array: dest.name().to_owned(),
