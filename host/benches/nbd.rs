@@ -1,11 +1,13 @@
-//! Ferry's NBD server versus `qemu-nbd`, side by side on the same raw LUN
-//! file over loopback TCP: fio's nbd engine, 4k random read and write
-//! (iodepth 16) and 1M sequential read and write, over a volume holding
-//! data. Ferry serves it through a real `ferry serve` attachment; qemu-nbd
-//! serves the same file while no attachment exists.
+//! Ferry's NBD server versus `qemu-nbd` and nbdkit's file plugin, side by
+//! side on the same raw LUN file over loopback TCP: fio's nbd engine, 4k
+//! random read and write (iodepth 16) and 1M sequential read and write,
+//! over a volume holding data. Ferry serves it through a real `ferry serve`
+//! attachment, with its connection limits and buffer budget in force; the
+//! peers serve the same file while no attachment exists.
 //!
-//! qemu-nbd runs with `--cache=writeback`: like Ferry it acknowledges a
-//! write once it is in the page cache and makes it durable on FLUSH or FUA
+//! qemu-nbd runs with `--cache=writeback` and nbdkit's file plugin with its
+//! default page-cache I/O on 16 threads: like Ferry they acknowledge a
+//! write once it is in the page cache and make it durable on FLUSH or FUA
 //! (`--cache=none` would add O_DIRECT, a stricter promise Ferry does not
 //! make).
 //!
@@ -76,17 +78,60 @@ fn measure(uri: &str, w: &Workload, secs: u64) -> f64 {
     }
 }
 
-/// Runs every workload against `qemu-nbd` serving `file`.
-fn peer_pass(file: &std::path::Path, secs: u64, out: &mut [Vec<f64>]) {
+/// The NBD servers Ferry is measured against.
+#[derive(Clone, Copy)]
+enum Peer {
+    QemuNbd,
+    Nbdkit,
+}
+
+impl Peer {
+    const ALL: [Peer; 2] = [Peer::QemuNbd, Peer::Nbdkit];
+
+    /// The suffix of its rows' ids and its name in their text.
+    fn label(self) -> (&'static str, &'static str) {
+        match self {
+            Peer::QemuNbd => ("", "qemu-nbd"),
+            Peer::Nbdkit => ("-nbdkit", "nbdkit file plugin"),
+        }
+    }
+
+    fn command(self, file: &std::path::Path, port: u16) -> Command {
+        let port = port.to_string();
+        match self {
+            Peer::QemuNbd => {
+                let mut c = Command::new("qemu-nbd");
+                c.args(["-f", "raw", "--cache=writeback", "--aio=threads"])
+                    .args(["-b", "127.0.0.1", "-p", &port])
+                    .args(["-x", "bench", "--persistent", "--shared=4"])
+                    .arg(file);
+                c
+            }
+            Peer::Nbdkit => {
+                let mut c = Command::new("nbdkit");
+                c.args(["--foreground", "--exit-with-parent", "--threads=16"])
+                    .args(["-i", "127.0.0.1", "-p", &port, "-e", "bench"])
+                    .arg("file")
+                    .arg(format!("file={}", file.display()));
+                c
+            }
+        }
+    }
+}
+
+/// Runs every workload against `peer` serving `file`.
+fn peer_pass(peer: Peer, file: &std::path::Path, secs: u64, out: &mut [Vec<f64>]) {
     let port = support::free_port();
-    let mut child = Command::new("qemu-nbd")
-        .args(["-f", "raw", "--cache=writeback", "--aio=threads"])
-        .args(["-b", "127.0.0.1", "-p", &port.to_string()])
-        .args(["-x", "bench", "--persistent", "--shared=4"])
-        .arg(file)
+    let mut child = peer
+        .command(file, port)
         .stdout(Stdio::null())
         .spawn()
-        .expect("qemu-nbd (Debian package qemu-utils)");
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} (Debian packages qemu-utils, nbdkit): {e}",
+                peer.label().1
+            )
+        });
     support::wait_port(port);
     let uri = format!("nbd://127.0.0.1:{port}/bench");
     for (i, w) in WORKLOADS.iter().enumerate() {
@@ -123,26 +168,34 @@ fn main() {
     assert!(file.is_file(), "LUN file {}", file.display());
 
     let mut ferry = vec![Vec::new(); WORKLOADS.len()];
-    let mut peer = vec![Vec::new(); WORKLOADS.len()];
+    let mut peers = [
+        vec![Vec::new(); WORKLOADS.len()],
+        vec![Vec::new(); WORKLOADS.len()],
+    ];
     for run in 0..runs {
-        // Alternate who goes first so neither always gets the warmer cache.
-        if run % 2 == 0 {
-            ferry_pass(&server, &id, secs, &mut ferry);
-            peer_pass(&file, secs, &mut peer);
-        } else {
-            peer_pass(&file, secs, &mut peer);
-            ferry_pass(&server, &id, secs, &mut ferry);
+        // Rotate who goes first so no one always gets the warmer cache.
+        for turn in 0..3 {
+            match (run + turn) % 3 {
+                0 => ferry_pass(&server, &id, secs, &mut ferry),
+                n => {
+                    let p = n - 1;
+                    peer_pass(Peer::ALL[p], &file, secs, &mut peers[p]);
+                }
+            }
         }
         eprintln!("nbd: run {} of {runs} done", run + 1);
     }
-    for (i, w) in WORKLOADS.iter().enumerate() {
-        let unit = if w.bandwidth { "MiB/s" } else { "IOPS" };
-        support::report(
-            w.id,
-            w.what,
-            unit,
-            support::summary(&ferry[i]),
-            Some(support::summary(&peer[i])),
-        );
+    for (p, peer) in Peer::ALL.iter().enumerate() {
+        let (suffix, name) = peer.label();
+        for (i, w) in WORKLOADS.iter().enumerate() {
+            let unit = if w.bandwidth { "MiB/s" } else { "IOPS" };
+            support::report(
+                &format!("{}{suffix}", w.id),
+                &format!("{}, vs {name}", w.what),
+                unit,
+                support::summary(&ferry[i]),
+                Some(support::summary(&peers[p][i])),
+            );
+        }
     }
 }

@@ -19,8 +19,9 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("fio", "fio"),
 ];
 
-/// Peer tools only the benchmarks need: the HTTP load generator.
-const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk")];
+/// Peer tools only the benchmarks need: the HTTP load generator and the
+/// second NBD server Ferry is measured against.
+const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk"), ("nbdkit", "nbdkit")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

@@ -5,8 +5,8 @@
 //! sends its reply under the write lock. No queue sits between parsing and
 //! execution, so a lone request pays no thread hand-off.
 //!
-//! Payload buffers come from the server's [`BufferBudget`] only when a
-//! request needs one, and a write's buffer fills as its payload arrives;
+//! Payload buffers come from the server's budget only when a request needs
+//! one, and a write's buffer fills as its payload arrives;
 //! every wait on the client is recorded in the connection's activity for
 //! the reaper's deadlines.
 
@@ -25,6 +25,8 @@ use super::stats::Op;
 /// Threads per connection at most; enough to overlap a client's queue of
 /// requests with fsyncs and cold reads on a small machine.
 const MAX_WORKERS: usize = 8;
+/// How far ahead of a write payload's arrival its buffer is made ready.
+const PAYLOAD_CHUNK: usize = 1 << 20;
 /// Largest single write used to zero a range when holes are not allowed.
 const ZERO_CHUNK: usize = 1 << 20;
 static ZEROES: [u8; ZERO_CHUNK] = [0; ZERO_CHUNK];
@@ -188,7 +190,8 @@ impl Conn {
         let done = match (req.kind, payload) {
             (CMD_READ, _) => self.read(&req),
             (CMD_WRITE, Some(mut data)) => {
-                let error = self.write(&req, &data.vec()[REPLY_LEN..]);
+                let end = REPLY_LEN + req.length as usize;
+                let error = self.write(&req, &data.vec()[REPLY_LEN..end]);
                 super::stats::STATS.request(op, req.length, error);
                 self.send(&reply_header(error, req.handle))
             }
@@ -362,21 +365,24 @@ fn reply_header(error: u32, handle: u64) -> [u8; REPLY_LEN] {
     header
 }
 
-/// Reads `len` payload bytes into `buf` after the reply header's room,
-/// straight into the buffer's spare capacity: no byte of it is written
-/// before the client's byte arrives.
+/// Reads `len` payload bytes into `buf` after the reply header's room. A
+/// buffer is made ready (zeroed, when new) at most one chunk ahead of the
+/// bytes that arrived, so a payload that never comes fills next to nothing;
+/// chunks this large go past the stream's own buffer, straight in.
 fn read_payload(
     stream: &mut BufReader<TcpStream>,
     buf: &mut Vec<u8>,
     len: usize,
 ) -> io::Result<()> {
-    buf.resize(REPLY_LEN, 0);
-    let got = stream.by_ref().take(len as u64).read_to_end(buf)?;
-    if got < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed inside a write payload",
-        ));
+    let end = REPLY_LEN + len;
+    let mut at = REPLY_LEN;
+    while at < end {
+        let to = end.min(at + PAYLOAD_CHUNK);
+        if buf.len() < to {
+            buf.resize(to, 0);
+        }
+        stream.read_exact(&mut buf[at..to])?;
+        at = to;
     }
     Ok(())
 }
