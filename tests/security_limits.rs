@@ -282,7 +282,7 @@ fn a_volume_larger_than_the_free_space_of_the_file_system_is_refused_with_507() 
     );
     let log = server.log.clone().unwrap();
     let warned = log.wait_for(
-        "exceeds the free space of its file system",
+        "exceeds the free space of the file system",
         Duration::from_secs(5),
     );
     let warned = warned.expect("no start-up warning about the file system");

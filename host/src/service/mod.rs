@@ -326,27 +326,33 @@ impl Service {
     }
 }
 
-/// Warns of every array whose configured capacity the file system beneath
-/// cannot give it (its free space plus what the array's LUN files occupy
-/// already): its volumes would fail with ENOSPC before the array is full.
-/// Creates are still refused one by one when they cannot fit now.
+/// Warns, once, of the arrays whose configured capacity the file system
+/// beneath cannot give them (its free space plus what the array's LUN files
+/// occupy already): their volumes would fail with ENOSPC before the array
+/// is full. Creates are still refused one by one when they cannot fit now.
 fn warn_of_filesystem_shortfalls(arrays: &Arrays) {
+    let mut short = Vec::new();
+    let mut free = None;
     for a in arrays.iter() {
         match a.filesystem_shortfall() {
             Ok(None) => {}
-            Ok(Some(s)) => tracing::warn!(
-                array = a.name(),
-                capacity_bytes = s.capacity_bytes,
-                filesystem_free_bytes = s.filesystem.free_bytes,
-                allocated_bytes = s.allocated_bytes,
-                "the array's capacity exceeds the free space of its file system plus what \
-                 its LUNs occupy: volumes may fail with ENOSPC before the array is full; \
-                 lower capacity_bytes or free space"
-            ),
+            Ok(Some(s)) => {
+                short.push(format!("{} ({} bytes)", a.name(), s.capacity_bytes));
+                free = Some(s.filesystem.free_bytes.min(free.unwrap_or(u64::MAX)));
+            }
             Err(e) => {
                 tracing::warn!(array = a.name(), error = %e, "cannot measure the file system")
             }
         }
+    }
+    if let Some(free) = free {
+        tracing::warn!(
+            arrays = short.join(", "),
+            filesystem_free_bytes = free,
+            "array capacity exceeds the free space of the file system beneath (plus what \
+             its LUNs occupy): volumes may fail with ENOSPC before the array is full, and \
+             creates that cannot fit now are refused; lower capacity_bytes or free space"
+        );
     }
 }
 
