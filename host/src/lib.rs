@@ -17,6 +17,7 @@ pub mod model;
 pub mod nbd;
 pub mod private_fs;
 pub mod prometheus;
+pub mod remote_nbd;
 pub mod runtime;
 pub mod service;
 pub mod store;

@@ -1,5 +1,5 @@
 //! Project automation. `cargo xtask test` makes sure the peer tools the tests
-//! drive (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy, fio) are installed, then
+//! drive (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy, fio, nbdkit) are installed, then
 //! runs every test of the workspace in the release profile (the same build
 //! `cargo build --release` makes, so nothing is compiled twice).
 //! `cargo xtask bench` runs every benchmark side by side with its peer and
@@ -17,11 +17,11 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("nbdinfo", "libnbd-bin"),
     ("nbdcopy", "libnbd-bin"),
     ("fio", "fio"),
+    ("nbdkit", "nbdkit"),
 ];
 
-/// Peer tools only the benchmarks need: the HTTP load generator and the
-/// second NBD server Ferry is measured against.
-const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk"), ("nbdkit", "nbdkit")];
+/// Peer tools only the benchmarks need: the HTTP load generator.
+const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();

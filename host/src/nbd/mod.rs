@@ -12,11 +12,11 @@ mod conn;
 mod export;
 mod handshake;
 mod limits;
-mod proto;
+pub(crate) mod proto;
 mod server;
 mod stats;
 #[cfg(test)]
-mod testdev;
+pub(crate) mod testdev;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

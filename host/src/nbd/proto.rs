@@ -145,8 +145,7 @@ impl Request {
         })
     }
 
-    /// Encodes a request header (used by tests acting as a client).
-    #[cfg(test)]
+    /// Encodes a request header (the host's own client sends these).
     pub fn encode(&self) -> [u8; REQUEST_LEN] {
         let mut b = [0u8; REQUEST_LEN];
         b[0..4].copy_from_slice(&REQUEST_MAGIC.to_be_bytes());
