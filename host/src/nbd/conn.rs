@@ -10,8 +10,8 @@
 //! every wait on the client is recorded in the connection's activity for
 //! the reaper's deadlines.
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -21,6 +21,7 @@ use super::export::{ExportSlot, InFlight};
 use super::proto::*;
 use super::server::Ticket;
 use super::stats::Op;
+use super::transport::{ReadHalf, WriteHalf};
 
 /// Threads per connection at most; enough to overlap a client's queue of
 /// requests with fsyncs and cold reads on a small machine.
@@ -35,7 +36,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The read side of a connection, passed from thread to thread.
 struct ReadSide {
-    stream: BufReader<TcpStream>,
+    stream: ReadHalf,
     /// Set once no more requests are to be read (DISC, EOF, fatal error).
     done: bool,
 }
@@ -45,7 +46,7 @@ pub(crate) struct Conn {
     id: u64,
     slot: Arc<ExportSlot>,
     reader: Mutex<ReadSide>,
-    writer: Mutex<TcpStream>,
+    writer: Mutex<WriteHalf>,
     /// Threads waiting for the read side.
     idle: AtomicUsize,
     /// Threads serving this connection.
@@ -71,12 +72,12 @@ enum ReadError {
 }
 
 impl Conn {
-    /// Wraps a negotiated connection. `stream` is the buffered read side
-    /// used during the handshake (it may already hold requests).
+    /// Wraps a negotiated connection. `stream` is the read side used
+    /// during the handshake (it may already hold requests).
     pub(crate) fn new(
         slot: Arc<ExportSlot>,
-        stream: BufReader<TcpStream>,
-        writer: TcpStream,
+        stream: ReadHalf,
+        writer: WriteHalf,
         ticket: Ticket,
     ) -> Self {
         super::stats::STATS.connection_opened();
@@ -345,6 +346,11 @@ fn write_zero_buffers(io: &InFlight<'_>, offset: u64, len: u64) -> io::Result<()
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Every worker is gone: nothing else writes any more.
+        self.writer
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .finish();
         super::stats::STATS.connection_closed();
         self.slot.detach(self.id);
         tracing::debug!(
@@ -363,22 +369,11 @@ fn reply_header(error: u32, handle: u64) -> [u8; REPLY_LEN] {
 }
 
 /// Reads `len` payload bytes into `buf` after the reply header's room,
-/// straight into the buffer's spare capacity: no byte of it is written
-/// before the client's byte arrives.
-fn read_payload(
-    stream: &mut BufReader<TcpStream>,
-    buf: &mut Vec<u8>,
-    len: usize,
-) -> io::Result<()> {
+/// without zeroing the buffer ahead of the data (see
+/// [`ReadHalf::read_appending`]).
+fn read_payload(stream: &mut ReadHalf, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     buf.resize(REPLY_LEN, 0);
-    let got = stream.by_ref().take(len as u64).read_to_end(buf)?;
-    if got < len {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            "connection closed inside a write payload",
-        ));
-    }
-    Ok(())
+    stream.read_appending(buf, len)
 }
 
 /// One serving thread: take the read side, read a request, release the
