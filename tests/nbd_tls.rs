@@ -4,17 +4,24 @@
 //! the `openssl` command.
 
 mod support;
+#[path = "support_nbd.rs"]
+mod support_nbd;
 
 use std::io::{Read as _, Write as _};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 
 use support::migrations::{create, with_attachment};
 use support::sockets::closed_within;
 use support::tls::{Pki, make_pki, nbds_uri, qemu_io_ok, qemu_io_tls};
-use support::{Server, qemu_io, require_tool, serve_expecting_refusal};
+use support::{Server, export_of, qemu_io, require_tool, serve_expecting_refusal};
+use support_nbd::{go_bytes, read_option_reply, request_bytes};
 
 const MIB: usize = 1 << 20;
 
@@ -48,11 +55,12 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-/// A `ferry serve` with TLS `mode` on a fresh CA, and one volume of
-/// `size` bytes on it.
-fn tls_server(dir: &Path, mode: &str, size: u64) -> (Pki, Server, String) {
+/// A `ferry serve` with TLS `mode` on a fresh CA (and the `[nbd]`
+/// settings `extra`), and one volume of `size` bytes on it.
+fn tls_server(dir: &Path, mode: &str, extra: &str, size: u64) -> (Pki, Server, String) {
     let pki = make_pki(dir, "ours");
-    let config = config(dir, &tls_settings(mode, &pki));
+    let settings = format!("{}\n{extra}", tls_settings(mode, &pki));
+    let config = config(dir, &settings);
     let server = Server::start(&dir.join("data"), Some(&config));
     let id = create(&server, "vol", "p1", size);
     (pki, server, id)
@@ -63,7 +71,7 @@ fn tls_server(dir: &Path, mode: &str, size: u64) -> (Pki, Server, String) {
 #[test]
 fn required_tls_serves_tls_clients_and_refuses_the_others() {
     let dir = tempfile::tempdir().unwrap();
-    let (pki, server, id) = tls_server(dir.path(), "required", 16 << 20);
+    let (pki, server, id) = tls_server(dir.path(), "required", "", 16 << 20);
     let other = make_pki(dir.path(), "theirs");
     with_attachment(&server, &id, |uri| {
         assert!(uri.starts_with("nbds://"), "{uri}");
@@ -127,7 +135,7 @@ fn required_tls_serves_tls_clients_and_refuses_the_others() {
 #[test]
 fn tls_on_serves_plaintext_and_tls_clients() {
     let dir = tempfile::tempdir().unwrap();
-    let (pki, server, id) = tls_server(dir.path(), "on", 8 << 20);
+    let (pki, server, id) = tls_server(dir.path(), "on", "", 8 << 20);
     with_attachment(&server, &id, |uri| {
         assert!(uri.starts_with("nbd://"), "{uri}");
         qemu_io(uri, &["write -P 0xa7 0 1M"]);
@@ -167,13 +175,12 @@ fn send_starttls(addr: &str, behind: &[u8]) -> TcpStream {
 #[test]
 fn the_handshake_deadline_covers_the_tls_handshake() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path(), "ours");
-    let settings = format!(
-        "{}\nhandshake_timeout_ms = 1000",
-        tls_settings("required", &pki)
+    let (_, server, _) = tls_server(
+        dir.path(),
+        "required",
+        "handshake_timeout_ms = 1000",
+        MIB as u64,
     );
-    let config = config(dir.path(), &settings);
-    let server = Server::start(&dir.path().join("data"), Some(&config));
     let started = Instant::now();
     let mut stalled = send_starttls(&server.nbd, &[]);
     let mut reply = [0u8; 20];
@@ -258,4 +265,95 @@ fn bad_tls_settings_stop_ferry_serve() {
         assert!(!started, "case {i} started: {settings}");
         assert!(stderr.contains(want), "case {i}: want {want:?} in {stderr}");
     }
+}
+
+/// A TLS client of our own on `plain`, after STARTTLS was acknowledged,
+/// trusting the CA in `client_dir`.
+fn tls_client(
+    plain: TcpStream,
+    client_dir: &Path,
+) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(client_dir.join("ca-cert.pem")).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let name = ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+    rustls::StreamOwned::new(conn, plain)
+}
+
+/// Over TLS, a large write and read round-trip, and a write whose payload
+/// stops halfway is closed at the request deadline: the reaper's shutdown
+/// of the TCP socket wakes a TLS reader as it wakes a plaintext one.
+#[test]
+fn a_tls_write_payload_that_stalls_is_closed_at_the_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let (pki, server, id) = tls_server(
+        dir.path(),
+        "required",
+        "request_timeout_ms = 1000",
+        16 << 20,
+    );
+    with_attachment(&server, &id, |uri| {
+        let mut plain = send_starttls(&server.nbd, &[]);
+        let (_, ack, _) = read_option_reply(&mut plain);
+        assert_eq!(ack, 1, "STARTTLS not acked");
+        plain
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut tls = tls_client(plain, &pki.client_dir);
+        tls.write_all(&go_bytes(export_of(uri))).unwrap();
+        loop {
+            match read_option_reply(&mut tls).1 {
+                1 => break,
+                3 => {}
+                other => panic!("NBD_OPT_GO over TLS answered {other:#x}"),
+            }
+        }
+
+        // 3 MiB: several payload pieces in, several sealed rounds out.
+        let pattern: Vec<u8> = (0..3 * MIB).map(|i| (i % 251) as u8).collect();
+        let mut write = request_bytes(1, 0, 1, 4096, pattern.len() as u32);
+        write.extend_from_slice(&pattern);
+        tls.write_all(&write).unwrap();
+        let mut reply = [0u8; 16];
+        tls.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[4..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+        // Requests in flight together may run in any order: read only
+        // once the write is done.
+        tls.write_all(&request_bytes(0, 0, 2, 4096, pattern.len() as u32))
+            .unwrap();
+        tls.read_exact(&mut reply).unwrap();
+        assert_eq!(&reply[4..16], &[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+        let mut back = vec![0u8; pattern.len()];
+        tls.read_exact(&mut back).unwrap();
+        assert!(back == pattern, "read over TLS differs from the write");
+
+        let mut stalled = request_bytes(1, 0, 3, 0, MIB as u32);
+        stalled.extend_from_slice(&vec![0x11; MIB / 2]);
+        tls.write_all(&stalled).unwrap();
+        let started = Instant::now();
+        let mut sink = [0u8; 64];
+        let ended = tls.read(&mut sink);
+        let waited = started.elapsed();
+        assert!(
+            matches!(&ended, Ok(0))
+                || ended.as_ref().is_err_and(|e| !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                )),
+            "the stalled connection answered {ended:?}"
+        );
+        assert!(
+            waited > Duration::from_millis(500) && waited < Duration::from_secs(5),
+            "closed after {waited:?}"
+        );
+    });
+    server.stop();
 }
