@@ -30,8 +30,11 @@ use rustls::ServerConnection;
 /// Ciphertext read from the socket in one call at most (four full TLS
 /// records).
 const CIPHER_READ: usize = 64 << 10;
-/// Plaintext encrypted under one hold of the TLS lock at most.
-const SEAL_CHUNK: usize = 256 << 10;
+/// Plaintext encrypted under one hold of the TLS lock at most; the
+/// writer keeps a vector of about this size, so a TLS connection holds
+/// some 150 KiB beside the buffer budget (this, `CIPHER_READ`, rustls'
+/// own buffers).
+const SEAL_CHUNK: usize = 64 << 10;
 /// A TLS write payload is read in pieces of at most this much, so no more
 /// of the buffer is zeroed ahead of the data (rustls' reader cannot fill
 /// uninitialised memory).
