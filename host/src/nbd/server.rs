@@ -404,19 +404,22 @@ fn keep_alive(stream: &TcpStream) -> io::Result<()> {
 /// Runs the handshake, switching to TLS when the client asks for it.
 /// `Ok(None)` means the client aborted politely.
 fn handshake(
-    stream: &TcpStream,
+    stream: TcpStream,
     tls: &NbdTls,
     exports: &ExportTable,
     per_export: usize,
 ) -> Result<Option<(Negotiated, ReadHalf, WriteHalf)>, HandshakeError> {
     let mut session = Session::new(tls.mode(), per_export);
     let mut reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
-    let mut writer = stream;
+    let mut writer = &stream;
     match negotiate(&mut reader, &mut writer, exports, &mut session)? {
-        Outcome::Chosen(chosen) => {
-            let writer = WriteHalf::Plain(stream.try_clone()?);
-            Ok(Some((chosen, ReadHalf::Plain(reader), writer)))
-        }
+        // Nothing more between the reply and the caller marking the
+        // connection attached: until then it counts as a handshake.
+        Outcome::Chosen(chosen) => Ok(Some((
+            chosen,
+            ReadHalf::Plain(reader),
+            WriteHalf::Plain(stream),
+        ))),
         Outcome::Aborted => Ok(None),
         Outcome::StartTls => {
             if !reader.buffer().is_empty() {
@@ -427,7 +430,7 @@ fn handshake(
                 .server_config()
                 .ok_or_else(|| HandshakeError::Tls(io::Error::other("TLS is not configured")))?;
             let (mut reader, mut writer) =
-                transport::accept(stream.try_clone()?, config).map_err(HandshakeError::Tls)?;
+                transport::accept(stream, config).map_err(HandshakeError::Tls)?;
             match haggle(&mut reader, &mut writer, exports, &mut session)? {
                 Outcome::Chosen(chosen) => Ok(Some((chosen, reader, writer))),
                 Outcome::Aborted => Ok(None),
@@ -443,14 +446,21 @@ fn handshake(
 fn run_connection(stream: TcpStream, peer: SocketAddr, ticket: Ticket, exports: &ExportTable) {
     let id = ticket.id();
     tracing::debug!(conn = id, %peer, "NBD connection opened");
-    let prepared = stream.set_nodelay(true).and_then(|()| keep_alive(&stream));
-    if let Err(e) = prepared {
-        tracing::debug!(conn = id, error = %e, "NBD connection unusable");
-        return;
-    }
+    let prepared = stream
+        .set_nodelay(true)
+        .and_then(|()| keep_alive(&stream))
+        .and_then(|()| stream.try_clone());
+    // The export's own handle on the socket, to close it when withdrawn.
+    let registered = match prepared {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(conn = id, error = %e, "NBD connection unusable");
+            return;
+        }
+    };
     let shared = &ticket.shared;
     let per_export = shared.limits.max_connections_per_export;
-    let (chosen, reader, writer) = match handshake(&stream, &shared.tls, exports, per_export) {
+    let (chosen, reader, writer) = match handshake(stream, &shared.tls, exports, per_export) {
         Ok(Some(negotiated)) => negotiated,
         Ok(None) => {
             tracing::debug!(conn = id, "NBD client aborted the handshake");
@@ -470,7 +480,7 @@ fn run_connection(stream: TcpStream, peer: SocketAddr, ticket: Ticket, exports: 
         }
     };
     ticket.activity().attached();
-    if !chosen.slot.attach(id, stream, per_export) {
+    if !chosen.slot.attach(id, registered, per_export) {
         tracing::debug!(
             conn = id,
             "NBD export went away or filled up during the handshake"
