@@ -412,21 +412,8 @@ fn bad_limits_in_the_config_stop_the_host_at_start() {
         ),
     ] {
         let config = config_with(dir.path(), extra);
-        let out = std::process::Command::new(support::ferry_bin())
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--nbd-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .arg("--config")
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "{extra}: started");
-        assert!(stderr(&out).contains(want), "{extra}: {}", stderr(&out));
+        let (started, stderr) = support::serve_expecting_refusal(&dir.path().join("data"), &config);
+        assert!(!started, "{extra}: started");
+        assert!(stderr.contains(want), "{extra}: {stderr}");
     }
 }

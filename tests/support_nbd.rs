@@ -240,7 +240,7 @@ pub fn go_bytes(name: &str) -> Vec<u8> {
 }
 
 /// Reads one option reply: (option, type, data).
-pub fn read_option_reply(s: &mut TcpStream) -> (u32, u32, Vec<u8>) {
+pub fn read_option_reply<S: Read>(s: &mut S) -> (u32, u32, Vec<u8>) {
     let mut h = [0u8; 20];
     s.read_exact(&mut h).unwrap();
     assert_eq!(&h[..8], &0x0003_e889_0455_65a9u64.to_be_bytes());

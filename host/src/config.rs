@@ -128,10 +128,23 @@ impl Default for HttpConfig {
     }
 }
 
+/// Whether the NBD server speaks TLS (`[nbd] tls`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NbdTlsMode {
+    /// Plaintext only; `NBD_OPT_STARTTLS` is not supported.
+    #[default]
+    Off,
+    /// `NBD_OPT_STARTTLS` is offered; plaintext clients are still served.
+    On,
+    /// Nothing but `NBD_OPT_STARTTLS` and `NBD_OPT_ABORT` before TLS.
+    Required,
+}
+
 /// Limits of the NBD server's connections (`[nbd]`): how many may be
-/// open, how long a client may take over each step, and how much memory
-/// request buffers may hold together.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// open, how long a client may take over each step, how much memory
+/// request buffers may hold together, and whether clients use TLS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NbdConfig {
     /// Most connections open at once, handshaking or attached. When full, a
@@ -165,6 +178,18 @@ pub struct NbdConfig {
     /// A request that would exceed it waits for others to finish.
     #[serde(default = "default_nbd_buffer_budget_mib")]
     pub buffer_budget_mib: u64,
+    /// TLS for NBD (`NBD_OPT_STARTTLS`): off (the default), on (offered)
+    /// or required.
+    #[serde(default)]
+    pub tls: NbdTlsMode,
+    /// The server's certificate chain (PEM, the server's certificate
+    /// first); required unless `tls` is off.
+    #[serde(default)]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM: PKCS#8, PKCS#1 or SEC1);
+    /// required unless `tls` is off.
+    #[serde(default)]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for NbdConfig {
@@ -177,6 +202,9 @@ impl Default for NbdConfig {
             request_timeout_ms: default_nbd_request_timeout_ms(),
             idle_timeout_secs: 0,
             buffer_budget_mib: default_nbd_buffer_budget_mib(),
+            tls: NbdTlsMode::Off,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -490,6 +518,18 @@ impl Config {
                 1u64 << 20
             ));
         }
+        if nbd.tls != NbdTlsMode::Off {
+            for (setting, path) in [
+                ("nbd.tls_cert", &nbd.tls_cert),
+                ("nbd.tls_key", &nbd.tls_key),
+            ] {
+                if path.is_none() {
+                    return invalid(format!(
+                        "{setting} is required when nbd.tls is \"on\" or \"required\""
+                    ));
+                }
+            }
+        }
         if self.events.max_count == 0 || self.events.max_age_secs == 0 {
             return invalid("events: max_count and max_age_secs must be > 0".into());
         }
@@ -654,6 +694,18 @@ mod tests {
             (
                 "[http]\nmetrics='everyone'\n[[array]]\nname='a'\ndriver='d'\n",
                 "unknown variant `everyone`, expected one of `public`, `reader`, `off`",
+            ),
+            (
+                "[nbd]\ntls='yes'\n[[array]]\nname='a'\ndriver='d'\n",
+                "unknown variant `yes`, expected one of `off`, `on`, `required`",
+            ),
+            (
+                "[nbd]\ntls='required'\ntls_key='k.pem'\n[[array]]\nname='a'\ndriver='d'\n",
+                "nbd.tls_cert is required",
+            ),
+            (
+                "[nbd]\ntls='on'\ntls_cert='c.pem'\n[[array]]\nname='a'\ndriver='d'\n",
+                "nbd.tls_key is required",
             ),
         ];
         for (text, want) in cases {

@@ -4,6 +4,7 @@
 
 pub mod migrations;
 pub mod sockets;
+pub mod tls;
 pub mod volume_model;
 
 use std::io::{BufRead, BufReader};
@@ -397,6 +398,51 @@ fn word_after(line: &str, marker: &str) -> Option<String> {
         .find(|c: char| c.is_whitespace() || c == ')' || c == ',')
         .unwrap_or(rest.len());
     Some(rest[..end].trim_end_matches('/').to_owned())
+}
+
+/// Runs `ferry serve` with `config` where it is expected to refuse to
+/// start; returns whether it exited successfully and what it wrote to
+/// stderr. Fails the test if it is still running after 30 s.
+pub fn serve_expecting_refusal(data_dir: &Path, config: &Path) -> (bool, String) {
+    use std::io::Read as _;
+    let mut child = Command::new(ferry_bin())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--nbd-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--config")
+        .arg(config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ferry serve");
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        // Ends when the process exits (or closes stderr).
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = e.read_to_string(&mut text);
+            text
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("ferry serve kept running with {}", config.display());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        stderr = reader.join().unwrap_or_default();
+    }
+    let status = child.wait().expect("wait for ferry serve");
+    (status.success(), stderr)
 }
 
 /// The array called `name` in a `GET /v1/arrays` answer.

@@ -500,7 +500,7 @@ fn schemas() -> Value {
                 "server": {"type": "string"},
                 "mode": mode,
                 "uri": {"type": ["string", "null"], "format": "uri",
-                        "description": "`nbd://host:port/EXPORT`, for any NBD client. The export name is a 256-bit secret, the credential that opens the export (the server's export list is always empty); null for reader tokens, which never receive it."}
+                        "description": "`nbd://host:port/EXPORT` (`nbds://` when the NBD server requires TLS), for any NBD client. The export name is a 256-bit secret, the credential that opens the export (the server's export list is always empty); null for reader tokens, which never receive it."}
             }
         },
         "Volume": {

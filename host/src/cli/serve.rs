@@ -13,7 +13,7 @@ use clap::Args;
 use tokio::sync::Notify;
 
 use crate::api::{self, HttpLimits, Tokens, auth};
-use crate::config::Config;
+use crate::config::{Config, NbdTlsMode};
 use crate::service::{Service, ServiceOptions};
 use crate::{fdlimit, private_fs};
 
@@ -137,8 +137,14 @@ async fn serve_async(
         .context("service start-up panicked")??;
     let nbd_addr = service.nbd_addr();
 
+    let nbd_tls = service.nbd_tls();
+    let tls_note = match nbd_tls {
+        NbdTlsMode::Off => "",
+        NbdTlsMode::On => ", tls on",
+        NbdTlsMode::Required => ", tls required",
+    };
     println!(
-        "ferry serving http://{http_addr} (nbd {nbd_addr}), admin token in {}",
+        "ferry serving http://{http_addr} (nbd {nbd_addr}{tls_note}), admin token in {}",
         auth::admin_token_path(data_dir).display()
     );
     if !http_addr.ip().is_loopback() {
@@ -148,9 +154,17 @@ async fn serve_async(
         );
     }
     if !nbd_addr.ip().is_loopback() {
+        if nbd_tls != NbdTlsMode::Required {
+            eprintln!(
+                "warning: NBD listens on {nbd_addr}, beyond this host, and accepts plaintext: \
+                 export names (the secrets that open volumes) and data cross the network \
+                 unencrypted; set [nbd] tls = \"required\" with tls_cert and tls_key"
+            );
+        }
         eprintln!(
-            "warning: NBD listens on {nbd_addr}, beyond this host; NBD has no authentication, \
-             so anyone who can reach it and knows an export name can use that volume"
+            "warning: NBD listens on {nbd_addr}, beyond this host; NBD has no other \
+             authentication, so anyone who can reach it and knows an export name can use that \
+             volume"
         );
     }
 

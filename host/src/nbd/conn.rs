@@ -10,8 +10,8 @@
 //! every wait on the client is recorded in the connection's activity for
 //! the reaper's deadlines.
 
-use std::io::{self, BufReader, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::Shutdown;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread;
@@ -21,6 +21,7 @@ use super::export::{ExportSlot, InFlight};
 use super::proto::*;
 use super::server::Ticket;
 use super::stats::Op;
+use super::transport::{ReadHalf, WriteHalf};
 
 /// Threads per connection at most; enough to overlap a client's queue of
 /// requests with fsyncs and cold reads on a small machine.
@@ -37,7 +38,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// The read side of a connection, passed from thread to thread.
 struct ReadSide {
-    stream: BufReader<TcpStream>,
+    stream: ReadHalf,
     /// Set once no more requests are to be read (DISC, EOF, fatal error).
     done: bool,
 }
@@ -47,7 +48,7 @@ pub(crate) struct Conn {
     id: u64,
     slot: Arc<ExportSlot>,
     reader: Mutex<ReadSide>,
-    writer: Mutex<TcpStream>,
+    writer: Mutex<WriteHalf>,
     /// Threads waiting for the read side.
     idle: AtomicUsize,
     /// Threads serving this connection.
@@ -73,12 +74,12 @@ enum ReadError {
 }
 
 impl Conn {
-    /// Wraps a negotiated connection. `stream` is the buffered read side
-    /// used during the handshake (it may already hold requests).
+    /// Wraps a negotiated connection. `stream` is the read side used
+    /// during the handshake (it may already hold requests).
     pub(crate) fn new(
         slot: Arc<ExportSlot>,
-        stream: BufReader<TcpStream>,
-        writer: TcpStream,
+        stream: ReadHalf,
+        writer: WriteHalf,
         ticket: Ticket,
     ) -> Self {
         super::stats::STATS.connection_opened();
@@ -348,6 +349,11 @@ fn write_zero_buffers(io: &InFlight<'_>, offset: u64, len: u64) -> io::Result<()
 
 impl Drop for Conn {
     fn drop(&mut self) {
+        // Every worker is gone: nothing else writes any more.
+        self.writer
+            .get_mut()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .finish();
         super::stats::STATS.connection_closed();
         self.slot.detach(self.id);
         tracing::debug!(
@@ -368,12 +374,8 @@ fn reply_header(error: u32, handle: u64) -> [u8; REPLY_LEN] {
 /// Reads `len` payload bytes into `buf` after the reply header's room. A
 /// buffer is made ready (zeroed, when new) at most one chunk ahead of the
 /// bytes that arrived, so a payload that never comes fills next to nothing;
-/// chunks this large go past the stream's own buffer, straight in.
-fn read_payload(
-    stream: &mut BufReader<TcpStream>,
-    buf: &mut Vec<u8>,
-    len: usize,
-) -> io::Result<()> {
+/// plaintext chunks this large go past the stream's own buffer, straight in.
+fn read_payload(stream: &mut ReadHalf, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     let end = REPLY_LEN + len;
     let mut at = REPLY_LEN;
     while at < end {

@@ -118,6 +118,9 @@ struct SlotState {
     in_flight: usize,
     closed: bool,
     connections: HashMap<u64, TcpStream>,
+    /// Places taken by handshakes that chose this export and are sending
+    /// their reply: they count against the cap before they attach.
+    reserved: usize,
 }
 
 impl ExportSlot {
@@ -130,6 +133,7 @@ impl ExportSlot {
                 in_flight: 0,
                 closed: false,
                 connections: HashMap::new(),
+                reserved: 0,
             }),
             drained: Condvar::new(),
         }
@@ -170,20 +174,32 @@ impl ExportSlot {
         })
     }
 
-    /// Records an open connection so that `close` can shut it. False if the
-    /// export is already being removed or has `max` connections.
-    pub(crate) fn attach(&self, id: u64, socket: TcpStream, max: usize) -> bool {
+    /// Takes a place among the export's `max` connections for a handshake
+    /// that chose it; `None` when every place is taken or the export is
+    /// being removed. The place is given back unless it attaches.
+    pub(crate) fn reserve(self: &Arc<Self>, max: usize) -> Option<Place> {
         let mut st = lock(&self.state);
-        if st.closed || st.connections.len() >= max {
+        if st.closed || st.connections.len() + st.reserved >= max {
+            return None;
+        }
+        st.reserved += 1;
+        Some(Place {
+            slot: Arc::clone(self),
+            taken: true,
+        })
+    }
+
+    /// Records an open connection in its place so that `close` can shut
+    /// it. False if the export is already being removed.
+    pub(crate) fn attach(&self, id: u64, socket: TcpStream, mut place: Place) -> bool {
+        let mut st = lock(&self.state);
+        st.reserved -= 1;
+        place.taken = false;
+        if st.closed {
             return false;
         }
         st.connections.insert(id, socket);
         true
-    }
-
-    /// Connections attached now.
-    pub(crate) fn connections(&self) -> usize {
-        lock(&self.state).connections.len()
     }
 
     /// Forgets a connection that ended.
@@ -224,6 +240,22 @@ impl ExportSlot {
         let connections = std::mem::take(&mut lock(&self.state).connections);
         for socket in connections.values() {
             let _ = socket.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+/// A connection's place among an export's connections, from the choice of
+/// the export until the connection attaches.
+pub(crate) struct Place {
+    slot: Arc<ExportSlot>,
+    /// Still counted in `reserved`.
+    taken: bool,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        if self.taken {
+            lock(&self.slot.state).reserved -= 1;
         }
     }
 }

@@ -1,12 +1,17 @@
 //! The fixed newstyle handshake: greeting, client flags, and option haggling
 //! until the client picks an export (`NBD_OPT_GO` or `NBD_OPT_EXPORT_NAME`),
-//! aborts, or breaks the protocol.
+//! aborts, or breaks the protocol. `NBD_OPT_STARTTLS` pauses haggling for
+//! the TLS handshake (run by the caller); it then goes on over TLS in the
+//! same [`Session`]. When TLS is required, every option but STARTTLS and
+//! ABORT is refused with `NBD_REP_ERR_TLS_REQD` until then.
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
 
-use super::export::{ExportSlot, ExportTable};
+use super::export::{ExportSlot, ExportTable, Place};
 use super::proto::*;
+use super::watch::Activity;
+use crate::config::NbdTlsMode;
 
 /// Options accepted in one handshake; listing every export and asking for
 /// information on each stays far below this.
@@ -16,6 +21,9 @@ const MAX_OPTIONS: usize = 16_384;
 pub(crate) struct Negotiated {
     pub(crate) slot: Arc<ExportSlot>,
     pub(crate) flags: u16,
+    /// The connection's place among the export's, taken before the reply
+    /// went out so that no other handshake can take it meanwhile.
+    pub(crate) place: Place,
 }
 
 /// Why a handshake ended without an export.
@@ -44,12 +52,22 @@ pub(crate) enum HandshakeError {
     /// The client kept sending options.
     #[error("client sent more than {MAX_OPTIONS} options")]
     TooManyOptions,
+    /// `NBD_OPT_EXPORT_NAME` before TLS on a server that requires it.
+    #[error("client chose an export without TLS, which this server requires")]
+    TlsRequired,
+    /// The client sent bytes behind `NBD_OPT_STARTTLS` before its reply:
+    /// they would have been read as if they came over TLS.
+    #[error("client sent data after NBD_OPT_STARTTLS before the reply")]
+    StartTlsPipelined,
+    /// The TLS handshake failed.
+    #[error("TLS handshake: {0}")]
+    Tls(io::Error),
 }
 
 impl HandshakeError {
     /// Whether this is the client simply going away, not a protocol fault.
     pub(crate) fn is_disconnect(&self) -> bool {
-        matches!(self, Self::Io(e) if matches!(
+        matches!(self, Self::Io(e) | Self::Tls(e) if matches!(
             e.kind(),
             io::ErrorKind::UnexpectedEof | io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
         ))
@@ -66,14 +84,73 @@ pub(crate) fn transmission_flags(read_only: bool) -> u16 {
     }
 }
 
-/// Runs the handshake. `Ok(None)` means the client aborted politely. An
-/// export with `per_export` connections already cannot be chosen.
-pub(crate) fn negotiate<R: Read, W: Write>(
+/// How option haggling ended.
+pub(crate) enum Outcome {
+    /// The client chose an export.
+    Chosen(Negotiated),
+    /// The client aborted politely.
+    Aborted,
+    /// `NBD_OPT_STARTTLS` was acknowledged: the TLS handshake comes next,
+    /// then haggling goes on over TLS ([`haggle`] again, same session).
+    StartTls,
+}
+
+/// What one handshake knows across the switch to TLS.
+pub(crate) struct Session {
+    /// Whether the server offers or requires TLS.
+    tls: NbdTlsMode,
+    /// An export with this many connections cannot be chosen.
+    per_export: usize,
+    /// The client asked for no zero padding.
+    no_zeroes: bool,
+    /// `NBD_OPT_STARTTLS` was acknowledged.
+    tls_active: bool,
+    /// Options read so far, before and after TLS.
+    options: usize,
+    /// The connection's activity, marked attached as soon as an export is
+    /// chosen: from then on the server must not close it as a handshake.
+    activity: Option<Arc<Activity>>,
+}
+
+impl Session {
+    pub(crate) fn new(tls: NbdTlsMode, per_export: usize) -> Self {
+        Self {
+            tls,
+            per_export,
+            no_zeroes: false,
+            tls_active: false,
+            options: 0,
+            activity: None,
+        }
+    }
+
+    /// The same, marking `activity` attached once an export is chosen.
+    pub(crate) fn watched(tls: NbdTlsMode, per_export: usize, activity: Arc<Activity>) -> Self {
+        Self {
+            activity: Some(activity),
+            ..Self::new(tls, per_export)
+        }
+    }
+
+    /// An export was chosen; its reply goes out next.
+    fn chose(&self) {
+        if let Some(a) = &self.activity {
+            a.attached();
+        }
+    }
+
+    /// Whether options other than STARTTLS and ABORT must wait for TLS.
+    fn tls_missing(&self) -> bool {
+        self.tls == NbdTlsMode::Required && !self.tls_active
+    }
+}
+
+/// Sends the greeting and reads the client's flags.
+pub(crate) fn greet<R: Read, W: Write>(
     r: &mut R,
     w: &mut W,
-    table: &ExportTable,
-    per_export: usize,
-) -> Result<Option<Negotiated>, HandshakeError> {
+    session: &mut Session,
+) -> Result<(), HandshakeError> {
     w.write_all(&greeting())?;
     w.flush()?;
     let mut word = [0u8; 4];
@@ -82,11 +159,34 @@ pub(crate) fn negotiate<R: Read, W: Write>(
     if client_flags & !(CLIENT_FIXED_NEWSTYLE | CLIENT_NO_ZEROES) != 0 {
         return Err(HandshakeError::ClientFlags(client_flags));
     }
-    let no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    session.no_zeroes = client_flags & CLIENT_NO_ZEROES != 0;
+    Ok(())
+}
 
+/// Greets and haggles: the whole handshake of a plaintext connection, or
+/// its part up to `NBD_OPT_STARTTLS`.
+pub(crate) fn negotiate<R: Read, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    table: &ExportTable,
+    session: &mut Session,
+) -> Result<Outcome, HandshakeError> {
+    greet(r, w, session)?;
+    haggle(r, w, table, session)
+}
+
+/// Option haggling until the client picks an export, aborts, switches to
+/// TLS or breaks the protocol.
+pub(crate) fn haggle<R: Read, W: Write>(
+    r: &mut R,
+    w: &mut W,
+    table: &ExportTable,
+    session: &mut Session,
+) -> Result<Outcome, HandshakeError> {
     let mut data = Vec::new();
     let mut out = Vec::new();
-    for _ in 0..MAX_OPTIONS {
+    while session.options < MAX_OPTIONS {
+        session.options += 1;
         let mut header = [0u8; OPTION_HEADER_LEN];
         r.read_exact(&mut header)?;
         let opt = OptionHeader::parse(&header)?;
@@ -110,24 +210,42 @@ pub(crate) fn negotiate<R: Read, W: Write>(
         r.read_exact(&mut data)?;
 
         match opt.option {
-            OPT_EXPORT_NAME => {
-                let name = parse_name(&data)?;
-                let Some(slot) = table.lookup(name) else {
-                    return Err(HandshakeError::UnknownExport(name.to_owned()));
-                };
-                if slot.connections() >= per_export {
-                    return Err(HandshakeError::ExportFull(slot.label()));
+            OPT_STARTTLS => {
+                if starttls(session, &data, &mut out) {
+                    w.write_all(&out)?;
+                    w.flush()?;
+                    return Ok(Outcome::StartTls);
                 }
-                let flags = transmission_flags(slot.read_only());
-                w.write_all(&export_name_reply(slot.size(), flags, no_zeroes))?;
-                w.flush()?;
-                return Ok(Some(Negotiated { slot, flags }));
             }
             OPT_ABORT => {
                 push_option_reply(&mut out, OPT_ABORT, REP_ACK, &[]);
                 // The client may already have closed; it owes us nothing.
                 let _ = w.write_all(&out).and_then(|()| w.flush());
-                return Ok(None);
+                return Ok(Outcome::Aborted);
+            }
+            // This option has no error reply: closing is the answer.
+            OPT_EXPORT_NAME if session.tls_missing() => return Err(HandshakeError::TlsRequired),
+            other if session.tls_missing() => {
+                push_option_reply(
+                    &mut out,
+                    other,
+                    REP_ERR_TLS_REQD,
+                    b"this server requires TLS: send NBD_OPT_STARTTLS first",
+                );
+            }
+            OPT_EXPORT_NAME => {
+                let name = parse_name(&data)?;
+                let Some(slot) = table.lookup(name) else {
+                    return Err(HandshakeError::UnknownExport(name.to_owned()));
+                };
+                let Some(place) = slot.reserve(session.per_export) else {
+                    return Err(HandshakeError::ExportFull(slot.label()));
+                };
+                session.chose();
+                let flags = transmission_flags(slot.read_only());
+                w.write_all(&export_name_reply(slot.size(), flags, session.no_zeroes))?;
+                w.flush()?;
+                return Ok(Outcome::Chosen(Negotiated { slot, flags, place }));
             }
             OPT_LIST if !data.is_empty() => {
                 push_option_reply(&mut out, OPT_LIST, REP_ERR_INVALID, b"LIST takes no data");
@@ -139,10 +257,12 @@ pub(crate) fn negotiate<R: Read, W: Write>(
                 push_option_reply(&mut out, OPT_LIST, REP_ACK, &[]);
             }
             OPT_INFO | OPT_GO => {
+                let per_export = session.per_export;
                 if let Some(chosen) = info_or_go(opt.option, &data, table, per_export, &mut out) {
+                    session.chose();
                     w.write_all(&out)?;
                     w.flush()?;
-                    return Ok(Some(chosen));
+                    return Ok(Outcome::Chosen(chosen));
                 }
             }
             _ => {
@@ -153,6 +273,23 @@ pub(crate) fn negotiate<R: Read, W: Write>(
         w.flush()?;
     }
     Err(HandshakeError::TooManyOptions)
+}
+
+/// Answers `NBD_OPT_STARTTLS` into `out`; true when it was acknowledged
+/// and the TLS handshake must follow.
+fn starttls(session: &mut Session, data: &[u8], out: &mut Vec<u8>) -> bool {
+    let (reply, message): (u32, &[u8]) = if session.tls == NbdTlsMode::Off {
+        (REP_ERR_UNSUP, b"TLS is not enabled on this server")
+    } else if session.tls_active {
+        (REP_ERR_INVALID, b"TLS is already on")
+    } else if !data.is_empty() {
+        (REP_ERR_INVALID, b"STARTTLS takes no data")
+    } else {
+        session.tls_active = true;
+        (REP_ACK, b"")
+    };
+    push_option_reply(out, OPT_STARTTLS, reply, message);
+    reply == REP_ACK
 }
 
 /// Answers `NBD_OPT_INFO` or `NBD_OPT_GO` into `out`; returns the export
@@ -176,15 +313,20 @@ fn info_or_go(
         push_option_reply(out, option, REP_ERR_UNKNOWN, b"no such export");
         return None;
     };
-    if option == OPT_GO && slot.connections() >= per_export {
-        push_option_reply(
-            out,
-            option,
-            REP_ERR_POLICY,
-            b"the export has as many connections as it may",
-        );
-        return None;
-    }
+    let place = if option == OPT_GO {
+        let Some(place) = slot.reserve(per_export) else {
+            push_option_reply(
+                out,
+                option,
+                REP_ERR_POLICY,
+                b"the export has as many connections as it may",
+            );
+            return None;
+        };
+        Some(place)
+    } else {
+        None
+    };
     let flags = transmission_flags(slot.read_only());
     push_option_reply(out, option, REP_INFO, &info_export(slot.size(), flags));
     push_option_reply(out, option, REP_INFO, &info_block_size());
@@ -194,7 +336,7 @@ fn info_or_go(
         push_option_reply(out, option, REP_INFO, &name);
     }
     push_option_reply(out, option, REP_ACK, &[]);
-    (option == OPT_GO).then_some(Negotiated { slot, flags })
+    place.map(|place| Negotiated { slot, flags, place })
 }
 
 #[cfg(test)]
@@ -244,22 +386,21 @@ mod tests {
     /// Option replies as (option, type, data).
     type Replies = Vec<(u32, u32, Vec<u8>)>;
 
-    /// Runs a handshake on scripted client bytes; returns the outcome, the
-    /// option replies after the greeting, and whatever followed them.
-    fn run(
-        client_flags: u32,
-        options: &[Vec<u8>],
-    ) -> (Result<Option<Negotiated>, HandshakeError>, Replies, Vec<u8>) {
-        let mut input = client_flags.to_be_bytes().to_vec();
-        for o in options {
-            input.extend_from_slice(o);
+    impl Outcome {
+        /// The export, `None` for an abort; STARTTLS fails the test.
+        fn chosen(self) -> Option<Negotiated> {
+            match self {
+                Outcome::Chosen(n) => Some(n),
+                Outcome::Aborted => None,
+                Outcome::StartTls => panic!("unexpected STARTTLS"),
+            }
         }
-        let mut r = Cursor::new(input);
-        let mut w = Vec::new();
-        let res = negotiate(&mut r, &mut w, &table(), 16);
-        assert_eq!(&w[..18], &greeting());
+    }
+
+    /// Splits what the server wrote into option replies and whatever
+    /// followed them.
+    fn replies(mut rest: &[u8]) -> (Replies, Vec<u8>) {
         let mut replies = Vec::new();
-        let mut rest = &w[18..];
         while rest.len() >= 20 && rest[..8] == OPT_REPLY_MAGIC.to_be_bytes() {
             let opt = u32::from_be_bytes(rest[8..12].try_into().unwrap());
             let ty = u32::from_be_bytes(rest[12..16].try_into().unwrap());
@@ -267,7 +408,50 @@ mod tests {
             replies.push((opt, ty, rest[20..20 + len].to_vec()));
             rest = &rest[20 + len..];
         }
-        (res, replies, rest.to_vec())
+        (replies, rest.to_vec())
+    }
+
+    /// Runs a handshake on scripted client bytes, TLS as `tls` says;
+    /// returns the outcome, the option replies after the greeting, and
+    /// whatever followed them.
+    fn run_tls(
+        tls: NbdTlsMode,
+        client_flags: u32,
+        options: &[Vec<u8>],
+    ) -> (Result<Outcome, HandshakeError>, Replies, Vec<u8>, Session) {
+        let mut input = client_flags.to_be_bytes().to_vec();
+        for o in options {
+            input.extend_from_slice(o);
+        }
+        let mut r = Cursor::new(input);
+        let mut w = Vec::new();
+        let mut session = Session::new(tls, 16);
+        let res = negotiate(&mut r, &mut w, &table(), &mut session);
+        assert_eq!(&w[..18], &greeting());
+        let (replies, rest) = replies(&w[18..]);
+        (res, replies, rest, session)
+    }
+
+    /// Haggling resumed in `session` (as after the TLS handshake).
+    fn resume(
+        session: &mut Session,
+        options: &[Vec<u8>],
+    ) -> (Result<Outcome, HandshakeError>, Replies) {
+        let mut r = Cursor::new(options.concat());
+        let mut w = Vec::new();
+        let res = haggle(&mut r, &mut w, &table(), session);
+        let (replies, rest) = replies(&w);
+        assert!(rest.is_empty() || res.is_ok());
+        (res, replies)
+    }
+
+    /// A plaintext handshake: the outcome as an optional export.
+    fn run(
+        client_flags: u32,
+        options: &[Vec<u8>],
+    ) -> (Result<Option<Negotiated>, HandshakeError>, Replies, Vec<u8>) {
+        let (res, replies, rest, _) = run_tls(NbdTlsMode::Off, client_flags, options);
+        (res.map(Outcome::chosen), replies, rest)
     }
 
     #[test]
@@ -381,5 +565,99 @@ mod tests {
         );
         assert!(res.unwrap().is_some());
         assert_eq!(replies[0].1, REP_ERR_INVALID);
+    }
+
+    #[test]
+    fn starttls_is_unsupported_when_tls_is_off() {
+        let (res, replies, _) = run(
+            3,
+            &[
+                option(OPT_STARTTLS, &[]),
+                option(OPT_GO, &go_data("rw", &[])),
+            ],
+        );
+        assert!(res.unwrap().is_some());
+        assert_eq!(replies[0].0, OPT_STARTTLS);
+        assert_eq!(replies[0].1, REP_ERR_UNSUP);
+    }
+
+    #[test]
+    fn starttls_is_acknowledged_then_haggling_restarts_over_tls() {
+        let (res, replies, rest, mut session) = run_tls(
+            NbdTlsMode::Required,
+            3,
+            &[
+                option(OPT_STARTTLS, &[]),
+                option(OPT_GO, &go_data("rw", &[])),
+            ],
+        );
+        assert!(matches!(res, Ok(Outcome::StartTls)));
+        assert_eq!(replies, vec![(OPT_STARTTLS, REP_ACK, vec![])]);
+        assert!(rest.is_empty(), "nothing after the ACK: TLS comes next");
+        // After the TLS handshake: the options start over, and a second
+        // STARTTLS is refused without ending the session.
+        let (res, replies) = resume(
+            &mut session,
+            &[
+                option(OPT_STARTTLS, &[]),
+                option(OPT_GO, &go_data("rw", &[])),
+            ],
+        );
+        assert_eq!(res.unwrap().chosen().unwrap().slot.name(), "rw");
+        let kinds: Vec<(u32, u32)> = replies.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (OPT_STARTTLS, REP_ERR_INVALID),
+                (OPT_GO, REP_INFO),
+                (OPT_GO, REP_INFO),
+                (OPT_GO, REP_ACK),
+            ]
+        );
+    }
+
+    #[test]
+    fn required_tls_refuses_every_other_option_before_starttls() {
+        let (res, replies, _, _) = run_tls(
+            NbdTlsMode::Required,
+            3,
+            &[
+                option(OPT_GO, &go_data("rw", &[])),
+                option(OPT_INFO, &go_data("rw", &[])),
+                option(OPT_LIST, &[]),
+                option(8, &[]),
+                option(OPT_STARTTLS, b"x"),
+                option(OPT_ABORT, &[]),
+            ],
+        );
+        assert!(matches!(res, Ok(Outcome::Aborted)));
+        let kinds: Vec<(u32, u32)> = replies.iter().map(|r| (r.0, r.1)).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (OPT_GO, REP_ERR_TLS_REQD),
+                (OPT_INFO, REP_ERR_TLS_REQD),
+                (OPT_LIST, REP_ERR_TLS_REQD),
+                (8, REP_ERR_TLS_REQD),
+                (OPT_STARTTLS, REP_ERR_INVALID),
+                (OPT_ABORT, REP_ACK),
+            ]
+        );
+        // EXPORT_NAME cannot be refused with a reply: the session ends,
+        // and nothing about the export was sent.
+        let (res, replies, rest, _) =
+            run_tls(NbdTlsMode::Required, 3, &[option(OPT_EXPORT_NAME, b"rw")]);
+        assert!(matches!(res, Err(HandshakeError::TlsRequired)));
+        assert!(replies.is_empty() && rest.is_empty());
+    }
+
+    #[test]
+    fn tls_on_serves_plaintext_and_offers_starttls() {
+        let (res, _, rest, _) = run_tls(NbdTlsMode::On, 3, &[option(OPT_EXPORT_NAME, b"rw")]);
+        let n = res.unwrap().chosen().unwrap();
+        assert_eq!(rest, export_name_reply(1 << 20, n.flags, true));
+        let (res, replies, _, _) = run_tls(NbdTlsMode::On, 3, &[option(OPT_STARTTLS, &[])]);
+        assert!(matches!(res, Ok(Outcome::StartTls)));
+        assert_eq!(replies, vec![(OPT_STARTTLS, REP_ACK, vec![])]);
     }
 }

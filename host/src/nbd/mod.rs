@@ -1,6 +1,7 @@
 //! The NBD server that serves attached volumes: fixed newstyle handshake
-//! (`OPT_GO`, `OPT_INFO`, `OPT_LIST`, `OPT_ABORT`, `OPT_EXPORT_NAME`), simple
-//! replies, and READ, WRITE, FLUSH, TRIM, WRITE_ZEROES with FUA, DISC.
+//! (`OPT_GO`, `OPT_INFO`, `OPT_LIST`, `OPT_ABORT`, `OPT_EXPORT_NAME`,
+//! `OPT_STARTTLS` when `[nbd] tls` is on or required), simple replies, and
+//! READ, WRITE, FLUSH, TRIM, WRITE_ZEROES with FUA, DISC.
 //!
 //! Only exports in the [`ExportTable`] can be opened; removing one drains,
 //! flushes and closes its connections. [`NbdLimits`] bound what a client
@@ -21,9 +22,12 @@ pub(crate) mod testdev;
 mod tests;
 #[cfg(test)]
 mod tests_limits;
+mod tls;
+mod transport;
 mod watch;
 
 pub use export::{Export, ExportTable};
 pub use limits::NbdLimits;
 pub use server::NbdServer;
 pub use stats::{NbdSnapshot, NbdStats, STATS};
+pub use tls::{NbdTls, TlsSetupError};

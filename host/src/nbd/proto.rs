@@ -1,5 +1,5 @@
 //! Wire format of the NBD protocol (fixed newstyle handshake, simple
-//! replies): constants, header encoding and decoding, option payloads.
+//! replies, STARTTLS): constants, header encoding and decoding, option payloads.
 //! Everything here is pure byte handling so it can be tested without sockets.
 
 use std::io;
@@ -35,6 +35,7 @@ pub const TFLAG_CAN_MULTI_CONN: u16 = 1 << 8;
 pub const OPT_EXPORT_NAME: u32 = 1;
 pub const OPT_ABORT: u32 = 2;
 pub const OPT_LIST: u32 = 3;
+pub const OPT_STARTTLS: u32 = 5;
 pub const OPT_INFO: u32 = 6;
 pub const OPT_GO: u32 = 7;
 
@@ -44,6 +45,7 @@ pub const REP_INFO: u32 = 3;
 pub const REP_ERR_UNSUP: u32 = (1 << 31) | 1;
 pub const REP_ERR_POLICY: u32 = (1 << 31) | 2;
 pub const REP_ERR_INVALID: u32 = (1 << 31) | 3;
+pub const REP_ERR_TLS_REQD: u32 = (1 << 31) | 5;
 pub const REP_ERR_UNKNOWN: u32 = (1 << 31) | 6;
 pub const REP_ERR_TOO_BIG: u32 = (1 << 31) | 9;
 

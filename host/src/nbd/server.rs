@@ -19,8 +19,10 @@ use std::time::{Duration, Instant};
 use super::budget::BufferBudget;
 use super::conn::Conn;
 use super::export::ExportTable;
-use super::handshake::{HandshakeError, negotiate};
+use super::handshake::{HandshakeError, Negotiated, Outcome, Session, haggle, negotiate};
 use super::limits::NbdLimits;
+use super::tls::NbdTls;
+use super::transport::{self, ReadHalf, WriteHalf};
 use super::watch::{Activity, Clock};
 
 /// How long shutdown waits for connection threads to finish.
@@ -59,6 +61,7 @@ struct Shared {
     connections: Mutex<HashMap<u64, Entry>>,
     emptied: Condvar,
     limits: NbdLimits,
+    tls: NbdTls,
     clock: Clock,
     budget: Arc<BufferBudget>,
     /// Connections closed to make room or for overrunning, since the last
@@ -143,11 +146,22 @@ pub struct NbdServer {
 }
 
 impl NbdServer {
-    /// Binds `listen` and starts accepting on a thread of its own.
+    /// Binds `listen` and starts accepting plaintext connections on a
+    /// thread of its own.
     pub fn start(
         listen: SocketAddr,
         exports: Arc<ExportTable>,
         limits: NbdLimits,
+    ) -> io::Result<NbdServer> {
+        Self::start_with_tls(listen, exports, limits, NbdTls::off())
+    }
+
+    /// Like [`NbdServer::start`], offering or requiring TLS as `tls` says.
+    pub fn start_with_tls(
+        listen: SocketAddr,
+        exports: Arc<ExportTable>,
+        limits: NbdLimits,
+        tls: NbdTls,
     ) -> io::Result<NbdServer> {
         let listener = TcpListener::bind(listen)?;
         // A deeper accept queue than std's default, so that a burst of
@@ -165,6 +179,7 @@ impl NbdServer {
             connections: Mutex::new(HashMap::new()),
             emptied: Condvar::new(),
             limits,
+            tls,
             clock: Clock::new(),
             budget: BufferBudget::new(limits.buffer_budget),
             closed_unwarned: Mutex::new((0, None)),
@@ -396,6 +411,47 @@ fn keep_alive(stream: &TcpStream) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs the handshake, switching to TLS when the client asks for it.
+/// `Ok(None)` means the client aborted politely.
+fn handshake(
+    stream: TcpStream,
+    tls: &NbdTls,
+    exports: &ExportTable,
+    per_export: usize,
+    activity: Arc<Activity>,
+) -> Result<Option<(Negotiated, ReadHalf, WriteHalf)>, HandshakeError> {
+    let mut session = Session::watched(tls.mode(), per_export, activity);
+    let mut reader = BufReader::with_capacity(READ_BUFFER, stream.try_clone()?);
+    let mut writer = &stream;
+    match negotiate(&mut reader, &mut writer, exports, &mut session)? {
+        Outcome::Chosen(chosen) => Ok(Some((
+            chosen,
+            ReadHalf::Plain(reader),
+            WriteHalf::Plain(stream),
+        ))),
+        Outcome::Aborted => Ok(None),
+        Outcome::StartTls => {
+            if !reader.buffer().is_empty() {
+                return Err(HandshakeError::StartTlsPipelined);
+            }
+            // `haggle` acknowledges STARTTLS only when TLS is configured.
+            let config = tls
+                .server_config()
+                .ok_or_else(|| HandshakeError::Tls(io::Error::other("TLS is not configured")))?;
+            let (mut reader, mut writer) =
+                transport::accept(stream, config).map_err(HandshakeError::Tls)?;
+            match haggle(&mut reader, &mut writer, exports, &mut session)? {
+                Outcome::Chosen(chosen) => Ok(Some((chosen, reader, writer))),
+                Outcome::Aborted => Ok(None),
+                // `haggle` refuses a second STARTTLS; never ends with one.
+                Outcome::StartTls => {
+                    Err(HandshakeError::Tls(io::Error::other("STARTTLS inside TLS")))
+                }
+            }
+        }
+    }
+}
+
 fn run_connection(stream: TcpStream, peer: SocketAddr, ticket: Ticket, exports: &ExportTable) {
     let id = ticket.id();
     tracing::debug!(conn = id, %peer, "NBD connection opened");
@@ -403,51 +459,47 @@ fn run_connection(stream: TcpStream, peer: SocketAddr, ticket: Ticket, exports: 
         .set_nodelay(true)
         .and_then(|()| keep_alive(&stream))
         .and_then(|()| stream.try_clone());
-    let read_half = match prepared {
+    // The export's own handle on the socket, to close it when withdrawn.
+    let registered = match prepared {
         Ok(s) => s,
         Err(e) => {
             tracing::debug!(conn = id, error = %e, "NBD connection unusable");
             return;
         }
     };
-    let mut reader = BufReader::with_capacity(READ_BUFFER, read_half);
-    let mut writer = &stream;
-    let per_export = ticket.shared.limits.max_connections_per_export;
-    let chosen = match negotiate(&mut reader, &mut writer, exports, per_export) {
-        Ok(Some(chosen)) => chosen,
-        Ok(None) => {
-            tracing::debug!(conn = id, "NBD client aborted the handshake");
-            return;
-        }
-        Err(e) if e.is_disconnect() => {
-            tracing::debug!(conn = id, error = %e, "NBD client left during the handshake");
-            return;
-        }
-        Err(e @ HandshakeError::Io(_)) => {
-            tracing::debug!(conn = id, error = %e, "NBD handshake ended");
-            return;
-        }
-        Err(e) => {
-            tracing::warn!(conn = id, %peer, error = %e, "NBD handshake refused");
-            return;
-        }
-    };
-    ticket.activity().attached();
-    let Ok(registered) = stream.try_clone() else {
-        return;
-    };
-    if !chosen.slot.attach(id, registered, per_export) {
-        tracing::debug!(
-            conn = id,
-            "NBD export went away or filled up during the handshake"
-        );
+    let shared = &ticket.shared;
+    let per_export = shared.limits.max_connections_per_export;
+    let activity = Arc::clone(&ticket.activity);
+    let (chosen, reader, writer) =
+        match handshake(stream, &shared.tls, exports, per_export, activity) {
+            Ok(Some(negotiated)) => negotiated,
+            Ok(None) => {
+                tracing::debug!(conn = id, "NBD client aborted the handshake");
+                return;
+            }
+            Err(e) if e.is_disconnect() => {
+                tracing::debug!(conn = id, error = %e, "NBD client left during the handshake");
+                return;
+            }
+            Err(e @ HandshakeError::Io(_)) => {
+                tracing::debug!(conn = id, error = %e, "NBD handshake ended");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(conn = id, %peer, error = %e, "NBD handshake refused");
+                return;
+            }
+        };
+    if !chosen.slot.attach(id, registered, chosen.place) {
+        tracing::debug!(conn = id, "NBD export went away during the handshake");
         return;
     }
     tracing::debug!(
         conn = id,
         export = chosen.slot.name(),
         flags = chosen.flags,
+        tls = matches!(reader, ReadHalf::Tls(_)),
         "NBD transmission started"
     );
-    Arc::new(Conn::new(chosen.slot, reader, stream, ticket)).serve();
+    Arc::new(Conn::new(chosen.slot, reader, writer, ticket)).serve();
 }

@@ -220,6 +220,9 @@ pub enum ServiceError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The `[nbd]` TLS settings cannot be used (at start only).
+    #[error("invalid config: {0}")]
+    NbdTls(#[from] crate::nbd::TlsSetupError),
     /// Something unexpected inside the host.
     #[error("internal error: {0}")]
     Internal(String),
@@ -261,6 +264,7 @@ impl ServiceError {
             Self::Array(ArrayError::InsufficientSpace { .. }) => "insufficient_space",
             Self::Array(_) => "array_error",
             Self::Store(_) => "store_error",
+            Self::NbdTls(_) => "invalid_config",
             Self::Internal(_) => "internal",
         }
     }
@@ -302,7 +306,9 @@ impl ServiceError {
                 _ => ErrorKind::Unprocessable,
             },
             Self::Driver { source, .. } => source.kind(),
-            Self::Array(_) | Self::Store(_) | Self::Internal(_) => ErrorKind::Internal,
+            Self::Array(_) | Self::Store(_) | Self::NbdTls(_) | Self::Internal(_) => {
+                ErrorKind::Internal
+            }
         }
     }
 }

@@ -58,7 +58,8 @@ struct Inner {
     exports: Arc<ExportTable>,
     hydrations: Arc<Hydrations>,
     nbd: Mutex<Option<NbdServer>>,
-    nbd_addr: SocketAddr,
+    /// Where and how clients reach the NBD server (for URIs).
+    nbd_endpoint: views::NbdEndpoint,
     events: events::EventBus,
     /// Migrations running in this process, by volume id.
     running: Mutex<HashMap<Uuid, RunningMigration>>,
@@ -97,6 +98,9 @@ impl Service {
         let io = |what: &str, e: std::io::Error| {
             ServiceError::Internal(format!("{what} {}: {e}", opts.data_dir.display()))
         };
+        // Checked before anything is opened: a bad certificate or key stops
+        // the start naming the setting.
+        let nbd_tls = crate::nbd::NbdTls::from_config(&opts.config.nbd)?;
         crate::private_fs::warn_if_open_to_others(&opts.data_dir, "data directory");
         crate::private_fs::create_dir_all(&opts.data_dir).map_err(|e| io("cannot create", e))?;
         let store = Store::open_with(
@@ -136,10 +140,12 @@ impl Service {
         drivers::load_all(&store, &runtime, &opts.config)?;
 
         let exports = Arc::new(ExportTable::new());
-        let nbd = NbdServer::start(
+        let nbd_tls_mode = nbd_tls.mode();
+        let nbd = NbdServer::start_with_tls(
             opts.nbd_listen,
             exports.clone(),
             crate::nbd::NbdLimits::from_config(&opts.config.nbd),
+            nbd_tls,
         )
         .map_err(|e| {
             ServiceError::Internal(format!("cannot listen for NBD on {}: {e}", opts.nbd_listen))
@@ -148,6 +154,10 @@ impl Service {
         if nbd_addr.ip().is_unspecified() {
             nbd_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
         }
+        let nbd_endpoint = views::NbdEndpoint {
+            addr: nbd_addr,
+            tls: nbd_tls_mode,
+        };
         let store_for_events = store.clone();
         let service = Service {
             inner: Arc::new(Inner {
@@ -157,7 +167,7 @@ impl Service {
                 exports,
                 hydrations,
                 nbd: Mutex::new(Some(nbd)),
-                nbd_addr,
+                nbd_endpoint,
                 events: events::EventBus::new(store_for_events),
                 running: Mutex::new(HashMap::new()),
                 copy_bandwidth: opts.config.copy_bandwidth_bytes_per_sec,
@@ -176,7 +186,12 @@ impl Service {
 
     /// Where the NBD server listens (as put in attachment URIs).
     pub fn nbd_addr(&self) -> SocketAddr {
-        self.inner.nbd_addr
+        self.inner.nbd_endpoint.addr
+    }
+
+    /// Whether the NBD server offers or requires TLS (`[nbd] tls`).
+    pub fn nbd_tls(&self) -> crate::config::NbdTlsMode {
+        self.inner.nbd_endpoint.tls
     }
 
     /// Tells long-lived streams (the event stream) to end: the host stops.
@@ -318,11 +333,11 @@ impl Service {
     }
 
     fn view(&self, v: &Volume) -> VolumeView {
-        views::volume_view(v, self.inner.nbd_addr)
+        views::volume_view(v, self.inner.nbd_endpoint)
     }
 
     fn attachment_view(&self, a: &Attachment) -> AttachmentView {
-        views::attachment_view(a, self.inner.nbd_addr)
+        views::attachment_view(a, self.inner.nbd_endpoint)
     }
 }
 

@@ -40,7 +40,8 @@ pub struct AttachmentView {
     pub server: String,
     /// Access mode.
     pub mode: AttachMode,
-    /// `nbd://host:port/EXPORT`; the export name in it is the credential
+    /// `nbd://host:port/EXPORT` (`nbds://` when the NBD server requires
+    /// TLS); the export name in it is the credential
     /// that opens the export. Null for reader tokens: they never receive a
     /// credential that writes.
     pub uri: Option<String>,
@@ -124,20 +125,33 @@ pub(crate) fn wire_name<T: Serialize + std::fmt::Debug>(value: T) -> String {
         .unwrap_or_else(|| format!("{value:?}"))
 }
 
-/// The NBD URI of an attachment served at `nbd_addr`.
-pub(crate) fn nbd_uri(nbd_addr: std::net::SocketAddr, export: &str) -> String {
-    format!("nbd://{nbd_addr}/{export}")
+/// Where clients reach the NBD server, and whether it requires TLS.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NbdEndpoint {
+    pub(crate) addr: std::net::SocketAddr,
+    pub(crate) tls: crate::config::NbdTlsMode,
 }
 
-pub(crate) fn attachment_view(
-    a: &crate::model::Attachment,
-    nbd_addr: std::net::SocketAddr,
-) -> AttachmentView {
+impl NbdEndpoint {
+    /// The URI of an export: `nbds://` when the server requires TLS (the
+    /// scheme clients such as libnbd read as "use TLS"), `nbd://` when
+    /// plaintext is allowed.
+    pub(crate) fn uri(self, export: &str) -> String {
+        let scheme = if self.tls == crate::config::NbdTlsMode::Required {
+            "nbds"
+        } else {
+            "nbd"
+        };
+        format!("{scheme}://{}/{export}", self.addr)
+    }
+}
+
+pub(crate) fn attachment_view(a: &crate::model::Attachment, nbd: NbdEndpoint) -> AttachmentView {
     AttachmentView {
         id: a.id,
         server: a.server.clone(),
         mode: a.mode,
-        uri: Some(nbd_uri(nbd_addr, &a.export_name())),
+        uri: Some(nbd.uri(&a.export_name())),
     }
 }
 
@@ -151,7 +165,7 @@ pub(crate) fn attachable(v: &crate::model::Volume) -> bool {
     }
 }
 
-pub(crate) fn volume_view(v: &crate::model::Volume, nbd_addr: std::net::SocketAddr) -> VolumeView {
+pub(crate) fn volume_view(v: &crate::model::Volume, nbd: NbdEndpoint) -> VolumeView {
     VolumeView {
         id: v.id,
         name: v.name.clone(),
@@ -164,7 +178,7 @@ pub(crate) fn volume_view(v: &crate::model::Volume, nbd_addr: std::net::SocketAd
         attachments: v
             .attachments
             .iter()
-            .map(|a| attachment_view(a, nbd_addr))
+            .map(|a| attachment_view(a, nbd))
             .collect(),
         created_at: v.created_at.clone(),
     }
