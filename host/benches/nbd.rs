@@ -5,6 +5,11 @@
 //! attachment, with its connection limits and buffer budget in force; the
 //! peers serve the same file while no attachment exists.
 //!
+//! Every workload runs twice: in plaintext, and over TLS (X.509, a CA and
+//! a server certificate made with `openssl`; Ferry with `[nbd] tls = "on"`,
+//! qemu-nbd with `--tls-creds`, nbdkit with `--tls=require`), fio reaching
+//! each server through an `nbds://` URI.
+//!
 //! qemu-nbd runs with `--cache=writeback` and nbdkit's file plugin with its
 //! default page-cache I/O on 16 threads: like Ferry they acknowledge a
 //! write once it is in the page cache and make it durable on FLUSH or FUA
@@ -17,6 +22,7 @@
 #[path = "support/mod.rs"]
 mod support;
 
+use std::path::Path;
 use std::process::{Command, Stdio};
 
 use support::{GIB, MIB, Server};
@@ -69,8 +75,36 @@ const WORKLOADS: &[Workload] = &[
     },
 ];
 
-fn measure(uri: &str, w: &Workload, secs: u64) -> f64 {
-    let r = support::fio(uri, w.rw, w.bs, w.iodepth, REGION, secs);
+/// Plaintext or TLS, and what a TLS client and server need.
+struct Mode<'a> {
+    /// The server's certificate directory (`ca-cert.pem`,
+    /// `server-cert.pem`, `server-key.pem`) and a `HOME` for fio whose
+    /// `.pki/libnbd/ca-cert.pem` trusts it; `None` for plaintext.
+    tls: Option<(&'a Path, &'a Path)>,
+}
+
+impl Mode<'_> {
+    /// The row id's infix and the rows' text.
+    fn label(&self) -> (&'static str, &'static str) {
+        if self.tls.is_some() {
+            ("-tls", ", TLS")
+        } else {
+            ("", "")
+        }
+    }
+
+    /// `uri` as this mode's clients reach it.
+    fn uri(&self, uri: &str) -> String {
+        match self.tls {
+            Some(_) => uri.replacen("nbd://", "nbds://", 1),
+            None => uri.to_owned(),
+        }
+    }
+}
+
+fn measure(mode: &Mode, uri: &str, w: &Workload, secs: u64) -> f64 {
+    let home = mode.tls.map(|(_, home)| home);
+    let r = support::fio_with_home(home, &mode.uri(uri), w.rw, w.bs, w.iodepth, REGION, secs);
     if w.bandwidth {
         r.bw / MIB as f64
     } else {
@@ -96,23 +130,34 @@ impl Peer {
         }
     }
 
-    fn command(self, file: &std::path::Path, port: u16) -> Command {
+    fn command(self, file: &Path, port: u16, mode: &Mode) -> Command {
         let port = port.to_string();
         match self {
             Peer::QemuNbd => {
                 let mut c = Command::new("qemu-nbd");
                 c.args(["-f", "raw", "--cache=writeback", "--aio=threads"])
                     .args(["-b", "127.0.0.1", "-p", &port])
-                    .args(["-x", "bench", "--persistent", "--shared=4"])
-                    .arg(file);
+                    .args(["-x", "bench", "--persistent", "--shared=4"]);
+                if let Some((certs, _)) = mode.tls {
+                    c.arg("--object")
+                        .arg(format!(
+                            "tls-creds-x509,id=tls0,endpoint=server,verify-peer=off,dir={}",
+                            certs.display()
+                        ))
+                        .args(["--tls-creds", "tls0"]);
+                }
+                c.arg(file);
                 c
             }
             Peer::Nbdkit => {
                 let mut c = Command::new("nbdkit");
                 c.args(["--foreground", "--exit-with-parent", "--threads=16"])
-                    .args(["-i", "127.0.0.1", "-p", &port, "-e", "bench"])
-                    .arg("file")
-                    .arg(format!("file={}", file.display()));
+                    .args(["-i", "127.0.0.1", "-p", &port, "-e", "bench"]);
+                if let Some((certs, _)) = mode.tls {
+                    c.arg("--tls=require")
+                        .arg(format!("--tls-certificates={}", certs.display()));
+                }
+                c.arg("file").arg(format!("file={}", file.display()));
                 c
             }
         }
@@ -120,10 +165,22 @@ impl Peer {
 }
 
 /// Runs every workload against `peer` serving `file`.
-fn peer_pass(peer: Peer, file: &std::path::Path, secs: u64, out: &mut [Vec<f64>]) {
+/// A peer server, stopped (SIGTERM, then waited for) when dropped, also
+/// when a measurement panics.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.0.id() as i32, libc::SIGTERM) };
+        let _ = self.0.wait();
+    }
+}
+
+fn peer_pass(peer: Peer, mode: &Mode, file: &Path, secs: u64, out: &mut [Vec<f64>]) {
     let port = support::free_port();
-    let mut child = peer
-        .command(file, port)
+    let child = peer
+        .command(file, port, mode)
         .stdout(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| {
@@ -132,20 +189,18 @@ fn peer_pass(peer: Peer, file: &std::path::Path, secs: u64, out: &mut [Vec<f64>]
                 peer.label().1
             )
         });
+    let _running = Running(child);
     support::wait_port(port);
     let uri = format!("nbd://127.0.0.1:{port}/bench");
     for (i, w) in WORKLOADS.iter().enumerate() {
-        out[i].push(measure(&uri, w, secs));
+        out[i].push(measure(mode, &uri, w, secs));
     }
-    // SAFETY: kill(2) on our own child's pid.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let _ = child.wait();
 }
 
-fn ferry_pass(server: &Server, id: &str, secs: u64, out: &mut [Vec<f64>]) {
+fn ferry_pass(server: &Server, mode: &Mode, id: &str, secs: u64, out: &mut [Vec<f64>]) {
     let (att, uri) = server.attach(id);
     for (i, w) in WORKLOADS.iter().enumerate() {
-        out[i].push(measure(&uri, w, secs));
+        out[i].push(measure(mode, &uri, w, secs));
     }
     server.detach(id, &att);
 }
@@ -157,7 +212,26 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(4);
     let dir = support::scratch();
-    let server = Server::start(&dir.path().join("data"));
+    let pki = support::tls::make_pki(dir.path(), "bench");
+    let certs = pki.cert.parent().expect("certificate directory").to_owned();
+    let home = dir.path().join("home");
+    std::fs::create_dir_all(home.join(".pki/libnbd")).expect("fio's HOME");
+    std::fs::copy(
+        pki.client_dir.join("ca-cert.pem"),
+        home.join(".pki/libnbd/ca-cert.pem"),
+    )
+    .expect("CA for fio");
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[nbd]\ntls = \"on\"\ntls_cert = {:?}\ntls_key = {:?}\n\n\
+             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n",
+            pki.cert, pki.key
+        ),
+    )
+    .expect("config");
+    let server = Server::start_with(&dir.path().join("data"), Some(&config));
     let id = server.create("nbd-bench", "p1", 2 * GIB);
     {
         let (att, uri) = server.attach(&id);
@@ -167,35 +241,44 @@ fn main() {
     let file = server.lun_path("p1", &id);
     assert!(file.is_file(), "LUN file {}", file.display());
 
-    let mut ferry = vec![Vec::new(); WORKLOADS.len()];
-    let mut peers = [
-        vec![Vec::new(); WORKLOADS.len()],
-        vec![Vec::new(); WORKLOADS.len()],
-    ];
-    for run in 0..runs {
-        // Rotate who goes first so no one always gets the warmer cache.
-        for turn in 0..3 {
-            match (run + turn) % 3 {
-                0 => ferry_pass(&server, &id, secs, &mut ferry),
-                n => {
-                    let p = n - 1;
-                    peer_pass(Peer::ALL[p], &file, secs, &mut peers[p]);
+    for mode in [
+        Mode { tls: None },
+        Mode {
+            tls: Some((&certs, &home)),
+        },
+    ] {
+        let mut ferry = vec![Vec::new(); WORKLOADS.len()];
+        let mut peers = [
+            vec![Vec::new(); WORKLOADS.len()],
+            vec![Vec::new(); WORKLOADS.len()],
+        ];
+        for run in 0..runs {
+            // Rotate who goes first so no one always gets the warmer cache.
+            for turn in 0..3 {
+                match (run + turn) % 3 {
+                    0 => ferry_pass(&server, &mode, &id, secs, &mut ferry),
+                    n => {
+                        let p = n - 1;
+                        peer_pass(Peer::ALL[p], &mode, &file, secs, &mut peers[p]);
+                    }
                 }
             }
+            eprintln!("nbd{}: run {} of {runs} done", mode.label().0, run + 1);
         }
-        eprintln!("nbd: run {} of {runs} done", run + 1);
-    }
-    for (p, peer) in Peer::ALL.iter().enumerate() {
-        let (suffix, name) = peer.label();
-        for (i, w) in WORKLOADS.iter().enumerate() {
-            let unit = if w.bandwidth { "MiB/s" } else { "IOPS" };
-            support::report(
-                &format!("{}{suffix}", w.id),
-                &format!("{}, vs {name}", w.what),
-                unit,
-                support::summary(&ferry[i]),
-                Some(support::summary(&peers[p][i])),
-            );
+        let (infix, text) = mode.label();
+        for (p, peer) in Peer::ALL.iter().enumerate() {
+            let (suffix, name) = peer.label();
+            for (i, w) in WORKLOADS.iter().enumerate() {
+                let unit = if w.bandwidth { "MiB/s" } else { "IOPS" };
+                let id = w.id.replacen("nbd-", &format!("nbd{infix}-"), 1);
+                support::report(
+                    &format!("{id}{suffix}"),
+                    &format!("{}{text}, vs {name}", w.what),
+                    unit,
+                    support::summary(&ferry[i]),
+                    Some(support::summary(&peers[p][i])),
+                );
+            }
         }
     }
 }

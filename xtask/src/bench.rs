@@ -21,7 +21,7 @@ const END: &str = "<!-- bench-table:end -->";
 /// (the whole suite stays under ~20 minutes on two cores).
 const BENCHES: &[(&str, u64)] = &[
     ("host_copy", 300),
-    ("nbd", 300),
+    ("nbd", 600),
     ("async_migration", 900),
     ("driver_call", 120),
     ("api", 600),

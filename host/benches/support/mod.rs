@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A CA and a server certificate made with `openssl`, shared with the
+/// tests.
+#[path = "../../../tests/support/tls.rs"]
+pub mod tls;
+
 pub const MIB: u64 = 1 << 20;
 pub const GIB: u64 = 1 << 30;
 
@@ -99,11 +104,23 @@ impl Server {
     /// Starts `ferry serve` on `data_dir` with the embedded default arrays
     /// (`t1`, `v1`, `v2`, `p1`) and waits until it answers `/healthz`.
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
-            .arg("serve")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"])
+        Self::start_with(data_dir, None)
+    }
+
+    /// Starts `ferry serve` with the configuration file `config` (the
+    /// embedded default when `None`).
+    pub fn start_with(data_dir: &Path, config: Option<&Path>) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_ferry"));
+        command.arg("serve").arg("--data-dir").arg(data_dir).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--nbd-listen",
+            "127.0.0.1:0",
+        ]);
+        if let Some(config) = config {
+            command.arg("--config").arg(config);
+        }
+        let mut child = command
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .spawn()
@@ -284,9 +301,31 @@ pub fn call_with(
     Ok((status, json))
 }
 
+/// Fails, naming the Debian package, when a tool is missing.
+pub fn require_tool(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "{tool} is missing: install the Debian package {package}"
+    );
+}
+
 /// Runs a tool; panics with its stderr when it fails.
 pub fn run(tool: &str, args: &[&str]) -> String {
-    let out = Command::new(tool)
+    run_with_home(tool, args, None)
+}
+
+/// Runs a tool with `HOME` set to `home` (where libnbd looks for TLS
+/// certificates when a URI cannot name them).
+pub fn run_with_home(tool: &str, args: &[&str], home: Option<&Path>) -> String {
+    let mut command = Command::new(tool);
+    if let Some(home) = home {
+        command.env("HOME", home);
+    }
+    let out = command
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{tool}: {e} (`cargo xtask bench` installs the peer tools)"));
@@ -323,7 +362,21 @@ pub struct FioResult {
 
 /// One time-based fio run with the nbd engine over the first `size` bytes.
 pub fn fio(uri: &str, rw: &str, bs: &str, iodepth: u32, size: u64, secs: u64) -> FioResult {
-    let out = run(
+    fio_with_home(None, uri, rw, bs, iodepth, size, secs)
+}
+
+/// The same, with `HOME` at `home`: an `nbds://` URI's CA goes in
+/// `HOME/.pki/libnbd/ca-cert.pem`, since fio's engine may not name a file.
+pub fn fio_with_home(
+    home: Option<&Path>,
+    uri: &str,
+    rw: &str,
+    bs: &str,
+    iodepth: u32,
+    size: u64,
+    secs: u64,
+) -> FioResult {
+    let out = run_with_home(
         "fio",
         &[
             "--name=bench",
@@ -337,6 +390,7 @@ pub fn fio(uri: &str, rw: &str, bs: &str, iodepth: u32, size: u64, secs: u64) ->
             &format!("--runtime={secs}"),
             "--output-format=json",
         ],
+        home,
     );
     // fio may print notes before its JSON document.
     let json = out.find('{').map_or(out.as_str(), |i| &out[i..]);
