@@ -268,3 +268,87 @@ fn the_architecture_document_names_every_folder_and_phase() {
         );
     }
 }
+
+#[test]
+fn every_route_comes_from_a_documented_handler() {
+    // The router is built only through `Routes::protected` and
+    // `Routes::open`, which take `routes!(handler)` and so the handler's
+    // `#[utoipa::path]`: a route added any other way would be served
+    // without being in the OpenAPI document.
+    let files = rust_files(&host_src().join("api"));
+    for needle in [".route(", ".route_service(", ".nest(", ".nest_service("] {
+        let bad = offenders(&files, needle, |_| false);
+        assert!(bad.is_empty(), "{needle} in api: {bad:?}");
+    }
+}
+
+/// The string literal at the start of `text`, if one is there.
+fn literal_at(text: &str) -> Option<&str> {
+    let rest = text.trim_start().strip_prefix('"')?;
+    rest.split('"').next()
+}
+
+/// Every error code a source file answers with: the arms of its `fn code`
+/// and the code argument of each `ApiError::new` / `Self::new(status, ..)`.
+fn error_codes_in(path: &Path) -> BTreeSet<String> {
+    let code = code(path);
+    let mut found = BTreeSet::new();
+    for body in code.split("fn code(").skip(1) {
+        let body = body.split("\n    }\n").next().unwrap_or(body);
+        for arm in body.split("=>").skip(1) {
+            if let Some(lit) = literal_at(arm) {
+                found.insert(lit.to_owned());
+            }
+        }
+    }
+    for call in code
+        .split("ApiError::new(")
+        .chain(code.split("Self::new("))
+        .skip(1)
+    {
+        // The code is the second argument, after the status.
+        if let Some((_, rest)) = call.split_once(',')
+            && let Some(lit) = literal_at(rest)
+        {
+            found.insert(lit.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn every_error_code_is_in_the_documents_list() {
+    let src = host_src();
+    let mut files = vec![
+        src.join("service/error.rs"),
+        src.join("runtime/error.rs"),
+        src.join("runtime/types.rs"),
+    ];
+    files.extend(rust_files(&src.join("api")));
+    let mut codes = BTreeSet::new();
+    for f in &files {
+        codes.extend(error_codes_in(f));
+    }
+    assert!(codes.len() > 40, "{codes:?}");
+    for known in [
+        "driver_trap",
+        "compile_busy",
+        "invalid_query",
+        "unauthorized",
+    ] {
+        assert!(codes.contains(known), "the scan missed {known}: {codes:?}");
+    }
+    let listed: BTreeSet<String> =
+        serde_json::to_value(<ferry::api::error::ErrorCode as utoipa::PartialSchema>::schema())
+            .unwrap()["enum"]
+            .as_array()
+            .expect("ErrorCode is an enum")
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+    let missing: Vec<_> = codes.difference(&listed).collect();
+    assert!(
+        missing.is_empty(),
+        "codes the API may answer with but api::error::ErrorCode does not list: {missing:?}"
+    );
+}

@@ -52,9 +52,44 @@ fn on_path(tool: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Peer tools from PyPI: the command, and the pinned requirement it comes
+/// from. schemathesis fuzzes the API against its OpenAPI document
+/// (`tests/api_fuzz.rs`); pinned because its checks and options change
+/// between releases.
+const PYPI_TOOLS: &[(&str, &str)] = &[("st", "schemathesis==4.32.5")];
+
+/// Installs the PyPI tools that are missing from PATH, with pip.
+fn install_pypi_tools() -> Result<(), String> {
+    let missing: Vec<&str> = PYPI_TOOLS
+        .iter()
+        .filter(|(tool, _)| !on_path(tool))
+        .map(|(_, req)| *req)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing from PyPI {}", missing.join(" "));
+    let status = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .args(&missing)
+        .status();
+    match status {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => Err(format!("pip install {} failed with {s}", missing.join(" "))),
+        Err(e) => Err(format!("cannot run python3 -m pip: {e}")),
+    }
+}
+
 /// Installs the Debian packages of the test peers and of `extra` that are
-/// missing from PATH.
+/// missing from PATH, and the PyPI tools.
 fn install_peers(extra: &[(&str, &str)]) -> Result<(), String> {
+    install_pypi_tools()?;
     let mut missing: Vec<&str> = PEER_TOOLS
         .iter()
         .chain(extra)

@@ -1,13 +1,20 @@
 //! Error responses: every failure, the framework's own rejections included,
 //! leaves as `{"error": {"code": ..., "message": ...}}` with a fitting status.
 
+use std::collections::btree_map::Entry;
+
 use axum::Json;
 use axum::extract::rejection::{BytesRejection, FailedToBufferBody, JsonRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::security::SecurityRequirement;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response as DocResponse, ResponseBuilder};
 
 use super::clip;
+use super::routes::Access;
 use crate::service::{ErrorKind, ServiceError};
 
 /// A failed request, as the client sees it.
@@ -21,15 +28,99 @@ pub struct ApiError {
     retry_after: Option<u64>,
 }
 
-#[derive(Serialize)]
-struct Envelope<'a> {
-    error: Body<'a>,
+/// The body of every error response. The OpenAPI document's schema of it
+/// is derived from this type, the one the responses are serialized from.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// What failed.
+    error: ErrorDetail,
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
-    code: &'a str,
-    message: &'a str,
+/// The code and message of an error response.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable and machine-readable: one of [`ErrorCode`].
+    #[schema(value_type = ErrorCode)]
+    code: &'static str,
+    /// For people; may change between versions.
+    message: String,
+}
+
+/// Every `code` an error response may carry: the API's own, the
+/// service's, and those of the driver runtime that the service passes on.
+/// Only the document uses this type (the codes travel as `&'static str`);
+/// `tests/tidy.rs` checks that every code the source can answer with is
+/// listed here, and the fuzz test that the server sends no other.
+#[derive(Debug, Clone, Copy, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    // The API's own: the request itself is wrong.
+    BadRequest,
+    BodyTooLarge,
+    BodyUnreadable,
+    EmptyBody,
+    Forbidden,
+    InvalidBody,
+    InvalidId,
+    InvalidJson,
+    InvalidQuery,
+    MethodNotAllowed,
+    NotFound,
+    Unauthorized,
+    UnsupportedMediaType,
+    // The service's.
+    AbortNotPossible,
+    AbortTooLate,
+    ArrayError,
+    ArrayNotFound,
+    AttachmentNotFound,
+    DriverNotFound,
+    DriverNotLoaded,
+    DriverVersionActive,
+    DriverVersionInUse,
+    DriverVersionNotFound,
+    HydrationIncomplete,
+    InconsistentStatus,
+    InsufficientSpace,
+    Internal,
+    InvalidArgument,
+    /// The NBD TLS settings are unusable; met at start, never by a request.
+    InvalidConfig,
+    InvalidName,
+    InvalidSize,
+    InvalidState,
+    InvalidStatus,
+    MigrationInProgress,
+    MigrationStopping,
+    NoMigrationRunning,
+    NoSpace,
+    NotMigratable,
+    PoolNotFound,
+    SameLocation,
+    StoreError,
+    TooManyAttachments,
+    VolumeLocked,
+    VolumeNotFound,
+    // A driver call's failure.
+    DriverBackendError,
+    DriverInvalidArgument,
+    DriverNoSpace,
+    DriverOutOfMemory,
+    DriverTimeout,
+    DriverTrap,
+    DriverUnsupported,
+    // A driver upload's refusal.
+    CompileBusy,
+    CompileFailed,
+    CompileTimeout,
+    ComponentTooLarge,
+    CoreModule,
+    EngineError,
+    IncompatibleWorldVersion,
+    NotAComponent,
+    NotWasm,
+    SmokeCallFailed,
+    WrongWorld,
 }
 
 impl ApiError {
@@ -205,10 +296,10 @@ fn body_too_large() -> ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = Envelope {
-            error: Body {
+        let body = ErrorBody {
+            error: ErrorDetail {
                 code: self.code,
-                message: &self.message,
+                message: self.message,
             },
         };
         let mut res = (self.status, Json(body)).into_response();
@@ -224,6 +315,93 @@ impl IntoResponse for ApiError {
         }
         res
     }
+}
+
+/// The name of the security scheme of bearer tokens in the document.
+pub const BEARER: &str = "bearer";
+
+/// A documented error response: `description`, with the error body.
+pub fn error_response(description: &str) -> RefOr<DocResponse> {
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("ErrorBody")))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/json", content)
+        .build()
+        .into()
+}
+
+/// Documents on `op` what follows from its access rule and its shape, so
+/// that no handler has to repeat it and none can forget it: the security
+/// it needs; the 401, 403 and 500 the token check and the host may answer
+/// with; the 400, 413 and 415 of a JSON body; the 400 of an id that is not
+/// a UUID. A handler that documents a status itself keeps its own words.
+pub fn document_access(op: &mut Operation, access: Access) {
+    // A status the handler documents already gets these words after its
+    // own: one response per status, naming every code it may carry.
+    let mut add =
+        |status: &str, description: &str| match op.responses.responses.entry(status.to_owned()) {
+            Entry::Vacant(e) => {
+                e.insert(error_response(description));
+            }
+            Entry::Occupied(mut e) => {
+                if let RefOr::T(r) = e.get_mut() {
+                    r.description = format!("{} {description}", r.description);
+                }
+            }
+        };
+    match access {
+        Access::Public => {}
+        // The handler documents the answers of each setting.
+        Access::Configured => {}
+        Access::Read | Access::Admin => {
+            add(
+                "401",
+                "No bearer token, or not a valid one (`unauthorized`).",
+            );
+            add(
+                "500",
+                "The host failed (`internal`, `store_error`, `array_error`, `engine_error`).",
+            );
+        }
+    }
+    if access == Access::Admin {
+        add("403", "The token may only read (`forbidden`).");
+    }
+    let json_body = op
+        .request_body
+        .as_ref()
+        .is_some_and(|b| b.content.contains_key("application/json"));
+    if json_body {
+        add(
+            "400",
+            "Malformed request: `invalid_json`, `invalid_body` (names the field).",
+        );
+        add("413", "The body is larger than 1 MiB (`body_too_large`).");
+        add(
+            "415",
+            "The body is not `application/json` (`unsupported_media_type`).",
+        );
+    }
+    let uuid_in_path = op.parameters.iter().flatten().any(|p| {
+        p.parameter_in == utoipa::openapi::path::ParameterIn::Path
+            && serde_json::to_value(&p.schema)
+                .is_ok_and(|s| s.get("format").and_then(|f| f.as_str()) == Some("uuid"))
+    });
+    if uuid_in_path {
+        add("400", "An id in the path is not a UUID (`invalid_id`).");
+    }
+    op.security = match access {
+        Access::Public => Some(Vec::new()),
+        // A token when `[http] metrics` asks for one, none when public.
+        Access::Configured => Some(vec![
+            SecurityRequirement::new(BEARER, Vec::<String>::new()),
+            SecurityRequirement::default(),
+        ]),
+        // The document's default: a bearer token.
+        Access::Read | Access::Admin => None,
+    };
 }
 
 /// Rewrites any error response that is not already JSON (the router's own

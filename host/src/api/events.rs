@@ -11,6 +11,8 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast::error::RecvError;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::routes;
 
 use super::error::ApiError;
 use super::routes::Routes;
@@ -20,10 +22,11 @@ use crate::service::{Event, Service};
 const PAGE: usize = 1000;
 
 pub(super) fn register(r: Routes) -> Routes {
-    r.get("/v1/events", events)
+    r.protected(routes!(events))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct EventQuery {
     /// Replay events after this sequence number.
     after: Option<u64>,
@@ -33,8 +36,9 @@ struct EventQuery {
     limit: Option<usize>,
 }
 
-#[derive(Serialize)]
-struct EventList {
+/// A page of events, oldest first.
+#[derive(Serialize, ToSchema)]
+pub(super) struct EventList {
     events: Vec<Event>,
 }
 
@@ -46,6 +50,25 @@ fn sse(e: &Event) -> SseEvent {
         .data(data)
 }
 
+/// Every state change.
+///
+/// Server-sent events (`id` = sequence number, `event` = kind, `data` =
+/// the Event), resumable with `Last-Event-ID` or `?after=SEQ`, when the
+/// client sends `Accept: text/event-stream`; otherwise (or with
+/// `follow=false`) one JSON page. `volume` events: create (`from` null,
+/// `to` `creating`, then `available` or `error`), delete (`to` `deleting`,
+/// then `deleted` or `error`), attach and detach (with `attachment` and
+/// `server`), reset-status, forced delete, and the status changes of
+/// migrations. `driver` events: `to` is the version's digest, `from` the
+/// digest it replaced, `reason` `installed`, `activated`, `deleted` or
+/// `pruned`. The log keeps the newest `[events] max_count` events, none
+/// older than `max_age_secs`.
+#[utoipa::path(get, path = "/v1/events", operation_id = "events", params(EventQuery), responses(
+    (status = 200, description = "Events: a page, or a stream when asked for one.", content(
+        (EventList = "application/json"),
+        (String = "text/event-stream"))),
+    (status = 400, description = "A query that does not parse (`bad_request`).", body = super::error::ErrorBody),
+))]
 async fn events(
     State(service): State<Service>,
     headers: HeaderMap,

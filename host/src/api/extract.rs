@@ -5,6 +5,7 @@ use axum::extract::{FromRequest, FromRequestParts, RawPathParams, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde::de::DeserializeOwned;
+use utoipa::IntoParams;
 use uuid::Uuid;
 
 use super::error::ApiError;
@@ -66,6 +67,27 @@ where
         }
         Ok(Self(ids))
     }
+}
+
+/// The path of a volume's routes, as the document describes it: the
+/// handlers read it through [`Ids`], which answers `invalid_id` itself.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only its parameters' description is used
+pub struct VolumePath {
+    /// The volume's id.
+    id: Uuid,
+}
+
+/// The path of an attachment, as the document describes it.
+#[derive(IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)] // only its parameters' description is used
+pub struct AttachmentPath {
+    /// The volume's id.
+    id: Uuid,
+    /// The attachment's id.
+    attachment_id: Uuid,
 }
 
 /// Parses a UUID from a path segment; `what` names it in the error.

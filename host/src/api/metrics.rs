@@ -11,10 +11,11 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, Method, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::clip;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::routes::{Access, Routes};
 use crate::config::MetricsAccess;
 use crate::prometheus::{CONTENT_TYPE, Kind, Text};
@@ -25,7 +26,7 @@ const BUCKETS: [f64; 10] = [
 ];
 
 pub(super) fn register(r: Routes) -> Routes {
-    r.open_get("/metrics", metrics, Access::Configured)
+    r.open(routes!(metrics), Access::Configured)
 }
 
 /// Requests of one route and method: counts by status, and latency.
@@ -145,6 +146,20 @@ pub(super) async fn observe(
     res
 }
 
+/// Prometheus text.
+///
+/// Volumes, migrations, per-driver calls, errors, traps, timeouts, latency
+/// and memory high-water mark, driver compiles (by result, the abandoned
+/// compile still running, CPU time), NBD and HTTP counters. Who may read it
+/// is the host's `[http] metrics` setting: `reader` (the default) needs any
+/// valid bearer token, reader or admin; `public` needs none; `off` answers
+/// 404.
+#[utoipa::path(get, path = "/metrics", operation_id = "metrics", responses(
+    (status = 200, description = "Metrics in the text exposition format 0.0.4.", content_type = "text/plain", body = String),
+    (status = 401, description = "`[http] metrics = \"reader\"` (the default): no bearer token, or not a valid one (`unauthorized`).", body = ErrorBody),
+    (status = 404, description = "`[http] metrics = \"off\"`: not served (`not_found`).", body = ErrorBody),
+    (status = 500, description = "The host failed (`internal`, `store_error`).", body = ErrorBody),
+))]
 async fn metrics(
     State(state): State<AppState>,
     headers: HeaderMap,

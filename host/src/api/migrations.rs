@@ -7,16 +7,19 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa_axum::routes;
 
-use super::error::ApiError;
-use super::extract::{Ids, JsonBody};
+use super::error::{ApiError, ErrorBody};
+use super::extract::{Ids, JsonBody, VolumePath};
 use super::routes::Routes;
-use crate::service::{MigrateVolume, MigrationView, Service};
+use super::volumes::INSUFFICIENT_SPACE;
+use crate::service::{MigrateVolume, MigrationAccepted, MigrationView, Service};
 
 pub(super) fn register(r: Routes) -> Routes {
-    r.post("/v1/volumes/{id}/migrate", migrate)
-        .get("/v1/volumes/{id}/migration", status)
-        .post("/v1/volumes/{id}/migration/abort", abort)
+    r.protected(routes!(migrate))
+        .protected(routes!(status))
+        .protected(routes!(abort))
 }
 
 /// The request as sent, with `lock_volume` false unless the client set it:
@@ -38,6 +41,20 @@ fn unlocked_unless_asked(mut body: Value) -> Result<MigrateVolume, ApiError> {
     })
 }
 
+/// Migrate a volume to another array or pool.
+///
+/// Admission is synchronous and atomic: 202 when it will proceed, else the
+/// exact reason.
+#[utoipa::path(post, path = "/v1/volumes/{id}/migrate", operation_id = "migrateVolume", params(VolumePath), request_body = MigrateVolume, responses(
+    (status = 202, description = "Accepted; follow it at `Location`.", body = MigrationAccepted,
+        headers(("Location" = String, description = "The migration's status query."))),
+    (status = 400, description = "Same array and pool (`same_location`), or a bad argument (`invalid_argument`).", body = ErrorBody),
+    (status = 404, description = "No such volume (`volume_not_found`), array (`array_not_found`) or pool (`pool_not_found`).", body = ErrorBody),
+    (status = 409, description = "A migration runs (`migration_in_progress`) or the status forbids it (`not_migratable`).", body = ErrorBody),
+    (status = 422, description = "The destination has not enough space (`no_space`).", body = ErrorBody),
+    (status = 503, description = "A driver is not loaded (`driver_not_loaded`).", body = ErrorBody),
+    (status = 507, description = INSUFFICIENT_SPACE, body = ErrorBody),
+))]
 async fn migrate(
     State(service): State<Service>,
     Ids([id]): Ids<1>,
@@ -52,6 +69,13 @@ async fn migrate(
     Ok(res)
 }
 
+/// The last migration of a volume: status, phase, path, progress, error,
+/// warnings, retries.
+#[utoipa::path(get, path = "/v1/volumes/{id}/migration", operation_id = "getMigration", params(VolumePath), responses(
+    (status = 200, description = "The last migration; for a volume never migrated every field is \
+        null (`progress` too) and `warnings` empty.", body = MigrationView),
+    (status = 404, description = "No such volume (`volume_not_found`).", body = ErrorBody),
+))]
 async fn status(
     State(service): State<Service>,
     Ids([id]): Ids<1>,
@@ -60,14 +84,32 @@ async fn status(
 }
 
 /// Query of an abort.
-#[derive(Debug, Default, serde::Deserialize)]
+#[derive(Debug, Default, serde::Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 struct AbortQuery {
     /// Abort a migration started with `lock_volume` all the same.
     #[serde(default)]
     force: bool,
 }
 
+/// Stop a running migration and put the volume back where it was.
+///
+/// An accepted abort always takes effect: the migration shows `aborting`
+/// at once and ends `aborted` with the volume on its source (a driver's
+/// copy in flight is stopped; a move the source driver finished anyway is
+/// copied back; while `migrating_attachable` the destination's writes are
+/// copied back first). Asking again answers the same. A migration started
+/// with `lock_volume` refuses it unless `?force=true`.
+#[utoipa::path(post, path = "/v1/volumes/{id}/migration/abort", operation_id = "abortMigration", params(VolumePath, AbortQuery), responses(
+    (status = 202, description = "Abort accepted; the migration is `aborting` and ends `aborted`.", body = MigrationView),
+    (status = 400, description = "A query other than `force=true|false` (`invalid_query`).", body = ErrorBody),
+    (status = 404, description = "No such volume (`volume_not_found`).", body = ErrorBody),
+    (status = 409, description = "Nothing to abort (`no_migration_running`), the volume already \
+        lives on the destination and its source is being removed (`abort_too_late`), a failed \
+        migration is rolling back already (`abort_not_possible`), or the migration holds \
+        `lock_volume` (`volume_locked`).", body = ErrorBody),
+))]
 async fn abort(
     State(service): State<Service>,
     Ids([id]): Ids<1>,

@@ -3,7 +3,8 @@
 //! touches drivers directly.
 //!
 //! Each resource registers its routes in its own file through
-//! [`routes::Routes`], which also records them for the OpenAPI document.
+//! [`routes::Routes`], from the handlers' `#[utoipa::path]` attributes, so
+//! the router and the OpenAPI document (`openapi.rs`) come from one source.
 
 mod arrays;
 pub mod auth;
@@ -102,13 +103,13 @@ pub fn app_with(service: Service, tokens: Tokens, options: ApiOptions) -> Router
         options,
     };
     let routes = all_routes();
-    let protected = routes.protected.route_layer(middleware::from_fn_with_state(
+    let protected = Router::from(routes.protected).route_layer(middleware::from_fn_with_state(
         state.tokens.clone(),
         auth::require_token,
     ));
     Router::new()
         .merge(protected)
-        .merge(routes.public)
+        .merge(Router::from(routes.public))
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)

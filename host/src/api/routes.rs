@@ -1,13 +1,15 @@
-//! The route table: every route is registered through [`Routes`], which
-//! records its method, path and access rule, so the OpenAPI document and the
-//! router can be checked against one another.
+//! The route table: every route is registered through [`Routes`] from a
+//! handler's `#[utoipa::path]` (via `utoipa_axum::routes!`), so the router
+//! serves exactly the paths and methods the OpenAPI document describes. The
+//! access rule each route gets here is also what the document says of its
+//! security and of its 401 and 403 answers.
 
-use axum::Router;
-use axum::handler::Handler;
 use axum::http::Method;
-use axum::routing::{MethodFilter, on};
+use utoipa::openapi::path::{Operation, PathItem};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 
 use super::AppState;
+use super::error;
 
 /// Who may call a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,109 +43,86 @@ pub struct RouteInfo {
     /// HTTP method.
     pub method: Method,
     /// Path template, in axum and OpenAPI syntax (`/v1/volumes/{id}`).
-    pub path: &'static str,
+    pub path: String,
     /// Who may call it.
     pub access: Access,
 }
 
 /// Routes being registered: the public ones, the token-protected ones, and
-/// the table of both.
+/// the table of both. Each router carries the document of its routes.
 pub struct Routes {
-    pub(super) public: Router<AppState>,
-    pub(super) protected: Router<AppState>,
+    pub(super) public: OpenApiRouter<AppState>,
+    pub(super) protected: OpenApiRouter<AppState>,
     pub(super) table: Vec<RouteInfo>,
 }
 
 impl Routes {
     pub(super) fn new() -> Self {
         Self {
-            public: Router::new(),
-            protected: Router::new(),
+            public: OpenApiRouter::default(),
+            protected: OpenApiRouter::default(),
             table: Vec::new(),
         }
     }
 
-    /// A `GET` route that needs any valid token.
-    pub fn get<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(Method::GET, MethodFilter::GET, path, handler, None)
-    }
-
-    /// A `POST` route that needs an admin token.
-    pub fn post<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(Method::POST, MethodFilter::POST, path, handler, None)
-    }
-
-    /// A `PUT` route that needs an admin token.
-    pub fn put<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(Method::PUT, MethodFilter::PUT, path, handler, None)
-    }
-
-    /// A `DELETE` route that needs an admin token.
-    pub fn delete<H, T>(self, path: &'static str, handler: H) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(Method::DELETE, MethodFilter::DELETE, path, handler, None)
-    }
-
-    /// A `GET` route outside the token middleware: anyone may call it
-    /// ([`Access::Public`]), or its handler decides who from the
-    /// configuration ([`Access::Configured`]).
-    pub fn open_get<H, T>(self, path: &'static str, handler: H, access: Access) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        self.add(Method::GET, MethodFilter::GET, path, handler, Some(access))
-    }
-
-    /// Registers a route: behind the token middleware when `open` is
-    /// `None`, else outside it with that access rule.
-    fn add<H, T>(
-        mut self,
-        method: Method,
-        filter: MethodFilter,
-        path: &'static str,
-        handler: H,
-        open: Option<Access>,
-    ) -> Self
-    where
-        H: Handler<T, AppState>,
-        T: 'static,
-    {
-        let access = match open {
-            Some(access) => {
-                self.public = self.public.route(path, on(filter, handler));
-                access
-            }
-            None => {
-                self.protected = self.protected.route(path, on(filter, handler));
-                Access::required_for(&method)
-            }
-        };
-        self.table.push(RouteInfo {
-            method,
-            path,
-            access,
-        });
+    /// Routes behind the token middleware: `GET` needs any valid token,
+    /// every other method an admin token.
+    pub fn protected(mut self, routes: UtoipaMethodRouter<AppState>) -> Self {
+        let routes = self.record(routes, None);
+        self.protected = self.protected.routes(routes);
         self
+    }
+
+    /// Routes outside the token middleware: anyone may call them
+    /// ([`Access::Public`]), or their handler decides who from the
+    /// configuration ([`Access::Configured`]).
+    pub fn open(mut self, routes: UtoipaMethodRouter<AppState>, access: Access) -> Self {
+        let routes = self.record(routes, Some(access));
+        self.public = self.public.routes(routes);
+        self
+    }
+
+    /// Adds the routes' methods to the table and documents each
+    /// operation's access: its security and the errors the token check
+    /// answers with.
+    fn record(
+        &mut self,
+        (schemas, mut paths, router): UtoipaMethodRouter<AppState>,
+        open: Option<Access>,
+    ) -> UtoipaMethodRouter<AppState> {
+        for (path, item) in paths.paths.iter_mut() {
+            for (method, op) in operations_mut(item) {
+                let access = open.unwrap_or_else(|| Access::required_for(&method));
+                error::document_access(op, access);
+                self.table.push(RouteInfo {
+                    method,
+                    path: path.clone(),
+                    access,
+                });
+            }
+        }
+        (schemas, paths, router)
     }
 
     /// The routes registered so far.
     pub fn table(&self) -> &[RouteInfo] {
         &self.table
     }
+}
+
+/// The operations of a path item, with their methods.
+pub(super) fn operations_mut(item: &mut PathItem) -> Vec<(Method, &mut Operation)> {
+    [
+        (Method::GET, item.get.as_mut()),
+        (Method::PUT, item.put.as_mut()),
+        (Method::POST, item.post.as_mut()),
+        (Method::DELETE, item.delete.as_mut()),
+        (Method::OPTIONS, item.options.as_mut()),
+        (Method::HEAD, item.head.as_mut()),
+        (Method::PATCH, item.patch.as_mut()),
+        (Method::TRACE, item.trace.as_mut()),
+    ]
+    .into_iter()
+    .filter_map(|(m, op)| Some((m, op?)))
+    .collect()
 }

@@ -11,7 +11,7 @@ use super::{Volume, VolumeStatus, now_rfc3339};
 
 /// Status of the last migration of a volume, as clients see it (seed 003,
 /// plus `aborting`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationStatus {
     /// Admitted; nothing moved yet.
@@ -56,7 +56,7 @@ impl MigrationEnd {
 }
 
 /// Which way a migration moves the data (seed 000's order).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum MigrationPath {
     /// The source driver moved it by its own means.
@@ -71,19 +71,20 @@ pub enum MigrationPath {
 }
 
 /// Where a volume lives.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Placement {
     /// Array name.
     pub array: String,
     /// Pool name.
     pub pool: String,
     /// The driver's model update there, if any.
+    #[schema(required = true)]
     pub provider_location: Option<String>,
 }
 
 /// The step a migration is at: the journal that crash recovery reads. Each
 /// step is persisted before its side effect starts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum MigrationPhase {
     /// Admitted; nothing done yet.

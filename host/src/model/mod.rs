@@ -23,7 +23,7 @@ pub struct LunAddress {
 }
 
 /// Life-cycle status of a volume (seed 003: `migrating` for a whole migration).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum VolumeStatus {
     /// The driver is creating the volume's storage.
@@ -41,7 +41,7 @@ pub enum VolumeStatus {
 }
 
 /// Access mode of an attachment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum AttachMode {
     /// Read and write.
@@ -118,11 +118,13 @@ pub struct Volume {
 }
 
 /// One installed version of a driver.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriverVersion {
     /// Lowercase hex SHA-256 of the component bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub digest: String,
     /// When it was installed (RFC 3339).
+    #[schema(format = DateTime)]
     pub installed_at: String,
 }
 

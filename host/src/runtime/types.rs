@@ -40,7 +40,7 @@ pub struct ConnectionInfo {
 }
 
 /// What a driver supports.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Capabilities {
     /// Can take over a zoned array's LUN.
     pub take_over: bool,

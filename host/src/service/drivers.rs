@@ -67,11 +67,12 @@ pub(super) fn load_all(
 }
 
 /// What an install or activation did.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct DriverVersionView {
     /// Driver name.
     pub name: String,
     /// Lowercase hex SHA-256 of the component bytes.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub digest: String,
     /// Whether this version is now the active one.
     pub active: bool,
@@ -80,6 +81,7 @@ pub struct DriverVersionView {
     /// What the version answered to `capabilities`.
     pub capabilities: crate::runtime::Capabilities,
     /// When the version was first installed (RFC 3339).
+    #[schema(format = DateTime)]
     pub installed_at: String,
 }
 

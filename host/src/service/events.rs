@@ -11,15 +11,17 @@ use crate::model::now_rfc3339;
 use crate::store::Store;
 
 /// One state change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Event {
     /// Sequence number: strictly increasing, never reused.
     pub seq: u64,
     /// What kind of thing changed: `volume`, `migration` or `driver`.
     pub kind: String,
     /// The volume concerned, if any.
+    #[schema(required = true)]
     pub volume: Option<Uuid>,
     /// The migration concerned, if any.
+    #[schema(required = true)]
     pub migration: Option<Uuid>,
     /// The driver concerned, if any (`driver` events).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,12 +33,15 @@ pub struct Event {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
     /// State before.
+    #[schema(required = true)]
     pub from: Option<String>,
     /// State after.
     pub to: String,
     /// When (RFC 3339).
+    #[schema(format = DateTime)]
     pub at: String,
     /// Why, in words.
+    #[schema(required = true)]
     pub reason: Option<String>,
 }
 

@@ -43,10 +43,11 @@ const STOP_WAIT: Duration = Duration::from_secs(45);
 const STOP_POLL: Duration = Duration::from_millis(50);
 
 /// A request to set a volume's status by hand (`reset-status`).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResetStatus {
     /// `available`, `in-use` or `error`.
+    #[schema(pattern = "^(available|in-use|error)$")]
     pub status: String,
     /// Absent: a running migration is recorded as `error`, a finished one
     /// is left as it is. `"error"`: the last migration is recorded as
@@ -56,6 +57,7 @@ pub struct ResetStatus {
         deserialize_with = "present",
         skip_serializing_if = "Option::is_none"
     )]
+    #[schema(value_type = Option<String>, pattern = "^error$")]
     pub migration_status: Option<Option<String>>,
     /// The volume's LUN still fills from the migration's source: end the
     /// fill and keep only what arrived (the rest reads as zeros). Without
@@ -70,22 +72,24 @@ fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Optio
 }
 
 /// The answer to a reset.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResetOutcome {
     /// The volume after the reset.
     pub volume: VolumeView,
     /// The migration the reset stopped, if one ran.
+    #[schema(required = true)]
     pub stopped_migration: Option<Uuid>,
     /// What the reset did and what it left where, in words.
     pub notes: Vec<String>,
 }
 
 /// The answer to a forced delete.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ForceDeleted {
     /// The volume, now gone.
     pub volume_id: Uuid,
     /// The migration the delete stopped, if one ran.
+    #[schema(required = true)]
     pub stopped_migration: Option<Uuid>,
     /// `array/pool` of each place whose driver deleted the volume's LUN.
     pub deleted_on: Vec<String>,

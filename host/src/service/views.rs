@@ -6,12 +6,15 @@ use uuid::Uuid;
 use crate::model::{AttachMode, MigrationStatus, VolumeStatus};
 
 /// A request to create a volume.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "db1", "size_bytes": 1_048_576, "array": "t1"}))]
 pub struct CreateVolume {
     /// Display name.
+    #[schema(min_length = 1)]
     pub name: String,
     /// Size in bytes.
+    #[schema(minimum = 512, multiple_of = 512)]
     pub size_bytes: u64,
     /// Array to create it on.
     pub array: String,
@@ -21,10 +24,12 @@ pub struct CreateVolume {
 }
 
 /// A request to attach a volume.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"server": "web1", "mode": "rw"}))]
 pub struct AttachVolume {
     /// The server's name.
+    #[schema(min_length = 1)]
     pub server: String,
     /// Access mode (rw when absent).
     #[serde(default)]
@@ -32,7 +37,7 @@ pub struct AttachVolume {
 }
 
 /// An attachment as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AttachmentView {
     /// Attachment id.
     pub id: Uuid,
@@ -44,6 +49,7 @@ pub struct AttachmentView {
     /// TLS); the export name in it is the credential
     /// that opens the export. Null for reader tokens: they never receive a
     /// credential that writes.
+    #[schema(required = true)]
     pub uri: Option<String>,
 }
 
@@ -59,7 +65,7 @@ impl VolumeView {
 }
 
 /// A volume as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct VolumeView {
     /// UUID.
     pub id: Uuid,
@@ -70,6 +76,7 @@ pub struct VolumeView {
     /// Life-cycle status.
     pub status: VolumeStatus,
     /// Status of the last migration, null if never migrated.
+    #[schema(required = true)]
     pub migration_status: Option<MigrationStatus>,
     /// Whether a server may attach it now.
     pub attachable: bool,
@@ -80,11 +87,12 @@ pub struct VolumeView {
     /// Attachments.
     pub attachments: Vec<AttachmentView>,
     /// Creation time (RFC 3339).
+    #[schema(format = DateTime)]
     pub created_at: String,
 }
 
 /// An array as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArrayView {
     /// Array name.
     pub name: String,
@@ -100,17 +108,20 @@ pub struct ArrayView {
     pub used_bytes: u64,
     /// Bytes still free on the file system holding the array's LUN files
     /// (what an unprivileged writer may use); null when it cannot be read.
+    #[schema(required = true)]
     pub filesystem_free_bytes: Option<u64>,
     /// Size of that file system; null when it cannot be read.
+    #[schema(required = true)]
     pub filesystem_total_bytes: Option<u64>,
 }
 
 /// A driver as clients see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DriverView {
     /// Driver name.
     pub name: String,
     /// Digest new calls use.
+    #[schema(pattern = "^[0-9a-f]{64}$")]
     pub active_digest: String,
     /// Installed versions.
     pub versions: Vec<crate::model::DriverVersion>,

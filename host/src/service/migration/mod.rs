@@ -31,8 +31,9 @@ use crate::model::{
 use crate::store::UpdateError;
 
 /// A request to migrate a volume.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"array": "p1"}))]
 pub struct MigrateVolume {
     /// Destination array.
     pub array: String,
@@ -50,7 +51,7 @@ pub struct MigrateVolume {
 }
 
 /// The answer to an admitted migration.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MigrationAccepted {
     /// Migration id.
     pub migration_id: Uuid,
@@ -61,7 +62,7 @@ pub struct MigrationAccepted {
 /// Progress of the current copy: the migration's, or while `aborting`, the
 /// copy back to the source. The total is fixed when the copy starts and
 /// `done_bytes` never decreases within it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Progress {
     /// Bytes settled (copied, or known to be holes).
     pub done_bytes: u64,
@@ -73,25 +74,33 @@ pub struct Progress {
 
 /// The last migration of a volume, as the status query shows it. A volume
 /// never migrated answers with every field null (and `warnings` empty).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MigrationView {
     /// Volume id.
     pub volume_id: Uuid,
     /// Migration id; null if never migrated.
+    #[schema(required = true)]
     pub migration_id: Option<Uuid>,
     /// Null if never migrated.
+    #[schema(required = true)]
     pub migration_status: Option<MigrationStatus>,
     /// The path taken, once known.
+    #[schema(required = true)]
     pub path: Option<MigrationPath>,
     /// Journal step.
+    #[schema(required = true)]
     pub phase: Option<MigrationPhase>,
     /// Where the volume came from.
+    #[schema(required = true)]
     pub source: Option<Placement>,
     /// Where it goes.
+    #[schema(required = true)]
     pub destination: Option<Placement>,
     /// Progress; null if never migrated.
+    #[schema(required = true)]
     pub progress: Option<Progress>,
     /// Why it failed (status `error`), or why the step now retried failed.
+    #[schema(required = true)]
     pub error: Option<String>,
     /// What went wrong without failing the migration.
     #[serde(default)]
@@ -106,8 +115,12 @@ pub struct MigrationView {
     #[serde(default)]
     pub lock_volume: bool,
     /// When it started.
+    #[schema(format = DateTime)]
+    #[schema(required = true)]
     pub started_at: Option<String>,
     /// When it ended.
+    #[schema(format = DateTime)]
+    #[schema(required = true)]
     pub finished_at: Option<String>,
 }
 
