@@ -1,5 +1,5 @@
 //! Project automation. `cargo xtask test` makes sure the peer tools the tests
-//! drive (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy, fio, nbdkit) are installed, then
+//! drive (qemu-img/qemu-io/qemu-nbd, nbdinfo/nbdcopy, fio, nbdkit, openssl) are installed, then
 //! runs every test of the workspace in the release profile (the same build
 //! `cargo build --release` makes, so nothing is compiled twice).
 //! `cargo xtask bench` runs every benchmark side by side with its peer and
@@ -18,6 +18,7 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("nbdcopy", "libnbd-bin"),
     ("fio", "fio"),
     ("nbdkit", "nbdkit"),
+    ("openssl", "openssl"),
 ];
 
 /// Peer tools only the benchmarks need: the HTTP load generator.
