@@ -7,19 +7,12 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "support_nbd.rs"]
+mod support_nbd;
+
 use ferry::block::BlockDevice;
 use ferry::remote_nbd::{RemoteDevice, RemoteOptions};
-
-fn require_tool(tool: &str, package: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(
-        found,
-        "{tool} is missing: install the Debian package {package}"
-    );
-}
+use support_nbd::require_tool;
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::RemoteError;
 use super::handshake::{ExportInfo, open};
-use crate::nbd::proto::{CMD_DISC, REPLY_LEN, Request, SIMPLE_REPLY_MAGIC};
+use crate::nbd::proto::{CMD_DISC, REPLY_LEN, Request, SIMPLE_REPLY_MAGIC, be32, be64};
 
 /// Longest a connect and handshake may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -195,16 +195,12 @@ impl Connection {
             if let Err(e) = reader.read_exact(&mut header) {
                 break format!("reading a reply failed: {e}");
             }
-            let word = |at: usize| {
-                u32::from_be_bytes([header[at], header[at + 1], header[at + 2], header[at + 3]])
-            };
-            if word(0) != SIMPLE_REPLY_MAGIC {
-                break format!("a reply with magic {:#x}", word(0));
+            let magic = be32(&header, 0);
+            if magic != SIMPLE_REPLY_MAGIC {
+                break format!("a reply with magic {magic:#x}");
             }
-            let error = word(4);
-            let mut handle = [0u8; 8];
-            handle.copy_from_slice(&header[8..16]);
-            let handle = u64::from_be_bytes(handle);
+            let error = be32(&header, 4);
+            let handle = be64(&header, 8);
             let Some(call) = lock(&self.pending).calls.remove(&handle) else {
                 break format!("a reply to unknown request {handle}");
             };

@@ -16,29 +16,15 @@ pub(crate) struct ExportInfo {
 /// Longest option reply the client reads; servers send a few dozen bytes.
 const MAX_REPLY: u32 = 64 << 10;
 
-fn be16(b: &[u8]) -> u16 {
-    u16::from_be_bytes([b[0], b[1]])
-}
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-fn be64(b: &[u8]) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[..8]);
-    u64::from_be_bytes(w)
-}
-
 /// Runs the handshake on a fresh connection and opens `export`.
 pub(crate) fn open<S: Read + Write>(s: &mut S, export: &str) -> Result<ExportInfo, RemoteError> {
     let protocol = |m: &str| RemoteError::Protocol(m.to_owned());
     let mut greeting = [0u8; 18];
     s.read_exact(&mut greeting)?;
-    if be64(&greeting[0..]) != NBD_MAGIC || be64(&greeting[8..]) != IHAVEOPT {
+    if be64(&greeting, 0) != NBD_MAGIC || be64(&greeting, 8) != IHAVEOPT {
         return Err(protocol("not a newstyle NBD server"));
     }
-    let server_flags = be16(&greeting[16..]);
+    let server_flags = be16(&greeting, 16);
     if server_flags & FLAG_FIXED_NEWSTYLE == 0 {
         return Err(protocol("the server does not speak fixed newstyle"));
     }
@@ -65,11 +51,11 @@ pub(crate) fn open<S: Read + Write>(s: &mut S, export: &str) -> Result<ExportInf
     loop {
         let mut header = [0u8; 20];
         s.read_exact(&mut header)?;
-        if be64(&header) != OPT_REPLY_MAGIC || be32(&header[8..]) != OPT_GO {
+        if be64(&header, 0) != OPT_REPLY_MAGIC || be32(&header, 8) != OPT_GO {
             return Err(protocol("an option reply that does not answer NBD_OPT_GO"));
         }
-        let kind = be32(&header[12..]);
-        let len = be32(&header[16..]);
+        let kind = be32(&header, 12);
+        let len = be32(&header, 16);
         if len > MAX_REPLY {
             return Err(protocol("an option reply over 64 KiB"));
         }
@@ -77,10 +63,10 @@ pub(crate) fn open<S: Read + Write>(s: &mut S, export: &str) -> Result<ExportInf
         s.read_exact(&mut data)?;
         match kind {
             REP_ACK => break,
-            REP_INFO if data.len() >= 12 && be16(&data) == INFO_EXPORT => {
+            REP_INFO if data.len() >= 12 && be16(&data, 0) == INFO_EXPORT => {
                 info = Some(ExportInfo {
-                    size: be64(&data[2..]),
-                    flags: be16(&data[10..]),
+                    size: be64(&data, 2),
+                    flags: be16(&data, 10),
                 });
             }
             REP_INFO => {}

@@ -228,16 +228,7 @@ impl Service {
         let inner = &self.inner;
         let digest = digest.to_ascii_lowercase();
         let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let mut record = inner
-            .store
-            .driver(name)?
-            .ok_or_else(|| ServiceError::DriverNotFound(name.to_owned()))?;
-        if !record.versions.iter().any(|v| v.digest == digest) {
-            return Err(ServiceError::DriverVersionNotFound {
-                name: name.to_owned(),
-                digest,
-            });
-        }
+        let mut record = self.driver_holding(name, &digest)?;
         // Versions installed before a restart are compiled again on first
         // use (from the artifact cache, so without the compiler).
         if !inner.runtime.is_prepared(&digest) {
@@ -270,20 +261,28 @@ impl Service {
 }
 
 impl Service {
-    fn delete_driver_version_blocking(&self, name: &str, digest: &str) -> Result<(), ServiceError> {
-        let inner = &self.inner;
-        let digest = digest.to_ascii_lowercase();
-        let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
-        let record = inner
+    /// The record of driver `name`, which must hold version `digest`
+    /// (lowercase). Called under the registry lock.
+    fn driver_holding(&self, name: &str, digest: &str) -> Result<DriverRecord, ServiceError> {
+        let record = self
+            .inner
             .store
             .driver(name)?
             .ok_or_else(|| ServiceError::DriverNotFound(name.to_owned()))?;
         if !record.versions.iter().any(|v| v.digest == digest) {
             return Err(ServiceError::DriverVersionNotFound {
                 name: name.to_owned(),
-                digest,
+                digest: digest.to_owned(),
             });
         }
+        Ok(record)
+    }
+
+    fn delete_driver_version_blocking(&self, name: &str, digest: &str) -> Result<(), ServiceError> {
+        let inner = &self.inner;
+        let digest = digest.to_ascii_lowercase();
+        let _registry = inner.registry.lock().unwrap_or_else(|p| p.into_inner());
+        let record = self.driver_holding(name, &digest)?;
         self.remove_version(&record, &digest)?;
         inner
             .events
