@@ -373,8 +373,7 @@ fn reply_header(error: u32, handle: u64) -> [u8; REPLY_LEN] {
 
 /// Reads `len` payload bytes into `buf` after the reply header's room. A
 /// buffer is made ready (zeroed, when new) at most one chunk ahead of the
-/// bytes that arrived, so a payload that never comes fills next to nothing;
-/// plaintext chunks this large go past the stream's own buffer, straight in.
+/// bytes that arrived, so a payload that never comes fills next to nothing.
 fn read_payload(stream: &mut ReadHalf, buf: &mut Vec<u8>, len: usize) -> io::Result<()> {
     let end = REPLY_LEN + len;
     let mut at = REPLY_LEN;
@@ -383,7 +382,7 @@ fn read_payload(stream: &mut ReadHalf, buf: &mut Vec<u8>, len: usize) -> io::Res
         if buf.len() < to {
             buf.resize(to, 0);
         }
-        stream.read_exact(&mut buf[at..to])?;
+        stream.read_payload_exact(&mut buf[at..to])?;
         at = to;
     }
     Ok(())

@@ -21,7 +21,7 @@
 //! plaintext halves are the buffered socket and the socket itself, as
 //! before, so plaintext pays one `match` per call for TLS's existence.
 
-use std::io::{self, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -86,6 +86,25 @@ impl Write for WriteHalf {
             Self::Plain(w) => w.flush(),
             // Every write is sent before it returns.
             Self::Tls(_) => Ok(()),
+        }
+    }
+}
+
+impl ReadHalf {
+    /// Fills `buf` exactly, for a payload: plaintext takes what the
+    /// stream's buffer already holds and reads the rest straight from the
+    /// socket, never through the buffer, so a payload's bytes are copied
+    /// once (by the kernel) and the next request's header stays unread.
+    pub(crate) fn read_payload_exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        match self {
+            Self::Plain(r) => {
+                let buffered = r.buffer();
+                let n = buffered.len().min(buf.len());
+                buf[..n].copy_from_slice(&buffered[..n]);
+                r.consume(n);
+                r.get_mut().read_exact(&mut buf[n..])
+            }
+            Self::Tls(r) => r.read_exact(buf),
         }
     }
 }
