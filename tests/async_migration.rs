@@ -9,20 +9,12 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::volume_model::{
-    Model, Rng, attach, config, create_with_pattern, io, migration, random_write_cmds, wait_for,
+    Model, Rng, attach, config, create_with_pattern, io, migration, random_write_cmds, verify,
+    wait_for,
 };
-use support::{Server, qemu_io, require_tool, run};
+use support::{Server, require_tool, run};
 
 const MIB: u64 = 1 << 20;
-
-/// The volume over NBD reads as the model in `[from, to)`.
-fn verify(uri: &str, model: &Model, from: u64, to: u64) {
-    let cmds = model.reads(from, to);
-    for chunk in cmds.chunks(200) {
-        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-        qemu_io(uri, &refs);
-    }
-}
 
 /// `count` random writes of 1 to 4 blocks, then a flush, recorded in the
 /// model.

@@ -115,23 +115,25 @@ fn refusals_are_specific_and_concurrent_requests_race_cleanly() {
             "{body}: {answer}"
         );
     }
-    // Attached: not migratable.
-    let (_, a) = server.call(
+    // In error (an operator's reset): not migratable; available again, it is.
+    let (got, answer) = server.call(
         "POST",
-        &format!("/v1/volumes/{id}/attachments"),
-        Some(json!({"server": "s"})),
+        &format!("/v1/volumes/{id}/reset-status"),
+        Some(json!({"status": "error"})),
     );
+    assert_eq!(got, 200, "{answer}");
     let (got, answer) = migrate(&server, &id, json!({"array": "b"}));
     assert_eq!(
         (got, answer["error"]["code"].as_str()),
         (409, Some("not_migratable")),
         "{answer}"
     );
-    server.call(
-        "DELETE",
-        &format!("/v1/volumes/{id}/attachments/{}", a["id"].as_str().unwrap()),
-        None,
+    let (got, answer) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/reset-status"),
+        Some(json!({"status": "available"})),
     );
+    assert_eq!(got, 200, "{answer}");
     // Nothing to abort.
     let (got, answer) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
     assert_eq!(

@@ -289,8 +289,9 @@ pub struct Config {
     /// Host copy bandwidth limit in bytes per second (none when absent).
     #[serde(default)]
     pub copy_bandwidth_bytes_per_sec: Option<u64>,
-    /// Background hydration bandwidth limit in bytes per second of the
-    /// volume scanned (none when absent).
+    /// Background hydration bandwidth limit in bytes per second read from
+    /// the source; holes and regions already local cost nothing (none when
+    /// absent).
     #[serde(default)]
     pub hydration_bandwidth_bytes_per_sec: Option<u64>,
     /// Limits of the HTTP API's connections.

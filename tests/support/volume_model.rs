@@ -123,6 +123,15 @@ pub fn random_write_cmds(
     cmds
 }
 
+/// The volume over NBD reads as the model in `[from, to)`.
+pub fn verify(uri: &str, model: &Model, from: u64, to: u64) {
+    let cmds = model.reads(from, to);
+    for chunk in cmds.chunks(200) {
+        let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+        qemu_io(uri, &refs);
+    }
+}
+
 /// Runs qemu-io `cmds` on `uri`.
 pub fn io(uri: &str, cmds: &[String]) {
     let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();

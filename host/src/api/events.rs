@@ -61,7 +61,10 @@ fn sse(e: &Event) -> SseEvent {
 /// `server`), reset-status, forced delete, and the status changes of
 /// migrations. `driver` events: `to` is the version's digest, `from` the
 /// digest it replaced, `reason` `installed`, `activated`, `deleted` or
-/// `pruned`. The log keeps the newest `[events] max_count` events, none
+/// `pruned`. `migration` events: a migration's status and path changes,
+/// and `to` `switched` (with `attachment`, `server`, and `from` the source
+/// array) when a live migration moves an attachment's export to the
+/// destination, its connections open. The log keeps the newest `[events] max_count` events, none
 /// older than `max_age_secs`.
 #[utoipa::path(get, path = "/v1/events", operation_id = "events", params(EventQuery), responses(
     (status = 200, description = "Events: a page, or a stream when asked for one.", content(

@@ -69,6 +69,14 @@ fn details(m: &MigrationView) -> String {
                 .as_ref()
                 .map_or("-".into(), |p| format!("{:.1}%", p.percent)),
         ),
+        (
+            "switched",
+            match m.switched_attachments.len() {
+                0 => "-".into(),
+                1 => "1 attachment".into(),
+                n => format!("{n} attachments"),
+            },
+        ),
         ("error", m.error.clone().unwrap_or_else(|| "-".into())),
         (
             "attempts",
@@ -264,6 +272,7 @@ mod tests {
             attempts: 0,
             abort_requested: false,
             lock_volume: false,
+            switched_attachments: vec![],
             started_at: None,
             finished_at: None,
         };

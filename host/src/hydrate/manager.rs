@@ -27,7 +27,8 @@ pub struct LunRef {
 }
 
 impl LunRef {
-    fn of(lun: &Lun) -> Self {
+    /// Where `lun` is.
+    pub fn of(lun: &Lun) -> Self {
         Self {
             array: lun.array().to_owned(),
             lun: lun.address().clone(),

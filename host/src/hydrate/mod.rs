@@ -104,6 +104,10 @@ pub struct Hydration {
     cursor: AtomicU64,
     /// Background copy limit in bytes per second (0: none).
     bandwidth: AtomicU64,
+    /// Bytes the background copy has read from the remote: what the limit
+    /// paces. Holes and regions already local cost nothing, so a resumed
+    /// hydration goes straight to where it stopped.
+    fetched: AtomicU64,
     /// Written regions a copy-back pass has yet to carry to the source
     /// (filled from the regions marked written, the ones whose local data
     /// may differ from the source, when a copy-back begins; kept up by
@@ -190,6 +194,7 @@ impl Hydration {
             last_io_us: AtomicU64::new(0),
             cursor: AtomicU64::new(0),
             bandwidth: AtomicU64::new(0),
+            fetched: AtomicU64::new(0),
         }))
     }
 
@@ -392,6 +397,7 @@ impl Hydration {
         }
         buf.resize((stop - start) as usize, 0);
         self.remote.read_at(buf, start)?;
+        self.fetched.fetch_add(stop - start, Ordering::Relaxed);
         // Write only the regions holding data, coalesced, so the local LUN
         // allocates no more than the source.
         let region = self.regions.region_size() as usize;
@@ -433,7 +439,7 @@ impl Hydration {
         let mut last_commit = Instant::now();
         let mut last_step = Instant::now();
         let began = Instant::now();
-        let first_region = self.cursor.load(Ordering::Relaxed);
+        let fetched_before = self.fetched.load(Ordering::Relaxed);
         while !stop.load(Ordering::Relaxed) {
             if self.mode.load(Ordering::SeqCst) != SERVING {
                 // A copy-back runs (or ran): hydrating now would only spend
@@ -447,12 +453,11 @@ impl Hydration {
             }
             let limit = self.bandwidth.load(Ordering::Relaxed);
             if limit > 0 {
-                let scanned = self
-                    .cursor
+                let fetched = self
+                    .fetched
                     .load(Ordering::Relaxed)
-                    .saturating_sub(first_region)
-                    * self.regions.region_size();
-                let due = Duration::from_secs_f64(scanned as f64 / limit as f64);
+                    .saturating_sub(fetched_before);
+                let due = Duration::from_secs_f64(fetched as f64 / limit as f64);
                 if began.elapsed() < due {
                     std::thread::sleep((due - began.elapsed()).min(Duration::from_millis(20)));
                     continue;

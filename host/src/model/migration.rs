@@ -68,6 +68,10 @@ pub enum MigrationPath {
     TargetDriverAsync,
     /// The host copied it to a hidden destination LUN.
     HostCopy,
+    /// The volume was attached: the host switched its attachments to a
+    /// hidden destination LUN that fills from the source in the background
+    /// (a host-driven hydration), connections open.
+    HostLive,
 }
 
 /// Where a volume lives.
@@ -157,7 +161,13 @@ const TRANSITIONS: &[(MigrationPhase, &[MigrationPhase], &[MigrationEnd])] = &[
         ],
         &[],
     ),
-    (P::HostCopyPrepare, &[P::HostCopy, P::RollingBack], &[]),
+    // Hydrating: an attached volume switches to the destination at once
+    // and fills from the source there (the host's live move).
+    (
+        P::HostCopyPrepare,
+        &[P::HostCopy, P::Hydrating, P::RollingBack],
+        &[],
+    ),
     (P::HostCopy, &[P::CleanupSource, P::RollingBack], &[]),
     (P::Hydrating, &[P::CopyingBack, P::CleanupSource], &[]),
     // Back to hydrating when the copy-back gives up: the destination holds
@@ -326,6 +336,14 @@ pub struct Migration {
     /// (target paths), handed again to every `complete-migration-target`.
     #[serde(default)]
     pub remote: Option<LunAddress>,
+    /// The host's live move: the destination LUN the host hydrates from
+    /// `remote`, which every switched attachment is served from.
+    #[serde(default)]
+    pub hydrating: Option<LunAddress>,
+    /// Attachments whose NBD export serves from the destination since the
+    /// switch (cleared when a copy-back switches them back).
+    #[serde(default)]
+    pub switched: Vec<Uuid>,
     /// Why it failed, if it did (only with status `error`, or while a
     /// failing step is retried).
     pub error: Option<String>,
@@ -439,12 +457,13 @@ impl Volume {
     }
 
     /// The volume's status after its migration ended: in use when attached
-    /// (it may have been attached while `migrating_attachable`), otherwise
-    /// what it was before.
+    /// (it may have been attached while `migrating_attachable`), available
+    /// when its last attachment went meanwhile, otherwise what it was
+    /// before.
     pub fn settle_after_migration(&mut self, original: VolumeStatus) {
         self.status = if !self.attachments.is_empty() {
             VolumeStatus::InUse
-        } else if original == VolumeStatus::Migrating {
+        } else if matches!(original, VolumeStatus::Migrating | VolumeStatus::InUse) {
             VolumeStatus::Available
         } else {
             original
@@ -527,6 +546,8 @@ mod tests {
             checkpoint: 0,
             abort_requested: false,
             remote: None,
+            hydrating: None,
+            switched: Vec::new(),
             error: None,
             warnings: vec![],
             attempts: 0,

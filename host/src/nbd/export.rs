@@ -2,6 +2,8 @@
 //! hold on to: it carries the current device (switchable under open
 //! connections), counts requests in flight, and knows every connection's
 //! socket so that removing the export can drain, flush and close them.
+//! An export can also be held (see [`super::pause`]): new requests wait,
+//! those in flight end, and its device can change between the two.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Shutdown, TcpStream};
@@ -75,7 +77,7 @@ impl ExportTable {
         let slot = lock(&self.exports).get(name).cloned();
         match slot {
             Some(slot) => {
-                lock(&slot.state).device = device;
+                slot.set_device(device);
                 tracing::debug!(export = %label(name), "NBD export device replaced");
                 true
             }
@@ -110,13 +112,20 @@ pub(crate) struct ExportSlot {
     name: String,
     read_only: bool,
     state: Mutex<SlotState>,
+    /// Signalled when the last request in flight ends while the export is
+    /// closing or held.
     drained: Condvar,
+    /// Signalled when a hold ends or the export closes: requests waiting
+    /// to start go on.
+    resumed: Condvar,
 }
 
 struct SlotState {
     device: Arc<dyn BlockDevice>,
     in_flight: usize,
     closed: bool,
+    /// Holds in force: new requests wait while it is not zero.
+    holds: usize,
     connections: HashMap<u64, TcpStream>,
     /// Places taken by handshakes that chose this export and are sending
     /// their reply: they count against the cap before they attach.
@@ -132,10 +141,12 @@ impl ExportSlot {
                 device: export.device,
                 in_flight: 0,
                 closed: false,
+                holds: 0,
                 connections: HashMap::new(),
                 reserved: 0,
             }),
             drained: Condvar::new(),
+            resumed: Condvar::new(),
         }
     }
 
@@ -160,10 +171,16 @@ impl ExportSlot {
         lock(&self.state).device.size()
     }
 
-    /// Starts a request on the current device; `None` once the export is
-    /// being removed.
+    /// Starts a request on the current device, waiting while the export
+    /// is held; `None` once the export is being removed.
     pub(crate) fn begin(&self) -> Option<InFlight<'_>> {
         let mut st = lock(&self.state);
+        while st.holds > 0 && !st.closed {
+            st = self
+                .resumed
+                .wait(st)
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
         if st.closed {
             return None;
         }
@@ -207,11 +224,61 @@ impl ExportSlot {
         lock(&self.state).connections.remove(&id);
     }
 
+    /// Makes new requests wait until [`ExportSlot::release`]; false if the
+    /// export is being removed.
+    pub(super) fn hold(&self) -> bool {
+        let mut st = lock(&self.state);
+        if st.closed {
+            return false;
+        }
+        st.holds += 1;
+        true
+    }
+
+    /// Waits until no request is in flight, or `deadline`; the number still
+    /// in flight when it gives up.
+    pub(super) fn wait_drained(&self, deadline: Instant) -> Result<(), usize> {
+        let mut st = lock(&self.state);
+        while st.in_flight > 0 && !st.closed {
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(st.in_flight);
+            }
+            st = self
+                .drained
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .0;
+        }
+        Ok(())
+    }
+
+    /// The device requests use now.
+    pub(super) fn device(&self) -> Arc<dyn BlockDevice> {
+        Arc::clone(&lock(&self.state).device)
+    }
+
+    /// Serves `device` to every later request.
+    pub(super) fn set_device(&self, device: Arc<dyn BlockDevice>) {
+        lock(&self.state).device = device;
+    }
+
+    /// Ends one hold; the waiting requests start when none is left.
+    pub(super) fn release(&self) {
+        let mut st = lock(&self.state);
+        st.holds = st.holds.saturating_sub(1);
+        if st.holds == 0 {
+            self.resumed.notify_all();
+        }
+    }
+
     /// Refuses new requests, stops reading from every connection, waits for
     /// requests in flight, flushes, then closes the connections.
     fn close(&self) {
         let mut st = lock(&self.state);
         st.closed = true;
+        // Requests waiting behind a hold give up now.
+        self.resumed.notify_all();
         for socket in st.connections.values() {
             let _ = socket.shutdown(Shutdown::Read);
         }
@@ -271,7 +338,7 @@ impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         let mut st = lock(&self.slot.state);
         st.in_flight -= 1;
-        if st.closed && st.in_flight == 0 {
+        if (st.closed || st.holds > 0) && st.in_flight == 0 {
             self.slot.drained.notify_all();
         }
     }

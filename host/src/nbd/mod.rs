@@ -13,6 +13,7 @@ mod conn;
 mod export;
 mod handshake;
 mod limits;
+mod pause;
 pub(crate) mod proto;
 mod server;
 mod stats;
@@ -28,6 +29,7 @@ mod watch;
 
 pub use export::{Export, ExportTable};
 pub use limits::NbdLimits;
+pub use pause::{PauseError, Paused};
 pub use server::NbdServer;
 pub use stats::{NbdSnapshot, NbdStats, STATS};
 pub use tls::{NbdTls, TlsSetupError};

@@ -171,6 +171,8 @@ mod tests {
             checkpoint: 4096,
             abort_requested: false,
             remote: None,
+            hydrating: None,
+            switched: Vec::new(),
             error: None,
             warnings: vec![],
             attempts: 0,

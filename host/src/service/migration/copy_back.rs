@@ -12,7 +12,6 @@ use std::os::unix::fs::MetadataExt;
 use uuid::Uuid;
 
 use super::failure::{Backoff, Failure, StepError};
-use super::run::vref_at;
 use crate::model::{LunAddress, Migration, MigrationPhase, Volume};
 use crate::runtime::Connector;
 use crate::service::{Service, ServiceError};
@@ -81,13 +80,7 @@ impl Service {
             "copying back to the source failed (attempt {attempts} of {COPY_BACK_ATTEMPTS}), \
              retrying: {message}"
         );
-        self.record(v.id, Some(text.clone()), |_, m| {
-            if m.phase == MigrationPhase::CopyingBack {
-                m.error = Some(text);
-                m.attempts = attempts;
-            }
-            Ok(())
-        })?;
+        self.record_retry(v.id, MigrationPhase::CopyingBack, text, attempts)?;
         tokio::time::sleep(pause).await;
         Ok(())
     }
@@ -117,21 +110,7 @@ impl Service {
         }
         // Where each attachment lives on the source, asked before writes
         // are held: the switch moves every export there at once.
-        let mut luns = HashMap::new();
-        for a in &v.attachments {
-            let scope = self.scope(&src)?;
-            let vsrc = vref_at(v, &m.source);
-            let connector = Connector::Server(a.server.clone());
-            let info = self
-                .call(src.driver(), move |rt| {
-                    rt.initialize_connection(&scope, &vsrc, &connector)
-                })
-                .await
-                .map_err(|e| {
-                    Failure::unreachable("the source driver cannot expose the volume", e)
-                })?;
-            luns.insert(a.id, info.lun);
-        }
+        let luns = self.attachment_luns(v, &m.source).await?;
         // The total of this attempt's copy is fixed now; writes made while
         // it runs are in the last pass.
         let total = h.written_bytes();
@@ -218,6 +197,7 @@ impl Service {
                     }
                 }
                 m.error = None;
+                m.switched.clear();
                 let at = m.source.clone();
                 v.place(&at);
                 Ok(m.enter(MigrationPhase::RollingBack)?)

@@ -39,6 +39,17 @@ impl Service {
             .call(dest.driver(), move |rt| rt.create_volume(&scope, &vdest))
             .await
             .map_err(|e| Failure::unreachable("the destination could not be created", e))?;
+        if !v.attachments.is_empty() {
+            // Attached: the host moves it live; no offline copy.
+            let v = self.record(v.id, None, |_, m| {
+                m.destination.provider_location = created;
+                Ok(())
+            })?;
+            let Some(m) = v.migration.clone() else {
+                return Ok(());
+            };
+            return self.step_live_switch(&v, &m).await;
+        }
         let size = v.size_bytes;
         self.record(v.id, Some("destination created; copying".into()), |_, m| {
             m.path = Some(MigrationPath::HostCopy);

@@ -24,27 +24,7 @@ impl Service {
         match self.poll_completion(v, m).await {
             Ok(true) => {
                 retry.reset();
-                let moved = self.record(
-                    v.id,
-                    Some("all data is on the destination".into()),
-                    |_, m| {
-                        // An abort that won the race holds the hydration, so
-                        // the driver cannot have finished it; leave it be.
-                        if m.phase == MigrationPhase::Hydrating {
-                            m.error = None;
-                            m.enter(MigrationPhase::CleanupSource)?;
-                        }
-                        Ok(())
-                    },
-                )?;
-                if moved
-                    .migration
-                    .as_ref()
-                    .is_some_and(|m| m.phase == MigrationPhase::CleanupSource)
-                {
-                    self.serve_attachments_from(&moved, &moved.array);
-                }
-                Ok(())
+                self.filled(v)
             }
             Ok(false) => {
                 if retry.attempts() > 0 || m.error.is_some() {
@@ -73,13 +53,7 @@ impl Service {
                      retrying: {message}",
                     pause.as_millis()
                 );
-                let after = self.record(v.id, Some(text.clone()), |_, m| {
-                    if m.phase == MigrationPhase::Hydrating {
-                        m.error = Some(text);
-                        m.attempts = attempts;
-                    }
-                    Ok(())
-                })?;
+                let after = self.record_retry(v.id, MigrationPhase::Hydrating, text, attempts)?;
                 if after
                     .migration
                     .as_ref()
@@ -92,6 +66,33 @@ impl Service {
                 Ok(())
             }
         }
+    }
+
+    /// The destination holds every byte: the migration completes and the
+    /// attachments serve the plain destination LUN.
+    pub(super) fn filled(&self, v: &Volume) -> Result<(), StepError> {
+        let moved = self.record(
+            v.id,
+            Some("all data is on the destination".into()),
+            |_, m| {
+                // An abort that won the race holds the hydration, so it
+                // cannot have finished; leave it be.
+                if m.phase == MigrationPhase::Hydrating {
+                    m.error = None;
+                    m.done_bytes = m.total_bytes;
+                    m.enter(MigrationPhase::CleanupSource)?;
+                }
+                Ok(())
+            },
+        )?;
+        if moved
+            .migration
+            .as_ref()
+            .is_some_and(|m| m.phase == MigrationPhase::CleanupSource)
+        {
+            self.serve_attachments_from(&moved, &moved.array);
+        }
+        Ok(())
     }
 
     /// Asks the target driver how the async migration goes; `Ok(true)` once

@@ -11,6 +11,7 @@ mod copy_back;
 mod failure;
 mod host_copy;
 mod hydrating;
+mod live;
 mod paths;
 mod run;
 mod settle;
@@ -114,6 +115,11 @@ pub struct MigrationView {
     /// Whether attach, detach and abort are refused while it runs.
     #[serde(default)]
     pub lock_volume: bool,
+    /// Attachments whose NBD export serves from the destination since the
+    /// live switch, connections kept (empty before the switch and after a
+    /// switch back).
+    #[serde(default)]
+    pub switched_attachments: Vec<Uuid>,
     /// When it started.
     #[schema(format = DateTime)]
     #[schema(required = true)]
@@ -153,6 +159,14 @@ fn view(volume: &Volume) -> MigrationView {
         attempts: m.map_or(0, |m| m.attempts),
         abort_requested: m.is_some_and(|m| m.abort_requested),
         lock_volume: m.is_some_and(|m| m.lock_volume),
+        // An attachment detached since the switch is gone from the view.
+        switched_attachments: m.map_or_else(Vec::new, |m| {
+            m.switched
+                .iter()
+                .filter(|a| volume.attachments.iter().any(|x| x.id == **a))
+                .copied()
+                .collect()
+        }),
         started_at: m.map(|m| m.started_at.clone()),
         finished_at: m.and_then(|m| m.finished_at.clone()),
     }
@@ -225,15 +239,12 @@ impl Service {
             if v.array != checked_array || v.pool != checked_pool {
                 return Err(ServiceError::MigrationInProgress(v.id));
             }
-            if v.status != VolumeStatus::Available {
+            // An attached volume moves live: its connections stay open.
+            if !matches!(v.status, VolumeStatus::Available | VolumeStatus::InUse) {
                 return Err(ServiceError::NotMigratable {
                     id: v.id,
                     status: super::volumes::status_name(v.status),
-                    reason: if v.status == VolumeStatus::InUse {
-                        "detach it first: an attached volume cannot be copied safely".into()
-                    } else {
-                        "only an available volume can be migrated".into()
-                    },
+                    reason: "only an available or in-use volume can be migrated".into(),
                 });
             }
             original = v.status;
@@ -256,6 +267,8 @@ impl Service {
                 checkpoint: 0,
                 abort_requested: false,
                 remote: None,
+                hydrating: None,
+                switched: Vec::new(),
                 error: None,
                 warnings: Vec::new(),
                 attempts: 0,

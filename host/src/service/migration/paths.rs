@@ -36,18 +36,37 @@ impl Service {
             return Ok(());
         }
         let src = self.array(&m.source.array)?.clone();
-        if self.declared(&src)?.source_migration {
-            self.record(v.id, Some("asking the source driver".into()), |_, m| {
-                Ok(m.enter(MigrationPhase::SourceDriver)?)
-            })?;
+        let dest = self.array(&m.destination.array)?.clone();
+        let attached = !v.attachments.is_empty();
+        let because = match (self.declared(&src)?.source_migration, attached) {
+            (true, false) => {
+                self.record(v.id, Some("asking the source driver".into()), |_, m| {
+                    Ok(m.enter(MigrationPhase::SourceDriver)?)
+                })?;
+                return Ok(());
+            }
+            // Contract 0.1.0 has no way for a driver to say it moves a
+            // volume under open connections, so its move is not used.
+            (true, true) => {
+                "the volume is attached and the source driver does not declare that it \
+                 moves a volume live; its move is skipped"
+            }
+            (false, _) => "the source driver does not declare source-migration",
+        };
+        if attached {
+            // The target driver's take-over runs inside one driver call that
+            // the attachments would wait through; the host's live move
+            // switches them in milliseconds.
+            self.record(
+                v.id,
+                Some(format!(
+                    "{because}; the volume is attached: the host moves it live"
+                )),
+                |_, m| Ok(m.enter(MigrationPhase::HostCopyPrepare)?),
+            )?;
             return Ok(());
         }
-        let dest = self.array(&m.destination.array)?.clone();
-        let (next, why) = self.after_source(
-            &src,
-            &dest,
-            "the source driver does not declare source-migration",
-        )?;
+        let (next, why) = self.after_source(&src, &dest, because)?;
         self.record(v.id, Some(why), |_, m| Ok(m.enter(next)?))?;
         Ok(())
     }

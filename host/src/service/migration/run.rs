@@ -4,14 +4,16 @@
 //! events it implies. Driver calls whose outcome is unknown are repeated
 //! here before anyone decides anything on their account.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use uuid::Uuid;
 
-use super::failure::{Backoff, StepError, outcome_unknown};
-use crate::model::{Migration, MigrationPhase, Placement, Volume};
+use super::failure::{Backoff, Failure, StepError, outcome_unknown};
+use crate::model::{LunAddress, Migration, MigrationPath, MigrationPhase, Placement, Volume};
+use crate::runtime::Connector;
 use crate::runtime::{CallError, CallScope, DriverRuntime, VolumeRef};
 use crate::service::volumes::volume_ref;
 use crate::service::{Service, ServiceError};
@@ -105,6 +107,9 @@ impl Service {
                 MigrationPhase::TargetDriver => self.step_target_driver(&volume, &m, &cancel).await,
                 MigrationPhase::HostCopyPrepare => self.step_host_copy_prepare(&volume, &m).await,
                 MigrationPhase::HostCopy => self.step_host_copy(&volume, &m, &cancel).await,
+                MigrationPhase::Hydrating if m.path == Some(MigrationPath::HostLive) => {
+                    self.step_live_hydrating(&volume, &m, &mut retry).await
+                }
                 MigrationPhase::Hydrating => self.step_hydrating(&volume, &m, &mut retry).await,
                 MigrationPhase::CopyingBack => self.step_copy_back(&volume, &m, &mut retry).await,
                 MigrationPhase::ReturnPrepare => {
@@ -210,6 +215,48 @@ impl Service {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Shows that the step of `phase` failed and is retried: its error and
+    /// attempt count, unless the migration left that phase meanwhile.
+    pub(super) fn record_retry(
+        &self,
+        id: Uuid,
+        phase: MigrationPhase,
+        text: String,
+        attempts: u32,
+    ) -> Result<Volume, ServiceError> {
+        self.record(id, Some(text.clone()), |_, m| {
+            if m.phase == phase {
+                m.error = Some(text);
+                m.attempts = attempts;
+            }
+            Ok(())
+        })
+    }
+
+    /// Where each attachment of `v` is to be served from at `at`, as that
+    /// array's driver exposes the volume to the attachment's server.
+    pub(super) async fn attachment_luns(
+        &self,
+        v: &Volume,
+        at: &Placement,
+    ) -> Result<HashMap<Uuid, LunAddress>, StepError> {
+        let array = self.array(&at.array)?.clone();
+        let mut luns = HashMap::new();
+        for a in &v.attachments {
+            let scope = self.scope(&array)?;
+            let vref = vref_at(v, at);
+            let connector = Connector::Server(a.server.clone());
+            let info = self
+                .call(array.driver(), move |rt| {
+                    rt.initialize_connection(&scope, &vref, &connector)
+                })
+                .await
+                .map_err(|e| Failure::unreachable("the driver cannot expose the volume", e))?;
+            luns.insert(a.id, info.lun);
+        }
+        Ok(luns)
     }
 
     /// A call scope for `array` whose progress reports update the live

@@ -34,6 +34,9 @@ impl Service {
         m: &Migration,
     ) -> Result<(), StepError> {
         self.release_exposure(v, m).await;
+        if m.path == Some(crate::model::MigrationPath::HostLive) {
+            self.release_host_copy(v, m).await;
+        }
         let warning = self
             .delete_at(v, &m.source)
             .await
@@ -86,6 +89,9 @@ impl Service {
             })?;
             return Ok(());
         }
+        // The host's live move hydrates the destination itself; stop that
+        // before the LUN goes.
+        self.abandon_live_hydration(m);
         let warning =
             self.delete_at(v, &m.destination).await.err().map(|e| {
                 format!("the destination LUN could not be removed and is left behind: {e}")

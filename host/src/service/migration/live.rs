@@ -1,0 +1,321 @@
+//! The host's live move of an attached volume: the destination becomes the
+//! served device at once and fills from the source in the background (a
+//! host-driven hydration), so there is nothing to converge and the switch
+//! is one short pause of the volume's exports. A mirror with write fan-out
+//! would need a dirty bitmap, passes until it converges and a drained
+//! pivot under writes that may never let it converge; a hydration needs
+//! the pause once.
+//!
+//! The switch, while every export of the volume is held still (requests
+//! in flight ended, new ones waiting, connections open): the source is
+//! flushed (writes acknowledged before the switch become durable there,
+//! so a later FLUSH covers them), the hydration starts from that quiet
+//! source, the store records the volume and its attachments on the
+//! destination, and only then do the exports serve the hydrating device.
+//! A crash before the record leaves everything on the source; after it,
+//! the hydration resumes from its bitmap and the exports come back on it.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use uuid::Uuid;
+
+use super::failure::{Backoff, Failure, StepError};
+use super::run::{HOST_COPY_CONNECTOR, POLL_INTERVAL, vref_at};
+use crate::array::Lun;
+use crate::block::BlockDevice;
+use crate::hydrate::LunRef;
+use crate::model::{Migration, MigrationPath, MigrationPhase, Volume};
+use crate::runtime::Connector;
+use crate::service::events::NewEvent;
+use crate::service::{Service, ServiceError};
+
+/// How long the switch waits for the volume's requests in flight to end.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the switch found ready before it holds the exports.
+struct SwitchPlan {
+    /// The hidden destination LUN, to hydrate.
+    local: Arc<Lun>,
+    /// The source LUN it fills from.
+    remote: Arc<Lun>,
+    /// Each attachment's export name.
+    exports: Vec<(Uuid, String, String)>,
+}
+
+impl Service {
+    /// The host's live move, once the destination exists: switch every
+    /// attachment to it, hydrating.
+    pub(super) async fn step_live_switch(
+        &self,
+        v: &Volume,
+        m: &Migration,
+    ) -> Result<(), StepError> {
+        let plan = self.plan_switch(v, m).await?;
+        // Known before anything is written to it, so that a rollback finds
+        // the hydration to stop whenever it comes.
+        let local = plan.local.address().clone();
+        self.record(v.id, None, |_, m| {
+            m.hydrating = Some(local);
+            Ok(())
+        })?;
+        let (service, id) = (self.clone(), v.id);
+        let switched = tokio::task::spawn_blocking(move || service.switch_live(id, plan))
+            .await
+            .map_err(|e| {
+                StepError::Host(ServiceError::Internal(format!("switch task failed: {e}")))
+            })??;
+        // The source no longer serves the attachments.
+        for a in &switched.attachments {
+            self.terminate_at(&switched, &m.source, Connector::Server(a.server.clone()))
+                .await;
+        }
+        Ok(())
+    }
+
+    /// Opens both LUNs through their drivers and checks that every
+    /// attachment is to be served from the one destination LUN.
+    async fn plan_switch(&self, v: &Volume, m: &Migration) -> Result<SwitchPlan, StepError> {
+        let src = self.array(&m.source.array)?.clone();
+        let dest = self.array(&m.destination.array)?.clone();
+        let open = |array: &Arc<crate::array::Array>, at, what: &'static str| {
+            let (array, scope) = (array.clone(), self.scope(array));
+            let vref = vref_at(v, at);
+            async move {
+                let scope = scope?;
+                let c = Connector::Server(HOST_COPY_CONNECTOR.into());
+                let info = self
+                    .call(array.driver(), move |rt| {
+                        rt.initialize_connection(&scope, &vref, &c)
+                    })
+                    .await
+                    .map_err(|e| Failure::unreachable(what, e))?;
+                let lun = array
+                    .open_lun(&info.lun)
+                    .map_err(|e| Failure::unreachable(what, e))?;
+                Ok::<_, StepError>(Arc::new(lun))
+            }
+        };
+        let remote = open(&src, &m.source, "source LUN unavailable").await?;
+        let local = open(&dest, &m.destination, "destination LUN unavailable").await?;
+        let luns = self.attachment_luns(v, &m.destination).await?;
+        let mut exports = Vec::new();
+        for a in &v.attachments {
+            let Some(lun) = luns.get(&a.id) else {
+                continue;
+            };
+            if lun != local.address() {
+                return Err(Failure::unreachable(
+                    "the destination driver",
+                    format!(
+                        "it exposes the volume to server {} as LUN {}/{}, not as the LUN {}/{} \
+                         the host fills; a live move serves every attachment from one LUN",
+                        a.server,
+                        lun.pool,
+                        lun.name,
+                        local.address().pool,
+                        local.address().name
+                    ),
+                )
+                .into());
+            }
+            exports.push((a.id, a.server.clone(), a.export_name()));
+        }
+        Ok(SwitchPlan {
+            local,
+            remote,
+            exports,
+        })
+    }
+
+    /// The switch itself, blocking: hold the exports, flush the source,
+    /// start the hydration, record, serve it, let the exports go. The
+    /// exports are held for the flush, the hydration's start (a snapshot
+    /// of the source's allocation) and one store transaction.
+    fn switch_live(&self, id: Uuid, plan: SwitchPlan) -> Result<Volume, StepError> {
+        let names: Vec<String> = plan.exports.iter().map(|(_, _, n)| n.clone()).collect();
+        let hydrations = &self.inner.hydrations;
+        let hid = LunRef::of(&plan.local).id();
+        // A hydration left by an earlier try (a crash before its record)
+        // filled from a source that has changed since: start afresh, on a
+        // destination emptied of what it wrote.
+        hydrations
+            .abandon(&hid)
+            .map_err(|e| Failure::unreachable("the earlier hydration", e))?;
+        plan.local
+            .discard(0, plan.local.size())
+            .map_err(|e| Failure::unreachable("the destination LUN cannot be emptied", e))?;
+        let paused = self
+            .inner
+            .exports
+            .pause(&names, DRAIN_TIMEOUT)
+            .map_err(|e| Failure::unreachable("the volume's exports", e))?;
+        // Writes acknowledged so far are in the source; a FLUSH after the
+        // switch goes to the destination, so make them durable now.
+        for device in paused.devices() {
+            device
+                .flush()
+                .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        }
+        plan.remote
+            .flush()
+            .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        hydrations
+            .start(plan.local.clone(), plan.remote.clone())
+            .map_err(|e| Failure::unreachable("the hydration cannot start", e))?;
+        let Some(device) = hydrations.device(plan.local.array(), plan.local.address()) else {
+            let _ = hydrations.abandon(&hid);
+            return Err(Failure::unreachable("the hydration", "it stopped at once").into());
+        };
+        let luns: HashMap<Uuid, (String, String)> = plan
+            .exports
+            .iter()
+            .map(|(a, server, name)| (*a, (server.clone(), name.clone())))
+            .collect();
+        let (local, remote) = (plan.local.address().clone(), plan.remote.address().clone());
+        let size = plan.local.size();
+        let recorded = self.record(
+            id,
+            Some("the attachments switched to the destination, which fills from the source".into()),
+            |v, m| {
+                if m.phase != MigrationPhase::HostCopyPrepare {
+                    return Err(ServiceError::Internal(
+                        "the migration left the switch's phase".into(),
+                    ));
+                }
+                for a in v.attachments.iter_mut() {
+                    if !luns.contains_key(&a.id) {
+                        return Err(ServiceError::Internal(format!(
+                            "attachment {} was made during the switch",
+                            a.id
+                        )));
+                    }
+                    a.lun = local.clone();
+                }
+                m.path = Some(MigrationPath::HostLive);
+                m.remote = Some(remote);
+                m.hydrating = Some(local.clone());
+                m.switched = v.attachments.iter().map(|a| a.id).collect();
+                m.start_copy(size);
+                m.error = None;
+                let at = m.destination.clone();
+                v.place(&at);
+                Ok(m.enter(MigrationPhase::Hydrating)?)
+            },
+        );
+        let volume = match recorded {
+            Ok(v) => v,
+            Err(e) => {
+                // Nothing points at the destination: the exports go on
+                // serving the source when `paused` goes.
+                let _ = hydrations.abandon(&hid);
+                return Err(StepError::Host(e));
+            }
+        };
+        for a in &volume.attachments {
+            paused.switch(&a.export_name(), device.clone() as Arc<dyn BlockDevice>);
+        }
+        drop(paused);
+        let dest = volume.array.clone();
+        for a in &volume.attachments {
+            tracing::info!(volume = %id, attachment = %a.id, server = %a.server, array = %dest, "attachment switched");
+            self.inner.events.emit_attachment(
+                NewEvent {
+                    kind: "migration",
+                    volume: Some(id),
+                    migration: volume.migration.as_ref().map(|m| m.id),
+                    from: volume.migration.as_ref().map(|m| m.source.array.clone()),
+                    to: "switched".into(),
+                    reason: Some(format!(
+                        "the attachment's NBD export serves from array {dest} now; its \
+                         connections stayed open"
+                    )),
+                },
+                a.id,
+                &a.server,
+            );
+        }
+        Ok(volume)
+    }
+
+    /// Hydrating on the host's live path: the host's own hydration is
+    /// polled; once whole it ends and the attachments serve the plain
+    /// destination LUN.
+    pub(super) async fn step_live_hydrating(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        retry: &mut Backoff,
+    ) -> Result<(), StepError> {
+        let Some(local) = m.hydrating.clone() else {
+            return Err(Failure::unreachable(
+                "the hydration",
+                "the migration lost the destination LUN's address",
+            )
+            .into());
+        };
+        let hid = LunRef {
+            array: m.destination.array.clone(),
+            lun: local,
+        }
+        .id();
+        let hydrations = &self.inner.hydrations;
+        let polled = hydrations.status(&hid).and_then(|s| {
+            self.set_live_progress(v.id, s.done_bytes, s.total_bytes);
+            if s.complete {
+                hydrations.finish(&hid).map(|()| true)
+            } else {
+                Ok(false)
+            }
+        });
+        match polled {
+            Ok(true) => {
+                retry.reset();
+                self.filled(v)
+            }
+            Ok(false) => {
+                if m.error.is_some() {
+                    retry.reset();
+                    self.record(v.id, Some("the hydration goes on again".into()), |_, m| {
+                        if m.phase == MigrationPhase::Hydrating {
+                            m.error = None;
+                            m.attempts = 0;
+                        }
+                        Ok(())
+                    })?;
+                }
+                tokio::time::sleep(POLL_INTERVAL).await;
+                Ok(())
+            }
+            Err(e) => {
+                let pause = retry.fail();
+                let attempts = retry.attempts();
+                let text = format!(
+                    "the hydration failed (attempt {attempts}, next try in {} ms), retrying: {e}",
+                    pause.as_millis()
+                );
+                tracing::warn!(volume = %v.id, "{text}");
+                self.record_retry(v.id, MigrationPhase::Hydrating, text, attempts)?;
+                tokio::time::sleep(pause).await;
+                Ok(())
+            }
+        }
+    }
+
+    /// Stops and forgets the host's hydration of a live move that is being
+    /// undone (its destination LUN is about to be deleted).
+    pub(super) fn abandon_live_hydration(&self, m: &Migration) {
+        let Some(local) = m.hydrating.clone() else {
+            return;
+        };
+        let hid = LunRef {
+            array: m.destination.array.clone(),
+            lun: local,
+        }
+        .id();
+        if let Err(e) = self.inner.hydrations.abandon(&hid) {
+            tracing::warn!(hydration = %hid, error = %e, "cannot forget the live move's hydration");
+        }
+    }
+}

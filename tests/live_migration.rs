@@ -1,0 +1,428 @@
+//! Live migration of attached volumes through a real `ferry serve`: the
+//! clients' NBD connections stay open through the whole move and the
+//! switch (fio verifying every block it wrote, qemu-io checking a pattern
+//! on a second attachment), aborts before and after the switch put the
+//! volume back with the clients still connected, and kill -9 in a loop
+//! loses no flushed write and strands no volume.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::migrations::{faulty_config_with, wait_end, wait_phase};
+use support::volume_model::{
+    Model, Rng, create_with_pattern, io, migration, random_write_cmds, verify, wait_for,
+};
+use support::{Server, export_of, qemu_io, require_tool};
+
+const MIB: u64 = 1 << 20;
+
+/// Arrays `p1` and `p2` of the `plain` driver (no driver moves anything,
+/// so the host moves attached volumes itself), the background fill paced
+/// at `bps`.
+fn config(dir: &std::path::Path, bps: u64) -> std::path::PathBuf {
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "hydration_bandwidth_bytes_per_sec = {bps}\n\
+             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n\
+             [[array]]\nname = \"p2\"\ndriver = \"plain\"\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Attaches volume `id` for `server_name`; the attachment's id and URI.
+fn attach_as(server: &Server, id: &str, server_name: &str) -> (String, String) {
+    let (status, a) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({ "server": server_name })),
+    );
+    assert_eq!(status, 201, "{a}");
+    (
+        a["id"].as_str().unwrap().to_owned(),
+        a["uri"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn migrate(server: &Server, id: &str, array: &str) {
+    let (status, body) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migrate"),
+        Some(json!({ "array": array })),
+    );
+    assert_eq!(status, 202, "an in-use volume migrates: {body}");
+}
+
+fn volume(server: &Server, id: &str) -> Value {
+    server.call("GET", &format!("/v1/volumes/{id}"), None).1
+}
+
+/// The `switched` events of the volume's migrations.
+fn switch_events(server: &Server, id: &str) -> Vec<Value> {
+    let (status, page) = server.call("GET", "/v1/events?follow=false", None);
+    assert_eq!(status, 200, "{page}");
+    page["events"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|e| e["volume"] == id && e["to"] == "switched")
+        .collect()
+}
+
+/// One qemu-io process, one NBD connection: `rounds` passes of reading
+/// the model's `[from, to)` with a pause between them. It fails on any
+/// I/O error or pattern mismatch; qemu-io never reconnects.
+fn reader(uri: &str, model: &Model, from: u64, to: u64, rounds: usize) -> std::process::Child {
+    let mut args = vec!["-f".to_owned(), "raw".to_owned()];
+    for _ in 0..rounds {
+        for c in model.reads(from, to) {
+            args.push("-c".into());
+            args.push(c);
+        }
+        args.push("-c".into());
+        args.push("sleep 200".into());
+    }
+    args.push(uri.to_owned());
+    Command::new("qemu-io")
+        .args(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-io")
+}
+
+/// Waits for a client that must end well: exit status 0 and none of
+/// `bad` in what it printed.
+fn client_ok(child: std::process::Child, what: &str, bad: &[&str]) {
+    let out = child.wait_with_output().expect("client output");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{what}: {text}");
+    assert!(!bad.iter().any(|b| text.contains(b)), "{what}: {text}");
+}
+
+fn reader_ok(child: std::process::Child) {
+    client_ok(
+        child,
+        "qemu-io",
+        &["Pattern verification failed", "failed:"],
+    );
+}
+
+/// fio writing 4k blocks with crc32c checksums into `[offset, offset +
+/// 64M)` over and over (each loop verifies what it wrote), on one
+/// connection.
+fn fio_writer(uri: &str, offset_mib: u64, loops: u32) -> std::process::Child {
+    Command::new("fio")
+        .args([
+            "--name=live",
+            "--ioengine=nbd",
+            &format!("--uri={uri}"),
+            "--rw=randwrite",
+            "--bs=4k",
+            "--iodepth=16",
+            "--size=64M",
+            &format!("--offset={offset_mib}M"),
+            &format!("--loops={loops}"),
+            "--verify=crc32c",
+            "--do_verify=1",
+            "--verify_fatal=1",
+            "--output-format=terse",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("fio")
+}
+
+fn fio_ok(child: std::process::Child) {
+    client_ok(child, "fio", &["verify: bad", "error="]);
+}
+
+/// The host's live path: a writer (fio, verifying) and a reader (qemu-io,
+/// on a second attachment) keep one connection each through the whole
+/// move; both attachments switch together; every byte matches after.
+#[test]
+fn an_attached_volume_moves_live_and_both_clients_keep_working() {
+    require_tool("fio", "fio");
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 96 * MIB);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let size = 512 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, "live", size, 32 * MIB, &mut model);
+    let (writer_att, writer_uri) = attach_as(&server, &id, "app");
+    let (reader_att, reader_uri) = attach_as(&server, &id, "backup");
+    assert_eq!(volume(&server, &id)["status"], "in-use");
+
+    let mut fio = fio_writer(&writer_uri, 192, 6);
+    // The reader checks the first two extents; fio writes between them.
+    let mut reading = reader(&reader_uri, &model, 0, 160 * MIB, 12);
+    std::thread::sleep(Duration::from_millis(300));
+    migrate(&server, &id, "p2");
+    let m = wait_for(
+        &server,
+        &id,
+        "migrating_attachable",
+        Duration::from_secs(20),
+    );
+    assert_eq!(m["path"], "host-live", "{m}");
+    // Both clients were at work across the switch.
+    assert!(
+        fio.try_wait().unwrap().is_none(),
+        "fio ended before the switch"
+    );
+    assert!(
+        reading.try_wait().unwrap().is_none(),
+        "the reader ended before the switch"
+    );
+    let mut switched: Vec<String> = m["switched_attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    switched.sort();
+    let mut both = vec![writer_att.clone(), reader_att.clone()];
+    both.sort();
+    assert_eq!(switched, both, "both attachments switch together: {m}");
+    let (end, seen) = wait_end(&server, &id, Duration::from_secs(120));
+    assert_eq!(end["migration_status"], "success", "{end}");
+    assert!(
+        seen.iter()
+            .all(|(status, _)| status == "migrating" || status == "in-use"),
+        "{seen:?}"
+    );
+    fio_ok(fio);
+    reader_ok(reading);
+
+    let v = volume(&server, &id);
+    assert_eq!(v["array"], "p2");
+    assert_eq!(v["status"], "in-use");
+    let events = switch_events(&server, &id);
+    let mut evented: Vec<String> = events
+        .iter()
+        .map(|e| e["attachment"].as_str().unwrap().to_owned())
+        .collect();
+    evented.sort();
+    assert_eq!(evented, both, "one switch event per attachment: {events:?}");
+    assert!(
+        !data.join(format!("arrays/p1/default/volume-{id}")).exists(),
+        "source LUN left behind"
+    );
+    // What neither client wrote is the pattern, on the same export names.
+    verify(&reader_uri, &model, 0, 192 * MIB);
+    verify(&writer_uri, &model, 256 * MIB, size);
+}
+
+/// Abort after the switch: the destination's writes are copied back and
+/// the attachments switch back to the source, connections still open.
+#[test]
+fn abort_after_the_switch_switches_back_with_connections_open() {
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 16 * MIB);
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let size = 512 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, "live-abort", size, 64 * MIB, &mut model);
+    let (_, uri) = attach_as(&server, &id, "app");
+    let mut rng = Rng(0x5eed);
+    // One connection for the whole test: writes before, during and after
+    // the switch and the switch back, then a read of everything.
+    let mut cmds = random_write_cmds(&mut model, &mut rng, 40, 4, 25);
+    let before = model.clone();
+    let mut later = model.clone();
+    let more = random_write_cmds(&mut later, &mut rng, 40, 4, 60);
+    cmds.extend(more);
+    cmds.extend(later.reads(0, size));
+    let args: Vec<String> = cmds
+        .iter()
+        .flat_map(|c| ["-c".to_owned(), c.clone()])
+        .collect();
+    let client = Command::new("qemu-io")
+        .args(["-f", "raw"])
+        .args(&args)
+        .arg(&uri)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("qemu-io");
+    drop(before);
+    migrate(&server, &id, "p2");
+    wait_for(
+        &server,
+        &id,
+        "migrating_attachable",
+        Duration::from_secs(20),
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert!(status == 202 || status == 200, "{status} {body}");
+    let (end, _) = wait_end(&server, &id, Duration::from_secs(120));
+    assert_eq!(end["migration_status"], "aborted", "{end}");
+    assert_eq!(
+        end["switched_attachments"].as_array().map(Vec::len),
+        Some(0),
+        "{end}"
+    );
+    reader_ok(client);
+    let v = volume(&server, &id);
+    assert_eq!(v["array"], "p1");
+    assert_eq!(v["status"], "in-use");
+    verify(&uri, &later, 0, size);
+    assert!(
+        !data.join(format!("arrays/p2/default/volume-{id}")).exists(),
+        "destination LUN left behind"
+    );
+}
+
+/// Before the switch (the destination's creation fails, or an abort
+/// arrives while it runs): nothing switches, the volume stays on the
+/// source, in use, with its connection open and its data whole.
+#[test]
+fn a_failure_or_abort_before_the_switch_keeps_the_volume_on_the_source() {
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let config = faulty_config_with(dir.path(), 1500, "");
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    for (name, abort, end) in [
+        ("fail:create-volume@f2", false, "error"),
+        ("loop:create-volume@f2", true, "aborted"),
+    ] {
+        let (status, v) = server.call(
+            "POST",
+            "/v1/volumes",
+            Some(json!({"name": name, "size_bytes": 64 * MIB, "array": "f1"})),
+        );
+        assert_eq!(status, 201, "{v}");
+        let id = v["id"].as_str().unwrap().to_owned();
+        let (_, uri) = attach_as(&server, &id, "app");
+        qemu_io(&uri, &["write -P 0x3c 0 4M", "flush"]);
+        // A client connected across the whole attempt.
+        let client = Command::new("qemu-io")
+            .args(["-f", "raw"])
+            .args(["-c", "read -P 0x3c 0 4M", "-c", "sleep 2500"])
+            .args(["-c", "write -P 0x4d 4M 1M", "-c", "flush"])
+            .args(["-c", "read -P 0x3c 0 4M", "-c", "read -P 0x4d 4M 1M"])
+            .arg(&uri)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("qemu-io");
+        migrate(&server, &id, "f2");
+        if abort {
+            wait_phase(&server, &id, "host_copy_prepare", Duration::from_secs(10));
+            let (status, body) =
+                server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+            assert!(status == 202 || status == 200, "{status} {body}");
+        }
+        let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+        assert_eq!(m["migration_status"], end, "{name}: {m}");
+        assert_eq!(
+            m["switched_attachments"].as_array().map(Vec::len),
+            Some(0),
+            "{m}"
+        );
+        reader_ok(client);
+        let v = volume(&server, &id);
+        assert_eq!(v["array"], "f1", "{name}");
+        assert_eq!(v["status"], "in-use", "{name}");
+        qemu_io(&uri, &["read -P 0x3c 0 4M", "read -P 0x4d 4M 1M"]);
+    }
+}
+
+/// kill -9 at random moments while an attached volume moves back and
+/// forth live, a client writing and flushing between kills: after each
+/// restart the same export serves every flushed write, and no migration
+/// is left stuck.
+#[test]
+fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    // About two seconds a move, so kills land before, in and after the
+    // switch, while hydrating and while cleaning up.
+    let config = config(dir.path(), 256 * MIB);
+    let data = dir.path().join("data");
+    let mut server = Server::start(&data, Some(&config));
+    let size = 512 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, "live-kill", size, 32 * MIB, &mut model);
+    let (_, uri) = attach_as(&server, &id, "app");
+    let export = export_of(&uri).to_owned();
+    let mut rng = Rng(0xfeed);
+    let mut started = 0;
+    for _ in 0..12 {
+        let uri = format!("nbd://{}/{export}", server.nbd);
+        io(&uri, &random_write_cmds(&mut model, &mut rng, 8, 4, 0));
+        let m = migration(&server, &id);
+        let running = matches!(
+            m["migration_status"].as_str(),
+            Some("starting" | "migrating" | "migrating_attachable" | "completing" | "aborting")
+        );
+        if !running {
+            let to = if volume(&server, &id)["array"] == "p1" {
+                "p2"
+            } else {
+                "p1"
+            };
+            migrate(&server, &id, to);
+            started += 1;
+        }
+        std::thread::sleep(Duration::from_millis(rng.next() % 1500));
+        let dir = server.kill();
+        server = Server::start(&dir, Some(&config));
+    }
+    assert!(started >= 3, "only {started} migrations started");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    let v = volume(&server, &id);
+    assert_eq!(v["status"], "in-use", "{v}");
+    let uri = format!("nbd://{}/{export}", server.nbd);
+    verify(&uri, &model, 0, size);
+}
+
+/// `ferry volume migrate --wait` on an attached volume: the same progress
+/// and end as for a detached one, the path `host-live`, and `volume
+/// migration` names the switched attachment.
+#[test]
+fn the_cli_migrates_an_attached_volume_and_waits() {
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), 1024 * MIB);
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let mut model = Model::new(64 * MIB);
+    let id = create_with_pattern(&server, "cli-live", 64 * MIB, 4 * MIB, &mut model);
+    let (att, uri) = attach_as(&server, &id, "app");
+    let out = server.cli(&["volume", "migrate", &id, "--to", "p2", "--wait"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("success") && err.contains("host-live"),
+        "{err}"
+    );
+    let out = server.cli(&["--json", "volume", "migration", &id]);
+    let m: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(m["migration_status"], "success");
+    assert_eq!(m["switched_attachments"], json!([att]));
+    let out = server.cli(&["volume", "migration", &id]);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("switched:   1 attachment\n"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    verify(&uri, &model, 0, 64 * MIB);
+}
