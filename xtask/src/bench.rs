@@ -26,6 +26,7 @@ const BENCHES: &[(&str, u64)] = &[
     ("driver_call", 120),
     ("api", 600),
     ("scale", 600),
+    ("live_migration", 900),
 ];
 
 /// Median, min and max of a measurement.
@@ -58,6 +59,10 @@ enum Target {
     RatioAtLeast(f64),
     /// Ferry's median below this, in the row's unit.
     Below(f64, &'static str),
+    /// Ferry / peer at most the ratio and Ferry's median below the bound,
+    /// in the row's unit: lower is better, and good enough in itself
+    /// (e.g. a stall no longer than the peer's and under 50 ms).
+    RatioAtMostAndBelow(f64, f64, &'static str),
     /// The bench itself asserts the outcome (e.g. all migrations succeed).
     Asserted(&'static str),
     None,
@@ -71,6 +76,7 @@ fn target(id: &str) -> Target {
         _ if id.starts_with("attachable-") => Target::Below(100.0, "100 ms"),
         "driver-call-median" => Target::Below(50.0, "50 µs"),
         "scale-50" => Target::Asserted("all `success`, none refused or stuck"),
+        _ if id.starts_with("live-stall-") => Target::RatioAtMostAndBelow(1.0, 50.0, "50 ms"),
         _ => Target::None,
     }
 }
@@ -432,6 +438,13 @@ fn render(rows: &[Row], failures: &[String], machine: &str, minutes: f64) -> Str
                 Some(format!("none (target < {text})")),
                 verdict(r.ferry.median < x, &format!("< {text}")),
             ),
+            (Target::RatioAtMostAndBelow(x, y, text), _) => (
+                Some(format!("none (target < {text})")),
+                verdict(
+                    ratio.is_some_and(|q| q <= x) && r.ferry.median < y,
+                    &format!("ratio ≤ {x:.2} and < {text}"),
+                ),
+            ),
             (Target::Asserted(text), _) => (
                 Some("none".to_owned()),
                 verdict(r.all_ok.unwrap_or(false), text),
@@ -580,6 +593,30 @@ mod tests {
         );
         assert_eq!(rows[0].peer.map(|p| p.median), Some(86746.0));
         assert!((rows[2].ferry.max - 29.9).abs() < 1e-9);
+    }
+
+    #[test]
+    fn a_stall_must_beat_the_peer_and_the_bound() {
+        let row = |ferry: f64, peer: f64| {
+            let one = |v| Stat {
+                median: v,
+                min: v,
+                max: v,
+            };
+            Row {
+                id: "live-stall-gap".into(),
+                what: "stall".into(),
+                unit: "ms".into(),
+                runs: 1,
+                ferry: one(ferry),
+                peer: Some(one(peer)),
+                all_ok: None,
+            }
+        };
+        let met = |r: Row| render(&[r], &[], "m", 0.0).contains(": met");
+        assert!(met(row(20.0, 300.0)));
+        assert!(!met(row(60.0, 300.0)), "50 ms is the bound");
+        assert!(!met(row(20.0, 10.0)), "no longer than the peer's");
     }
 
     #[test]

@@ -21,8 +21,9 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("openssl", "openssl"),
 ];
 
-/// Peer tools only the benchmarks need: the HTTP load generator.
-const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk")];
+/// Peer tools only the benchmarks need: the HTTP load generator, and
+/// QEMU's storage daemon (live migration's peer).
+const BENCH_TOOLS: &[(&str, &str)] = &[("wrk", "wrk"), ("qemu-storage-daemon", "qemu-utils")];
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
