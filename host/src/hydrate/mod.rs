@@ -113,6 +113,11 @@ pub struct Hydration {
     /// may differ from the source, when a copy-back begins; kept up by
     /// writes while it runs).
     pending: RegionSet,
+    /// The remote may hold writes acknowledged but not yet synced (a live
+    /// switch made this the served device without waiting for a sync):
+    /// the next FLUSH syncs the remote too, as its caller expects of every
+    /// write acknowledged before it.
+    remote_unsynced: AtomicBool,
     /// `SERVING`, `COPYING_BACK` or `RETURNED`.
     mode: std::sync::atomic::AtomicU8,
     /// Held for the last pass of a copy-back and the switch.
@@ -195,7 +200,14 @@ impl Hydration {
             cursor: AtomicU64::new(0),
             bandwidth: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
+            remote_unsynced: AtomicBool::new(false),
         }))
+    }
+
+    /// Records that the remote may hold acknowledged writes not yet
+    /// synced: the next FLUSH through this device syncs it first.
+    pub fn remote_may_be_unsynced(&self) {
+        self.remote_unsynced.store(true, Ordering::Release);
     }
 
     /// Limits the background copy to `limit` bytes per second.
@@ -754,6 +766,12 @@ impl BlockDevice for Hydration {
         let _pass = self.gate.enter();
         if self.is_returned() {
             return self.remote.flush();
+        }
+        if self.remote_unsynced.swap(false, Ordering::AcqRel)
+            && let Err(e) = self.remote.flush()
+        {
+            self.remote_unsynced.store(true, Ordering::Release);
+            return Err(e);
         }
         self.commit()
     }

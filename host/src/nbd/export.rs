@@ -253,11 +253,6 @@ impl ExportSlot {
         Ok(())
     }
 
-    /// The device requests use now.
-    pub(super) fn device(&self) -> Arc<dyn BlockDevice> {
-        Arc::clone(&lock(&self.state).device)
-    }
-
     /// Serves `device` to every later request.
     pub(super) fn set_device(&self, device: Arc<dyn BlockDevice>) {
         lock(&self.state).device = device;

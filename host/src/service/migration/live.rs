@@ -7,17 +7,18 @@
 //! the pause once.
 //!
 //! The switch, while every export of the volume is held still (requests
-//! in flight ended, new ones waiting, connections open): the source is
-//! flushed (writes acknowledged before the switch become durable there,
-//! so a later FLUSH covers them), the hydration starts from that quiet
-//! source, the store records the volume and its attachments on the
-//! destination, and only then do the exports serve the hydrating device.
+//! in flight ended, new ones waiting, connections open): the hydration
+//! starts from that quiet source, the store records the volume and its
+//! attachments on the destination, and only then do the exports serve the
+//! hydrating device. Writes acknowledged before the switch but not flushed
+//! are in the source's cache; the first FLUSH after the switch syncs the
+//! source too, so the hold never waits for a sync of the cache.
 //! A crash before the record leaves everything on the source; after it,
 //! the hydration resumes from its bitmap and the exports come back on it.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
@@ -146,21 +147,18 @@ impl Service {
         plan.local
             .discard(0, plan.local.size())
             .map_err(|e| Failure::unreachable("the destination LUN cannot be emptied", e))?;
+        // Most of the source's unwritten cache goes to disk while the
+        // clients still run, so the flush under the hold has little left.
+        plan.remote
+            .flush()
+            .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        let held = Instant::now();
         let paused = self
             .inner
             .exports
             .pause(&names, DRAIN_TIMEOUT)
             .map_err(|e| Failure::unreachable("the volume's exports", e))?;
-        // Writes acknowledged so far are in the source; a FLUSH after the
-        // switch goes to the destination, so make them durable now.
-        for device in paused.devices() {
-            device
-                .flush()
-                .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
-        }
-        plan.remote
-            .flush()
-            .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        let drained = held.elapsed();
         hydrations
             .start(plan.local.clone(), plan.remote.clone())
             .map_err(|e| Failure::unreachable("the hydration cannot start", e))?;
@@ -168,6 +166,11 @@ impl Service {
             let _ = hydrations.abandon(&hid);
             return Err(Failure::unreachable("the hydration", "it stopped at once").into());
         };
+        // Writes acknowledged before the switch but not yet flushed stay in
+        // the source's cache: the first FLUSH after the switch syncs the
+        // source as well, so the hold need not wait for a sync.
+        device.remote_may_be_unsynced();
+        let started = held.elapsed();
         let luns: HashMap<Uuid, (String, String)> = plan
             .exports
             .iter()
@@ -217,6 +220,14 @@ impl Service {
             paused.switch(&a.export_name(), device.clone() as Arc<dyn BlockDevice>);
         }
         drop(paused);
+        let released = held.elapsed();
+        tracing::info!(
+            volume = %id,
+            drained_ms = drained.as_millis() as u64,
+            started_ms = started.as_millis() as u64,
+            held_ms = released.as_millis() as u64,
+            "the volume's exports were held for the switch"
+        );
         let dest = volume.array.clone();
         for a in &volume.attachments {
             tracing::info!(volume = %id, attachment = %a.id, server = %a.server, array = %dest, "attachment switched");
