@@ -149,17 +149,16 @@ fn fio_ok(child: std::process::Child) {
     client_ok(child, "fio", &["verify: bad", "error="]);
 }
 
-/// The host's live path: a writer (fio, verifying) and a reader (qemu-io,
-/// on a second attachment) keep one connection each through the whole
-/// move; both attachments switch together; every byte matches after.
-#[test]
-fn an_attached_volume_moves_live_and_both_clients_keep_working() {
+/// A writer (fio, verifying) and a reader (qemu-io, on a second
+/// attachment) keep one connection each through the whole move of a
+/// volume from `p1` to `to` by `path`; both attachments switch together;
+/// every byte matches after.
+fn two_clients_across_a_move(config: &std::path::Path, to: &str, path: &str) {
     require_tool("fio", "fio");
     require_tool("qemu-io", "qemu-utils");
-    let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 96 * MIB);
-    let data = dir.path().join("data");
-    let server = Server::start(&data, Some(&config));
+    let dir = config.parent().unwrap();
+    let data = dir.join("data");
+    let server = Server::start(&data, Some(config));
     let size = 512 * MIB;
     let mut model = Model::new(size);
     let id = create_with_pattern(&server, "live", size, 32 * MIB, &mut model);
@@ -171,14 +170,14 @@ fn an_attached_volume_moves_live_and_both_clients_keep_working() {
     // The reader checks the first two extents; fio writes between them.
     let mut reading = reader(&reader_uri, &model, 0, 160 * MIB, 12);
     std::thread::sleep(Duration::from_millis(300));
-    migrate(&server, &id, "p2");
+    migrate(&server, &id, to);
     let m = wait_for(
         &server,
         &id,
         "migrating_attachable",
         Duration::from_secs(20),
     );
-    assert_eq!(m["path"], "host-live", "{m}");
+    assert_eq!(m["path"], path, "{m}");
     // Both clients were at work across the switch.
     assert!(
         fio.try_wait().unwrap().is_none(),
@@ -209,7 +208,7 @@ fn an_attached_volume_moves_live_and_both_clients_keep_working() {
     reader_ok(reading);
 
     let v = volume(&server, &id);
-    assert_eq!(v["array"], "p2");
+    assert_eq!(v["array"], to);
     assert_eq!(v["status"], "in-use");
     let events = switch_events(&server, &id);
     let mut evented: Vec<String> = events
@@ -225,6 +224,25 @@ fn an_attached_volume_moves_live_and_both_clients_keep_working() {
     // What neither client wrote is the pattern, on the same export names.
     verify(&reader_uri, &model, 0, 192 * MIB);
     verify(&writer_uri, &model, 256 * MIB, size);
+}
+
+/// The host's live path: no driver moves the volume (two `plain` arrays).
+#[test]
+fn the_host_moves_an_attached_volume_live_and_both_clients_keep_working() {
+    let dir = tempfile::tempdir().unwrap();
+    two_clients_across_a_move(&config(dir.path(), 96 * MIB), "p2", "host-live");
+}
+
+/// The target driver's async path: the take-over array hydrates, and the
+/// attachments switch to it as soon as it answers.
+#[test]
+fn the_target_drivers_async_move_switches_attached_clients() {
+    let dir = tempfile::tempdir().unwrap();
+    two_clients_across_a_move(
+        &support::volume_model::config(dir.path(), 96 * MIB),
+        "t1",
+        "target-driver-async",
+    );
 }
 
 /// Abort after the switch: the destination's writes are copied back and
@@ -346,16 +364,17 @@ fn a_failure_or_abort_before_the_switch_keeps_the_volume_on_the_source() {
 }
 
 /// kill -9 at random moments while an attached volume moves back and
-/// forth live, a client writing and flushing between kills: after each
-/// restart the same export serves every flushed write, and no migration
-/// is left stuck.
+/// forth live (to the take-over array `t1` by its async path, back to `p1`
+/// by the host's), a client writing and flushing between kills: after
+/// each restart the same export serves every flushed write, and no
+/// migration is left stuck.
 #[test]
 fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
     require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
     // About two seconds a move, so kills land before, in and after the
     // switch, while hydrating and while cleaning up.
-    let config = config(dir.path(), 256 * MIB);
+    let config = support::volume_model::config(dir.path(), 256 * MIB);
     let data = dir.path().join("data");
     let mut server = Server::start(&data, Some(&config));
     let size = 512 * MIB;
@@ -375,7 +394,7 @@ fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
         );
         if !running {
             let to = if volume(&server, &id)["array"] == "p1" {
-                "p2"
+                "t1"
             } else {
                 "p1"
             };

@@ -392,6 +392,14 @@ impl Hydrations {
         Ok(())
     }
 
+    /// The id of the running hydration that fills from `remote`, if any.
+    pub fn fed_by(&self, remote: &LunRef) -> Option<String> {
+        self.map()
+            .iter()
+            .find(|(_, r)| r.remote == *remote)
+            .map(|(id, _)| id.clone())
+    }
+
     /// Holds the running hydration from `remote` for a copy-back (abort):
     /// it can no longer finish, and its background copy pauses. Returns its
     /// id and device. `NotFound` if none runs (it finished: too late).

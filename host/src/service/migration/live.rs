@@ -28,12 +28,23 @@ use crate::array::Lun;
 use crate::block::BlockDevice;
 use crate::hydrate::LunRef;
 use crate::model::{Migration, MigrationPath, MigrationPhase, Volume};
+use crate::nbd::Paused;
 use crate::runtime::Connector;
 use crate::service::events::NewEvent;
 use crate::service::{Service, ServiceError};
 
 /// How long the switch waits for the volume's requests in flight to end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the target driver moved a held volume.
+pub(super) struct TargetMove {
+    pub reason: &'static str,
+    pub path: MigrationPath,
+    pub update: Option<String>,
+    /// The source LUN an async move hydrates from.
+    pub remote: Option<crate::model::LunAddress>,
+    pub next: MigrationPhase,
+}
 
 /// What the switch found ready before it holds the exports.
 struct SwitchPlan {
@@ -67,11 +78,132 @@ impl Service {
             .map_err(|e| {
                 StepError::Host(ServiceError::Internal(format!("switch task failed: {e}")))
             })??;
-        // The source no longer serves the attachments.
-        for a in &switched.attachments {
-            self.terminate_at(&switched, &m.source, Connector::Server(a.server.clone()))
+        self.release_source_attachments(&switched, m).await;
+        Ok(())
+    }
+
+    /// One `switched` event per attachment of `volume`, which now serves
+    /// from its destination.
+    fn announce_switch(&self, volume: &Volume) {
+        let dest = &volume.array;
+        for a in &volume.attachments {
+            tracing::info!(volume = %volume.id, attachment = %a.id, server = %a.server, array = %dest, "attachment switched");
+            self.inner.events.emit_attachment(
+                NewEvent {
+                    kind: "migration",
+                    volume: Some(volume.id),
+                    migration: volume.migration.as_ref().map(|m| m.id),
+                    from: volume.migration.as_ref().map(|m| m.source.array.clone()),
+                    to: "switched".into(),
+                    reason: Some(format!(
+                        "the attachment's NBD export serves from array {dest} now; its \
+                         connections stayed open"
+                    )),
+                },
+                a.id,
+                &a.server,
+            );
+        }
+    }
+
+    /// The source no longer serves the switched attachments.
+    async fn release_source_attachments(&self, volume: &Volume, m: &Migration) {
+        for a in &volume.attachments {
+            self.terminate_at(volume, &m.source, Connector::Server(a.server.clone()))
                 .await;
         }
+    }
+
+    /// An attached volume on the target driver's path, before its call:
+    /// whatever an interrupted earlier call left filling the destination
+    /// from this source (which the clients have written since) is removed,
+    /// the source is synced, and the exports are held still until the
+    /// call has answered, so the take-over sees a quiet source.
+    pub(super) async fn hold_for_target(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        remote: &Arc<Lun>,
+    ) -> Result<Paused, StepError> {
+        let fed = LunRef::of(remote);
+        if self.inner.hydrations.fed_by(&fed).is_some() {
+            self.discard_destination(v, m).await?;
+            if let Some(hid) = self.inner.hydrations.fed_by(&fed) {
+                self.inner
+                    .hydrations
+                    .abandon(&hid)
+                    .map_err(|e| Failure::unreachable("the earlier hydration", e))?;
+            }
+        }
+        remote
+            .flush()
+            .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        let names: Vec<String> = v.attachments.iter().map(|a| a.export_name()).collect();
+        let exports = self.inner.exports.clone();
+        tokio::task::spawn_blocking(move || exports.pause(&names, DRAIN_TIMEOUT))
+            .await
+            .map_err(|e| StepError::Host(ServiceError::Internal(format!("hold task failed: {e}"))))?
+            .map_err(|e| Failure::unreachable("the volume's exports", e).into())
+    }
+
+    /// The target driver moved a held, attached volume: every attachment
+    /// switches to the destination LUN the driver names for its server
+    /// (its hydration when the move is async), recorded before the exports
+    /// serve it.
+    pub(super) async fn switch_after_target(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        paused: Paused,
+        moved: TargetMove,
+    ) -> Result<(), StepError> {
+        let mut at = m.destination.clone();
+        at.provider_location = moved.update.clone();
+        let luns = self.attachment_luns(v, &at).await?;
+        let dest = self.array(&m.destination.array)?.clone();
+        let mut devices: HashMap<Uuid, Arc<dyn BlockDevice>> = HashMap::new();
+        for (a, lun) in &luns {
+            let device: Arc<dyn BlockDevice> = match self.inner.hydrations.device(dest.name(), lun)
+            {
+                Some(h) => {
+                    // Writes acknowledged before the switch may be unsynced
+                    // in the source the hydration reads from.
+                    h.remote_may_be_unsynced();
+                    h
+                }
+                None => Arc::new(
+                    dest.open_lun(lun)
+                        .map_err(|e| Failure::unreachable("the destination LUN", e))?,
+                ),
+            };
+            devices.insert(*a, device);
+        }
+        let volume = self.record(v.id, Some(moved.reason.to_owned()), |v, m| {
+            for a in v.attachments.iter_mut() {
+                let Some(lun) = luns.get(&a.id) else {
+                    return Err(ServiceError::Internal(format!(
+                        "attachment {} was made during the switch",
+                        a.id
+                    )));
+                };
+                a.lun = lun.clone();
+            }
+            m.path = Some(moved.path);
+            m.destination.provider_location = moved.update;
+            m.remote = moved.remote;
+            m.switched = v.attachments.iter().map(|a| a.id).collect();
+            let at = m.destination.clone();
+            v.place(&at);
+            Ok(m.enter(moved.next)?)
+        })?;
+        for a in &volume.attachments {
+            if let Some(d) = devices.get(&a.id) {
+                paused.switch(&a.export_name(), d.clone());
+            }
+        }
+        drop(paused);
+        self.announce_switch(&volume);
+        self.release_source_attachments(&volume, m).await;
         Ok(())
     }
 
@@ -228,25 +360,7 @@ impl Service {
             held_ms = released.as_millis() as u64,
             "the volume's exports were held for the switch"
         );
-        let dest = volume.array.clone();
-        for a in &volume.attachments {
-            tracing::info!(volume = %id, attachment = %a.id, server = %a.server, array = %dest, "attachment switched");
-            self.inner.events.emit_attachment(
-                NewEvent {
-                    kind: "migration",
-                    volume: Some(id),
-                    migration: volume.migration.as_ref().map(|m| m.id),
-                    from: volume.migration.as_ref().map(|m| m.source.array.clone()),
-                    to: "switched".into(),
-                    reason: Some(format!(
-                        "the attachment's NBD export serves from array {dest} now; its \
-                         connections stayed open"
-                    )),
-                },
-                a.id,
-                &a.server,
-            );
-        }
+        self.announce_switch(&volume);
         Ok(volume)
     }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::failure::{Failure, StepError, declined};
+use super::live::TargetMove;
 use super::run::{Called, vref_at};
 use crate::array::Array;
 use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Volume};
@@ -53,20 +54,12 @@ impl Service {
             }
             (false, _) => "the source driver does not declare source-migration",
         };
-        if attached {
-            // The target driver's take-over runs inside one driver call that
-            // the attachments would wait through; the host's live move
-            // switches them in milliseconds.
-            self.record(
-                v.id,
-                Some(format!(
-                    "{because}; the volume is attached: the host moves it live"
-                )),
-                |_, m| Ok(m.enter(MigrationPhase::HostCopyPrepare)?),
-            )?;
-            return Ok(());
-        }
         let (next, why) = self.after_source(&src, &dest, because)?;
+        let why = if attached && next == MigrationPhase::HostCopyPrepare {
+            format!("{why}: the host moves the attached volume live")
+        } else {
+            why
+        };
         self.record(v.id, Some(why), |_, m| Ok(m.enter(next)?))?;
         Ok(())
     }
@@ -246,6 +239,13 @@ impl Service {
             src.open_lun(&exposed.lun)
                 .map_err(|e| Failure::unreachable("the exposed LUN cannot be opened", e))?,
         );
+        // Attached: the exports are held through the call, so the source
+        // the target takes over is quiet, and switch as soon as it answers.
+        let hold = if v.attachments.is_empty() {
+            None
+        } else {
+            Some(self.hold_for_target(v, m, &remote).await?)
+        };
         let scope = self.progress_scope(&dest, v.id, v.size_bytes, Some(cancel.clone()))?;
         let vdest = vref_at(v, &m.destination);
         let source = Source {
@@ -260,6 +260,36 @@ impl Service {
             })
             .await?;
         let aborted = self.abort_asked(v.id)?;
+        if let Some(paused) = hold {
+            match &called {
+                Called::Answered(o)
+                    if o.moved && !aborted && (!o.is_async || declared.async_target_migration) =>
+                {
+                    let moved = if o.is_async {
+                        TargetMove {
+                            reason: "the target array took over the LUN; the attachments \
+                                     switched to it while it hydrates",
+                            path: MigrationPath::TargetDriverAsync,
+                            update: o.model_update.clone(),
+                            remote: Some(remote_address.clone()),
+                            next: MigrationPhase::Hydrating,
+                        }
+                    } else {
+                        TargetMove {
+                            reason: "the target driver moved the volume; the attachments \
+                                     switched to it",
+                            path: MigrationPath::TargetDriver,
+                            update: o.model_update.clone(),
+                            remote: None,
+                            next: MigrationPhase::CleanupSource,
+                        }
+                    };
+                    return self.switch_after_target(v, m, paused, moved).await;
+                }
+                // Nothing switches: the exports go on serving the source.
+                _ => drop(paused),
+            }
+        }
         match called {
             // Before the switch the source still holds every byte (nothing
             // was attached to the destination): an abort rolls back.
