@@ -60,13 +60,13 @@
 mod support;
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
+use support::fio_log::{Fio, Sample, longest_gap, longest_latency, rate};
+use support::qmp::{Qsd, event_ms};
 use support::{GIB, Server};
 
 /// The volume's size and the data it holds (the region fio writes to).
@@ -83,6 +83,8 @@ const TAIL: Duration = Duration::from_secs(1);
 const NEAR_SWITCH_MS: f64 = 1000.0;
 /// The longest a migration may take before the bench gives up.
 const LIMIT: Duration = Duration::from_secs(600);
+/// fio's own time limit, longer than any round: `Fio::stop` ends it first.
+const FIO_RUNTIME: Duration = Duration::from_secs(LIMIT.as_secs() * 2);
 
 /// Now on the wall clock, in ms since the epoch: the time line fio's log,
 /// Ferry's stamps and QMP's events share.
@@ -100,226 +102,6 @@ fn now_ms() -> f64 {
 fn settle() {
     let _ = Command::new("sync").status();
     std::thread::sleep(Duration::from_secs(1));
-}
-
-/// One write, as fio logged it.
-#[derive(Debug, Clone, Copy)]
-struct Sample {
-    /// When it completed (wall clock, ms; fio logs whole milliseconds).
-    done: f64,
-    /// Its completion latency, submission to completion (ms).
-    clat: f64,
-}
-
-impl Sample {
-    fn issued(&self) -> f64 {
-        self.done - self.clat
-    }
-}
-
-/// A time-based fio run in the background, logging every write.
-struct Fio {
-    child: Option<Child>,
-    dir: PathBuf,
-    name: String,
-}
-
-impl Fio {
-    /// 4k random writes at iodepth 16 over the data region of `uri`, until
-    /// stopped.
-    fn start(uri: &str, dir: &Path, name: &str) -> Fio {
-        let prefix = dir.join(name);
-        let err = File::create(dir.join(format!("{name}.err"))).expect("fio's stderr file");
-        let child = Command::new("fio")
-            .args([
-                &format!("--name={name}"),
-                "--ioengine=nbd",
-                &format!("--uri={uri}"),
-                "--rw=randwrite",
-                "--bs=4k",
-                "--iodepth=16",
-                &format!("--size={DATA}"),
-                "--time_based",
-                // Longer than any round; `stop` ends it with SIGINT, on
-                // which fio still writes its logs and report.
-                &format!("--runtime={}", LIMIT.as_secs() * 2),
-                &format!("--write_lat_log={}", prefix.display()),
-                "--log_avg_msec=0",
-                "--log_unix_epoch=1",
-                "--output-format=json",
-                &format!("--output={}.json", prefix.display()),
-            ])
-            .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .expect("fio (Debian package fio)");
-        Fio {
-            child: Some(child),
-            dir: dir.to_owned(),
-            name: name.to_owned(),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.err", self.name))).unwrap_or_default()
-    }
-
-    /// Stops fio and returns every write it logged, by completion time.
-    /// Panics when fio stopped on its own (an I/O error ends the job) or
-    /// reports an error.
-    fn stop(mut self) -> Vec<Sample> {
-        let mut child = self.child.take().expect("fio runs");
-        if let Ok(Some(status)) = child.try_wait() {
-            panic!(
-                "fio stopped by itself ({status}) while the volume was served: {}",
-                self.stderr()
-            );
-        }
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if Instant::now() < deadline => {
-                    std::thread::sleep(Duration::from_millis(50))
-                }
-                _ => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    panic!("fio did not stop within 60 s of SIGINT");
-                }
-            }
-        }
-        let report = std::fs::read_to_string(self.dir.join(format!("{}.json", self.name)))
-            .expect("fio's JSON report");
-        // fio writes notes ("connected to NBD server") before the document.
-        let doc = report.find('{').map_or("", |i| &report[i..]);
-        let v: Value = serde_json::from_str(doc)
-            .unwrap_or_else(|e| panic!("fio's JSON report does not parse ({e}): {report}"));
-        let error = v["jobs"][0]["error"].as_i64();
-        assert_eq!(
-            error,
-            Some(0),
-            "fio reports an I/O error while the volume was served: {}",
-            self.stderr()
-        );
-        let mut samples = read_clat_log(&self.dir, &self.name);
-        // Every write fio counted is in the log (at most the queue's depth
-        // apart, for writes caught by the stop), or a figure would miss
-        // some.
-        if let Some(total) = v["jobs"][0]["write"]["total_ios"].as_u64() {
-            assert!(
-                total.abs_diff(samples.len() as u64) <= 16,
-                "fio counted {total} writes but logged {}",
-                samples.len()
-            );
-        }
-        samples.sort_by(|a, b| a.done.total_cmp(&b.done));
-        samples
-    }
-}
-
-impl Drop for Fio {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-/// fio's completion-latency log, `<name>_clat.<job>.log`: lines of `time
-/// (ms, here since the epoch), latency (ns), direction, block size,
-/// offset`.
-fn read_clat_log(dir: &Path, name: &str) -> Vec<Sample> {
-    let stem = format!("{name}_clat.");
-    let path = std::fs::read_dir(dir)
-        .expect("scratch dir")
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&stem) && n.ends_with(".log"))
-        })
-        .unwrap_or_else(|| panic!("fio wrote no {stem}*.log in {}", dir.display()));
-    let file = File::open(&path).expect("fio's latency log");
-    let mut samples = Vec::new();
-    let mut bad = 0usize;
-    for line in BufReader::new(file).lines() {
-        let line = line.expect("reading fio's latency log");
-        let mut fields = line.split(',').map(str::trim);
-        let time = fields.next().and_then(|t| t.parse::<u64>().ok());
-        let clat = fields.next().and_then(|t| t.parse::<u64>().ok());
-        match (time, clat) {
-            (Some(t), Some(ns)) => samples.push(Sample {
-                done: t as f64,
-                clat: ns as f64 / 1e6,
-            }),
-            _ => bad += 1,
-        }
-    }
-    assert!(
-        !samples.is_empty() && bad <= samples.len() / 1000,
-        "{}: {} entries, {bad} lines that are not `time, latency, ...`",
-        path.display(),
-        samples.len()
-    );
-    samples
-}
-
-/// IOPS and p99 completion latency (ms) of the writes completed in
-/// `[from, to)`.
-fn rate(samples: &[Sample], from: f64, to: f64) -> Option<(f64, f64)> {
-    let lat: Vec<f64> = samples
-        .iter()
-        .filter(|s| s.done >= from && s.done < to)
-        .map(|s| s.clat)
-        .collect();
-    if lat.is_empty() || to <= from {
-        return None;
-    }
-    Some((
-        lat.len() as f64 * 1e3 / (to - from),
-        support::quantile(&lat, 0.99),
-    ))
-}
-
-/// The longest completion latency of a write alive at some time in
-/// `[from, to]`: one stalled across the switch counts even if it completes
-/// long after.
-fn longest_latency(samples: &[Sample], from: f64, to: f64) -> f64 {
-    samples
-        .iter()
-        .filter(|s| s.done >= from && s.issued() <= to)
-        .map(|s| s.clat)
-        .fold(0.0, f64::max)
-}
-
-/// The longest time without a completion that overlaps `[from, to]`, whole
-/// (a pause that began before the window or ends after it counts in full),
-/// and when it began. `samples` are sorted by completion.
-fn longest_gap(samples: &[Sample], from: f64, to: f64) -> (f64, f64) {
-    let mut longest: (f64, f64) = (0.0, from);
-    let mut consider = |len: f64, at: f64| {
-        if len > longest.0 {
-            longest = (len, at);
-        }
-    };
-    for pair in samples.windows(2) {
-        let (a, b) = (pair[0].done, pair[1].done);
-        if a < to && b > from {
-            consider(b - a, a);
-        }
-    }
-    // fio not yet writing at the window's start, or gone quiet before its
-    // end: the silence up to the edge.
-    if let (Some(first), Some(last)) = (samples.first(), samples.last()) {
-        consider(first.done - from, from);
-        consider(to - last.done, last.done);
-    }
-    longest
 }
 
 /// What one round measured on one side.
@@ -476,7 +258,7 @@ fn ferry_round(server: &Server, dir: &Path, round: usize) -> Measured {
     let (att, uri) = server.attach(&id);
     support::fill(&uri, DATA);
     settle();
-    let fio = Fio::start(&uri, dir, &format!("ferry-{round}"));
+    let fio = Fio::start(&uri, dir, &format!("ferry-{round}"), DATA, FIO_RUNTIME);
     std::thread::sleep(WARMUP);
     let idle_from = now_ms();
     std::thread::sleep(IDLE);
@@ -535,190 +317,6 @@ fn ferry_round(server: &Server, dir: &Path, round: usize) -> Measured {
     )
 }
 
-/// A QMP connection: commands and their answers, events kept as they come.
-struct Qmp {
-    reader: BufReader<UnixStream>,
-    writer: UnixStream,
-    events: Vec<Value>,
-}
-
-impl Qmp {
-    fn connect(path: &Path) -> Qmp {
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) => {
-                    assert!(
-                        Instant::now() < deadline,
-                        "QMP socket {}: {e}",
-                        path.display()
-                    );
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-            }
-        };
-        let writer = stream.try_clone().expect("QMP socket");
-        let mut qmp = Qmp {
-            reader: BufReader::new(stream),
-            writer,
-            events: Vec::new(),
-        };
-        let greeting = qmp.read(Instant::now() + Duration::from_secs(20));
-        assert!(
-            greeting.get("QMP").is_some(),
-            "not a QMP greeting: {greeting}"
-        );
-        qmp.execute("qmp_capabilities", json!({}))
-            .unwrap_or_else(|e| panic!("qmp_capabilities: {e}"));
-        qmp
-    }
-
-    /// The next message; panics past `deadline`.
-    fn read(&mut self, deadline: Instant) -> Value {
-        let left = deadline.saturating_duration_since(Instant::now());
-        assert!(!left.is_zero(), "QMP: no message in time");
-        self.reader
-            .get_ref()
-            .set_read_timeout(Some(left))
-            .expect("QMP read timeout");
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => panic!("QMP: qemu-storage-daemon closed its monitor"),
-            Ok(_) => serde_json::from_str(&line)
-                .unwrap_or_else(|e| panic!("QMP sent something not JSON ({e}): {line}")),
-            Err(e) => panic!("QMP: no message in time ({e})"),
-        }
-    }
-
-    /// Runs a command; its `return`, or its error's description.
-    fn execute(&mut self, command: &str, arguments: Value) -> Result<Value, String> {
-        let mut msg = json!({"execute": command, "arguments": arguments}).to_string();
-        msg.push('\n');
-        self.writer
-            .write_all(msg.as_bytes())
-            .unwrap_or_else(|e| panic!("QMP {command}: {e}"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let v = self.read(deadline);
-            if let Some(r) = v.get("return") {
-                return Ok(r.clone());
-            }
-            if let Some(e) = v.get("error") {
-                return Err(e.to_string());
-            }
-            if v.get("event").is_some() {
-                self.events.push(v);
-            }
-        }
-    }
-
-    /// The first event called `name` not yet taken, waiting up to `limit`.
-    fn wait_event(&mut self, name: &str, limit: Duration) -> Value {
-        let deadline = Instant::now() + limit;
-        loop {
-            if let Some(i) = self.events.iter().position(|e| e["event"] == name) {
-                return self.events.remove(i);
-            }
-            let v = self.read(deadline);
-            if v.get("event").is_some() {
-                self.events.push(v);
-            }
-        }
-    }
-}
-
-/// A QMP event's stamp (qemu's wall clock) in ms since the epoch.
-fn event_ms(e: &Value) -> f64 {
-    let t = &e["timestamp"];
-    match (t["seconds"].as_f64(), t["microseconds"].as_f64()) {
-        (Some(s), Some(us)) => s * 1e3 + us / 1e3,
-        _ => panic!("QMP event without a timestamp: {e}"),
-    }
-}
-
-/// A `qemu-storage-daemon` exporting a raw file over NBD on a loopback
-/// port, with its QMP monitor on a unix socket; stopped when dropped.
-struct Qsd {
-    qmp: Qmp,
-    port: u16,
-    _daemon: Stopper,
-}
-
-impl Qsd {
-    fn start(dir: &Path, src: &Path, round: usize) -> Qsd {
-        let port = support::free_port();
-        let sock = dir.join(format!("qmp-{round}.sock"));
-        // Option values separate on commas; a path holding one would be
-        // read as more options.
-        assert!(
-            !src.to_string_lossy().contains(',') && !sock.to_string_lossy().contains(','),
-            "the scratch dir's path holds a comma: {}",
-            dir.display()
-        );
-        let log = File::create(dir.join(format!("qsd-{round}.log"))).expect("qsd log");
-        let child = Command::new("qemu-storage-daemon")
-            .arg("--blockdev")
-            .arg(format!(
-                "file,node-name=src-file,filename={}",
-                src.display()
-            ))
-            .args(["--blockdev", "raw,node-name=src,file=src-file"])
-            .arg("--nbd-server")
-            .arg(format!(
-                "addr.type=inet,addr.host=127.0.0.1,addr.port={port}"
-            ))
-            .args([
-                "--export",
-                "type=nbd,id=exp0,node-name=src,name=bench,writable=on",
-            ])
-            .arg("--chardev")
-            .arg(format!(
-                "socket,id=mon0,path={},server=on,wait=off",
-                sock.display()
-            ))
-            .args(["--monitor", "chardev=mon0"])
-            .stdout(log.try_clone().expect("qsd log"))
-            .stderr(log)
-            .spawn()
-            .expect("qemu-storage-daemon (Debian package qemu-utils)");
-        // Owned before anything can fail, so the daemon is stopped then too.
-        let daemon = Stopper(Some(child));
-        let qmp = Qmp::connect(&sock);
-        support::wait_port(port);
-        Qsd {
-            qmp,
-            port,
-            _daemon: daemon,
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("nbd://127.0.0.1:{}/bench", self.port)
-    }
-}
-
-/// Stops a child: SIGTERM, then SIGKILL if it lingers.
-struct Stopper(Option<Child>);
-
-impl Drop for Stopper {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            // SAFETY: kill(2) on our own child's pid.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
 /// One round on QEMU: a fresh 4 GiB raw file, filled through the export,
 /// written to by fio while `blockdev-mirror` moves it to another.
 fn qemu_round(dir: &Path, round: usize) -> Measured {
@@ -735,7 +333,7 @@ fn qemu_round(dir: &Path, round: usize) -> Measured {
     let uri = qsd.uri();
     support::fill(&uri, DATA);
     settle();
-    let fio = Fio::start(&uri, dir, &format!("qemu-{round}"));
+    let fio = Fio::start(&uri, dir, &format!("qemu-{round}"), DATA, FIO_RUNTIME);
     std::thread::sleep(WARMUP);
     let idle_from = now_ms();
     std::thread::sleep(IDLE);

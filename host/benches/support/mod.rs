@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// fio logging every write, and the figures over windows of its log.
+pub mod fio_log;
+/// qemu-storage-daemon serving a file over NBD, driven through QMP.
+pub mod qmp;
 /// A CA and a server certificate made with `openssl`, shared with the
 /// tests.
 #[path = "../../../tests/support/tls.rs"]
@@ -253,20 +257,25 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            // SAFETY: kill(2) on our own child's pid: a clean stop first.
-            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            stop_child(child, Duration::from_secs(20));
         }
     }
+}
+
+/// Stops a child: SIGTERM, then SIGKILL if it lingers past `grace`.
+pub fn stop_child(mut child: Child, grace: Duration) {
+    // SAFETY: kill(2) on our own child's pid: a clean stop first.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
 }
 
 /// One request with a bearer token; status and JSON body (Null when empty).
