@@ -414,11 +414,16 @@ fn hot_swaps_under_load_drop_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
-        &format!("hydration_bandwidth_bytes_per_sec = {}", 24 * MIB),
+        &format!("hydration_bandwidth_bytes_per_sec = {}", 16 * MIB),
     );
     let server = Arc::new(Server::start(&dir.path().join("data"), Some(&config)));
     let size = 1024 * MIB;
     let id = create_volume(&server, "p1", size);
+    // The fill paces the bytes it reads from the source (holes are free):
+    // 256 MiB of data keep it hydrating for some 16 s, through every swap.
+    support::migrations::with_attachment(&server, &id, |uri| {
+        support::qemu_io(uri, &["write -P 0x6b 512M 256M", "flush"])
+    });
     let (status, body) = server.call(
         "POST",
         &format!("/v1/volumes/{id}/migrate"),
