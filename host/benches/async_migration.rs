@@ -32,13 +32,7 @@ impl Drop for Ferry {
 
 impl Ferry {
     fn start(dir: &std::path::Path) -> Ferry {
-        let config = dir.join("ferry.toml");
-        std::fs::write(
-            &config,
-            "zoning = [[\"t1\", \"p1\"]]\n[[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
-             [[array]]\nname = \"p1\"\ndriver = \"plain\"\n",
-        )
-        .expect("config");
+        let config = support::zoned_config(dir);
         let data = dir.join("data");
         let mut child = Command::new(env!("CARGO_BIN_EXE_ferry"))
             .arg("serve")

@@ -67,7 +67,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 use support::fio_log::{Fio, Sample, longest_gap, longest_latency, rate};
 use support::qmp::{Qsd, event_ms};
-use support::{GIB, Server};
+use support::{GIB, Server, rfc3339_ms};
 
 /// The volume's size and the data it holds (the region fio writes to).
 const VOLUME: u64 = 4 * GIB;
@@ -194,12 +194,6 @@ fn start_ferry(dir: &Path) -> Server {
     )
     .expect("config");
     Server::start_with(&dir.join("data"), Some(&config))
-}
-
-/// An RFC 3339 time as ms since the epoch.
-fn rfc3339_ms(v: &Value) -> Option<f64> {
-    let t = humantime::parse_rfc3339_weak(v.as_str()?).ok()?;
-    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64() * 1e3)
 }
 
 /// Polls the migration until it ends; its last view and when the poll saw

@@ -27,6 +27,9 @@ const BENCHES: &[(&str, u64)] = &[
     ("api", 600),
     ("scale", 600),
     ("live_migration", 900),
+    // Two routes of five rounds, each a 1 GiB fill and two cold copies:
+    // about 2 minutes here.
+    ("end_to_end", 600),
 ];
 
 /// Median, min and max of a measurement.
@@ -77,6 +80,8 @@ fn target(id: &str) -> Target {
         "driver-call-median" => Target::Below(50.0, "50 µs"),
         "scale-50" => Target::Asserted("all `success`, none refused or stuck"),
         _ if id.starts_with("live-stall-") => Target::RatioAtMostAndBelow(1.0, 50.0, "50 ms"),
+        // A whole migration, request to done, at least as fast as qemu-img.
+        _ if id.starts_with("e2e-") && !id.ends_with("-cpu") => Target::RatioAtMost(1.0),
         _ => Target::None,
     }
 }
@@ -617,6 +622,19 @@ mod tests {
         assert!(met(row(20.0, 300.0)));
         assert!(!met(row(60.0, 300.0)), "50 ms is the bound");
         assert!(!met(row(20.0, 10.0)), "no longer than the peer's");
+    }
+
+    #[test]
+    fn whole_migrations_are_held_to_qemu_img_but_their_cpu_is_not() {
+        assert!(matches!(
+            target("e2e-host-copy-success"),
+            Target::RatioAtMost(1.0)
+        ));
+        assert!(matches!(
+            target("e2e-async-attachable"),
+            Target::RatioAtMost(1.0)
+        ));
+        assert!(matches!(target("e2e-async-cpu"), Target::None));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use serde_json::Value;
 
@@ -241,6 +241,27 @@ impl Server {
             .join(format!("volume-{id}"))
     }
 
+    /// CPU seconds (user and system, every thread's, those ended too) the
+    /// server has used since it started.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("/proc stat");
+        // The command name may hold spaces and parentheses: count fields
+        // from its closing parenthesis, after which utime and stime are the
+        // 12th and 13th (fields 14 and 15 of proc(5)).
+        let after_name = stat.rsplit_once(')').expect("a stat line").1;
+        let ticks: u64 = after_name
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .map(|t| t.parse::<u64>().expect("utime and stime in clock ticks"))
+            .sum();
+        // SAFETY: sysconf only reads a constant of the system.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+        assert!(hz > 0, "sysconf(_SC_CLK_TCK) failed");
+        ticks as f64 / hz as f64
+    }
+
     /// Peak resident memory (VmHWM) of the server, in bytes.
     pub fn peak_rss(&self) -> u64 {
         let status =
@@ -308,6 +329,26 @@ pub fn call_with(
         serde_json::from_str(&text).unwrap_or(Value::String(text))
     };
     Ok((status, json))
+}
+
+/// An RFC 3339 time (as the API writes `started_at`, `finished_at` and
+/// events' `at`) as ms since the epoch.
+pub fn rfc3339_ms(v: &Value) -> Option<f64> {
+    let t = humantime::parse_rfc3339_weak(v.as_str()?).ok()?;
+    Some(t.duration_since(UNIX_EPOCH).ok()?.as_secs_f64() * 1e3)
+}
+
+/// A configuration whose target array declares take-over: `t1`
+/// (takeover) zoned with `p1` (plain), the async target path's pair.
+pub fn zoned_config(dir: &Path) -> PathBuf {
+    let config = dir.join("ferry.toml");
+    std::fs::write(
+        &config,
+        "zoning = [[\"t1\", \"p1\"]]\n[[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
+         [[array]]\nname = \"p1\"\ndriver = \"plain\"\n",
+    )
+    .expect("config");
+    config
 }
 
 /// Fails, naming the Debian package, when a tool is missing.
