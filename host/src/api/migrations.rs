@@ -44,7 +44,9 @@ fn unlocked_unless_asked(mut body: Value) -> Result<MigrateVolume, ApiError> {
 /// Migrate a volume to another array or pool.
 ///
 /// Admission is synchronous and atomic: 202 when it will proceed, else the
-/// exact reason.
+/// exact reason. An `available` volume moves offline; an `in-use` one moves
+/// live: its NBD connections stay open, and each attachment's switch to
+/// the destination is a `migration` event with `to` `switched`.
 #[utoipa::path(post, path = "/v1/volumes/{id}/migrate", operation_id = "migrateVolume", params(VolumePath), request_body = MigrateVolume, responses(
     (status = 202, description = "Accepted; follow it at `Location`.", body = MigrationAccepted,
         headers(("Location" = String, description = "The migration's status query."))),

@@ -240,7 +240,8 @@ pub enum VolumeCmd {
         /// Attachment id, as `attach` printed it.
         attachment_id: Uuid,
     },
-    /// Migrate a volume to another array (or pool).
+    /// Migrate a volume to another array (or pool). An attached (in-use)
+    /// volume moves live: its servers keep their NBD connections.
     Migrate {
         /// Volume id.
         id: Uuid,
