@@ -118,6 +118,8 @@ pub struct Hydration {
     /// the next FLUSH syncs the remote too, as its caller expects of every
     /// write acknowledged before it.
     remote_unsynced: AtomicBool,
+    /// Held while a FLUSH syncs the remote for `remote_unsynced`.
+    remote_sync: Mutex<()>,
     /// `SERVING`, `COPYING_BACK` or `RETURNED`.
     mode: std::sync::atomic::AtomicU8,
     /// Held for the last pass of a copy-back and the switch.
@@ -201,6 +203,7 @@ impl Hydration {
             bandwidth: AtomicU64::new(0),
             fetched: AtomicU64::new(0),
             remote_unsynced: AtomicBool::new(false),
+            remote_sync: Mutex::new(()),
         }))
     }
 
@@ -767,11 +770,16 @@ impl BlockDevice for Hydration {
         if self.is_returned() {
             return self.remote.flush();
         }
-        if self.remote_unsynced.swap(false, Ordering::AcqRel)
-            && let Err(e) = self.remote.flush()
-        {
-            self.remote_unsynced.store(true, Ordering::Release);
-            return Err(e);
+        if self.remote_unsynced.load(Ordering::Acquire) {
+            // Every FLUSH that finds the flag set waits for one sync of the
+            // remote to succeed: a second FLUSH must not be acknowledged
+            // while the first one's sync is still running, or after it
+            // failed.
+            let _one = self.remote_sync.lock().unwrap_or_else(|p| p.into_inner());
+            if self.remote_unsynced.load(Ordering::Acquire) {
+                self.remote.flush()?;
+                self.remote_unsynced.store(false, Ordering::Release);
+            }
         }
         self.commit()
     }

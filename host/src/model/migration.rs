@@ -344,6 +344,11 @@ pub struct Migration {
     /// switch (cleared when a copy-back switches them back).
     #[serde(default)]
     pub switched: Vec<Uuid>,
+    /// The target driver's call ran (or began) while clients could write
+    /// to the source: a fill it left behind is stale, whatever is attached
+    /// when the call is repeated.
+    #[serde(default)]
+    pub taken_over_attached: bool,
     /// Why it failed, if it did (only with status `error`, or while a
     /// failing step is retried).
     pub error: Option<String>,
@@ -548,6 +553,7 @@ mod tests {
             remote: None,
             hydrating: None,
             switched: Vec::new(),
+            taken_over_attached: false,
             error: None,
             warnings: vec![],
             attempts: 0,

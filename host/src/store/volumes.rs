@@ -173,6 +173,7 @@ mod tests {
             remote: None,
             hydrating: None,
             switched: Vec::new(),
+            taken_over_attached: false,
             error: None,
             warnings: vec![],
             attempts: 0,

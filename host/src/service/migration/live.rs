@@ -125,6 +125,31 @@ impl Service {
         m: &Migration,
         remote: &Arc<Lun>,
     ) -> Result<Paused, StepError> {
+        self.record(v.id, None, |_, m| {
+            m.taken_over_attached = true;
+            Ok(())
+        })?;
+        self.discard_stale_fill(v, m, remote).await?;
+        remote
+            .flush()
+            .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        let names: Vec<String> = v.attachments.iter().map(|a| a.export_name()).collect();
+        let exports = self.inner.exports.clone();
+        tokio::task::spawn_blocking(move || exports.pause(&names, DRAIN_TIMEOUT))
+            .await
+            .map_err(|e| StepError::Host(ServiceError::Internal(format!("hold task failed: {e}"))))?
+            .map_err(|e| Failure::unreachable("the volume's exports", e).into())
+    }
+
+    /// Removes what an earlier take-over call left filling the destination
+    /// from `remote` while clients wrote to it: its fetched regions are
+    /// stale.
+    pub(super) async fn discard_stale_fill(
+        &self,
+        v: &Volume,
+        m: &Migration,
+        remote: &Arc<Lun>,
+    ) -> Result<(), StepError> {
         let fed = LunRef::of(remote);
         if self.inner.hydrations.fed_by(&fed).is_some() {
             self.discard_destination(v, m).await?;
@@ -135,15 +160,7 @@ impl Service {
                     .map_err(|e| Failure::unreachable("the earlier hydration", e))?;
             }
         }
-        remote
-            .flush()
-            .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
-        let names: Vec<String> = v.attachments.iter().map(|a| a.export_name()).collect();
-        let exports = self.inner.exports.clone();
-        tokio::task::spawn_blocking(move || exports.pause(&names, DRAIN_TIMEOUT))
-            .await
-            .map_err(|e| StepError::Host(ServiceError::Internal(format!("hold task failed: {e}"))))?
-            .map_err(|e| Failure::unreachable("the volume's exports", e).into())
+        Ok(())
     }
 
     /// The target driver moved a held, attached volume: every attachment
@@ -170,6 +187,19 @@ impl Service {
                     // in the source the hydration reads from.
                     h.remote_may_be_unsynced();
                     h
+                }
+                // An async move must serve what it fills: a LUN it does not
+                // fill would show clients regions not yet there.
+                None if moved.next == MigrationPhase::Hydrating => {
+                    return Err(Failure::unreachable(
+                        "the destination",
+                        format!(
+                            "the target driver exposes LUN {}/{} to an attachment's server, \
+                             which is not a LUN it fills",
+                            lun.pool, lun.name
+                        ),
+                    )
+                    .into());
                 }
                 None => Arc::new(
                     dest.open_lun(lun)

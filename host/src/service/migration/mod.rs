@@ -269,6 +269,7 @@ impl Service {
                 remote: None,
                 hydrating: None,
                 switched: Vec::new(),
+                taken_over_attached: false,
                 error: None,
                 warnings: Vec::new(),
                 attempts: 0,

@@ -242,6 +242,11 @@ impl Service {
         // Attached: the exports are held through the call, so the source
         // the target takes over is quiet, and switch as soon as it answers.
         let hold = if v.attachments.is_empty() {
+            // Detached since an earlier call that ran attached: what that
+            // call began filling is stale all the same.
+            if m.taken_over_attached {
+                self.discard_stale_fill(v, m, &remote).await?;
+            }
             None
         } else {
             Some(self.hold_for_target(v, m, &remote).await?)
