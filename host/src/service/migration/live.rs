@@ -16,7 +16,7 @@
 //! A crash before the record leaves everything on the source; after it,
 //! the hydration resumes from its bitmap and the exports come back on it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ struct SwitchPlan {
     /// The source LUN it fills from.
     remote: Arc<Lun>,
     /// Each attachment's export name.
-    exports: Vec<(Uuid, String, String)>,
+    exports: Vec<(Uuid, String)>,
 }
 
 impl Service {
@@ -283,7 +283,7 @@ impl Service {
                 )
                 .into());
             }
-            exports.push((a.id, a.server.clone(), a.export_name()));
+            exports.push((a.id, a.export_name()));
         }
         Ok(SwitchPlan {
             local,
@@ -297,7 +297,7 @@ impl Service {
     /// exports are held for the flush, the hydration's start (a snapshot
     /// of the source's allocation) and one store transaction.
     fn switch_live(&self, id: Uuid, plan: SwitchPlan) -> Result<Volume, StepError> {
-        let names: Vec<String> = plan.exports.iter().map(|(_, _, n)| n.clone()).collect();
+        let names: Vec<String> = plan.exports.iter().map(|(_, n)| n.clone()).collect();
         let hydrations = &self.inner.hydrations;
         let hid = LunRef::of(&plan.local).id();
         // A hydration left by an earlier try (a crash before its record)
@@ -333,11 +333,7 @@ impl Service {
         // source as well, so the hold need not wait for a sync.
         device.remote_may_be_unsynced();
         let started = held.elapsed();
-        let luns: HashMap<Uuid, (String, String)> = plan
-            .exports
-            .iter()
-            .map(|(a, server, name)| (*a, (server.clone(), name.clone())))
-            .collect();
+        let planned: HashSet<Uuid> = plan.exports.iter().map(|(a, _)| *a).collect();
         let (local, remote) = (plan.local.address().clone(), plan.remote.address().clone());
         let size = plan.local.size();
         let recorded = self.record(
@@ -350,7 +346,7 @@ impl Service {
                     ));
                 }
                 for a in v.attachments.iter_mut() {
-                    if !luns.contains_key(&a.id) {
+                    if !planned.contains(&a.id) {
                         return Err(ServiceError::Internal(format!(
                             "attachment {} was made during the switch",
                             a.id
