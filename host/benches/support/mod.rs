@@ -124,8 +124,10 @@ impl Server {
         if let Some(config) = config {
             command.arg("--config").arg(config);
         }
+        // FERRY_BENCH_LOG=<filter> shows the server's log on stderr.
+        let log = std::env::var("FERRY_BENCH_LOG").ok();
         let mut child = command
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::piped())
             .spawn()
             .expect("spawn ferry serve");
@@ -135,6 +137,9 @@ impl Server {
             let mut sent = false;
             // Keep draining so the server never blocks on a full pipe.
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if log.is_some() {
+                    eprintln!("{line}");
+                }
                 if !sent && line.contains("ferry serving") {
                     let _ = tx.send(line);
                     sent = true;

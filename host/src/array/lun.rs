@@ -94,51 +94,57 @@ impl Lun {
         Ok(out)
     }
 
-    /// Writes `buf` at `offset` and returns once it is durable, along with
-    /// what reading it back after a crash takes (an allocation, a converted
-    /// extent). Unlike a write and a sync of the file, it writes back
-    /// nothing else: other writes to the LUN stay in the page cache.
-    pub fn write_durable_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
-        self.check_range(offset, buf.len() as u64)?;
-        let mut done = 0usize;
-        while done < buf.len() {
-            let rest = &buf[done..];
-            let Ok(pos) = i64::try_from(offset + done as u64) else {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    "offset too large",
-                ));
-            };
-            let iov = libc::iovec {
-                iov_base: rest.as_ptr() as *mut libc::c_void,
-                iov_len: rest.len(),
-            };
-            // SAFETY: the iovec points into `rest`, which outlives the call;
-            // pwritev2 only reads from it. The fd is open for the lifetime
-            // of `self.file`.
-            let n = unsafe { libc::pwritev2(self.file.as_raw_fd(), &iov, 1, pos, libc::RWF_DSYNC) };
-            if n < 0 {
-                let err = io::Error::last_os_error();
-                match err.raw_os_error() {
-                    Some(libc::EINTR) => continue,
-                    // A kernel or file system without per-write sync: the
-                    // same promise from a write and a sync of the file.
-                    Some(libc::EOPNOTSUPP | libc::ENOSYS | libc::EINVAL) if done == 0 => {
-                        self.file.write_all_at(buf, offset)?;
-                        return self.file.sync_data();
-                    }
-                    _ => return Err(err),
-                }
-            }
-            if n == 0 {
-                return Err(io::Error::new(
-                    io::ErrorKind::WriteZero,
-                    "durable write wrote nothing",
-                ));
-            }
-            done += n as usize;
+    /// Makes `[offset, offset + len)` durable: its pages, what reading them
+    /// back after a crash takes (allocations, converted extents) and the
+    /// disk's cache, as `fdatasync` does for the whole file, but writing
+    /// back no page outside the range. Under load, a sync of the whole
+    /// file writes back every write the LUN's user has not flushed at once
+    /// and stalls the writes that follow; this one leaves them alone.
+    /// (`msync` of a shared mapping is the system call that reaches the
+    /// kernel's ranged sync; the mapping itself is never touched.)
+    pub fn sync_range(&self, offset: u64, len: u64) -> io::Result<()> {
+        self.check_range(offset, len)?;
+        if len == 0 {
+            return Ok(());
         }
-        Ok(())
+        // SAFETY: sysconf reads no memory of ours.
+        let page = u64::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) })
+            .ok()
+            .filter(|p| p.is_power_of_two())
+            .unwrap_or(4096);
+        let start = offset & !(page - 1);
+        let (Ok(map_len), Ok(map_off)) = (
+            usize::try_from(offset + len - start),
+            libc::off_t::try_from(start),
+        ) else {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "range too large",
+            ));
+        };
+        // SAFETY: a fresh read-only shared mapping of our own open file, at
+        // a page-aligned offset inside it; nothing reads through it, and it
+        // is unmapped before returning.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                map_len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                self.file.as_raw_fd(),
+                map_off,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            // A file that cannot be mapped still syncs, whole.
+            return self.file.sync_data();
+        }
+        // SAFETY: `ptr` is the mapping of `map_len` bytes made above.
+        let synced = unsafe { libc::msync(ptr, map_len, libc::MS_SYNC) };
+        let err = (synced < 0).then(io::Error::last_os_error);
+        // SAFETY: the same mapping, unmapped once.
+        unsafe { libc::munmap(ptr, map_len) };
+        err.map_or(Ok(()), Err)
     }
 
     /// Allocates `[offset, offset + len)` without changing what it reads.
@@ -265,17 +271,18 @@ mod tests {
     }
 
     #[test]
-    fn durable_writes_land_whole_in_preallocated_space_and_check_their_range() {
+    fn a_ranged_sync_takes_unaligned_ranges_and_checks_them() {
         let (_d, l) = lun(4 << 20);
         l.preallocate(0, 4 << 20).unwrap();
         let data: Vec<u8> = (0..(1 << 20) + 512).map(|i| (i % 251) as u8).collect();
-        l.write_durable_at(&data, 4096).unwrap();
+        l.write_at(&data, 4096 + 512).unwrap();
+        l.sync_range(4096 + 512, data.len() as u64).unwrap();
+        l.sync_range(0, 0).unwrap();
         let mut back = vec![0u8; data.len()];
-        l.read_at(&mut back, 4096).unwrap();
+        l.read_at(&mut back, 4096 + 512).unwrap();
         assert!(back == data);
-        let err = l
-            .write_durable_at(&[1u8; 1024], (4 << 20) - 512)
-            .unwrap_err();
+        let err = l.sync_range((4 << 20) - 512, 1024).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(l.sync_range(u64::MAX - 1, 2).is_err());
     }
 }

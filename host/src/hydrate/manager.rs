@@ -302,7 +302,7 @@ impl Hydrations {
             .unwrap_or_else(|p| p.into_inner())
             .as_ref()
             .is_some_and(JoinHandle::is_finished);
-        if finished && !r.hydration.is_complete() {
+        if finished && !r.hydration.is_ready_to_end() {
             // The worker died early (say the source became unreachable):
             // report it, and start a new worker from where it stopped, so the
             // caller's next poll retries.
@@ -322,7 +322,7 @@ impl Hydrations {
         Ok(HydrationStatus {
             done_bytes: done,
             total_bytes: total,
-            complete: r.hydration.is_complete(),
+            complete: r.hydration.is_ready_to_end(),
         })
     }
 
@@ -353,11 +353,16 @@ impl Hydrations {
             r.finishing.store(true, Ordering::SeqCst);
             r
         };
-        let ended = r.stop().and_then(|()| r.hydration.commit());
-        if let Err(e) = ended {
-            r.finishing.store(false, Ordering::SeqCst);
-            return Err(e.into());
-        }
+        let began = std::time::Instant::now();
+        let ended = r.stop().and_then(|()| r.hydration.commit_to_end());
+        let commit_ms = began.elapsed().as_millis() as u64;
+        let synced = match ended {
+            Ok(synced) => synced,
+            Err(e) => {
+                r.finishing.store(false, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
         r.sink_finished.store(true, Ordering::Release);
         let record = HydrationRecord {
             finished: true,
@@ -372,7 +377,7 @@ impl Hydrations {
             .map_err(io::Error::other)?;
         self.finished().insert(id.to_owned(), record.total_bytes);
         self.map().remove(id);
-        tracing::info!(hydration = %id, "hydration finished");
+        tracing::info!(hydration = %id, commit_ms, synced, "hydration finished");
         Ok(())
     }
 

@@ -54,15 +54,6 @@ impl RegionSet {
         self.words[w].fetch_or(mask, Ordering::SeqCst);
     }
 
-    /// Adds every region of `range`; true if any was not in the set.
-    pub(super) fn insert_range(&self, range: std::ops::Range<usize>) -> bool {
-        let mut added = false;
-        for i in range {
-            added |= self.insert(i);
-        }
-        added
-    }
-
     /// Adds the regions of `bytes` (as [`RegionSet::new`] reads them).
     pub(super) fn union_bytes(&self, bytes: &[u8]) {
         let other = RegionSet::new(self.count, bytes);
@@ -70,7 +61,6 @@ impl RegionSet {
     }
 
     /// Whether region `i` is in the set.
-    #[cfg(test)]
     pub(super) fn contains(&self, i: usize) -> bool {
         let (w, mask) = Self::at(i);
         self.words[w].load(Ordering::SeqCst) & mask != 0
@@ -146,7 +136,9 @@ mod tests {
     #[test]
     fn take_restore_and_union() {
         let s = RegionSet::new(128, &[]);
-        s.insert_range(60..68);
+        for i in 60..68 {
+            s.insert(i);
+        }
         let low = s.take_word(0);
         assert_eq!(low.count_ones(), 4);
         assert_eq!(s.len(), 4);

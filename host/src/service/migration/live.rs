@@ -26,7 +26,7 @@ use super::failure::{Backoff, Failure, StepError};
 use super::run::{HOST_COPY_CONNECTOR, POLL_INTERVAL, vref_at};
 use crate::array::Lun;
 use crate::block::BlockDevice;
-use crate::hydrate::LunRef;
+use crate::hydrate::{HydrationError, LunRef};
 use crate::model::{Migration, MigrationPath, MigrationPhase, Volume};
 use crate::nbd::Paused;
 use crate::runtime::Connector;
@@ -412,14 +412,24 @@ impl Service {
         }
         .id();
         let hydrations = &self.inner.hydrations;
-        let polled = hydrations.status(&hid).and_then(|s| {
-            self.set_live_progress(v.id, s.done_bytes, s.total_bytes);
-            if s.complete {
-                hydrations.finish(&hid).map(|()| true)
-            } else {
-                Ok(false)
+        let polled = match hydrations.status(&hid) {
+            Ok(s) => {
+                self.set_live_progress(v.id, s.done_bytes, s.total_bytes);
+                if s.complete {
+                    // The finish writes back and syncs the whole LUN:
+                    // seconds under load, off the runtime's threads.
+                    let hydrations = hydrations.clone();
+                    tokio::task::spawn_blocking(move || hydrations.finish(&hid))
+                        .await
+                        .map_err(|e| HydrationError::Io(std::io::Error::other(e)))
+                        .and_then(|r| r)
+                        .map(|()| true)
+                } else {
+                    Ok(false)
+                }
             }
-        });
+            Err(e) => Err(e),
+        };
         match polled {
             Ok(true) => {
                 retry.reset();
