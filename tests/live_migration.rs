@@ -388,10 +388,12 @@ fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
         let uri = format!("nbd://{}/{export}", server.nbd);
         io(&uri, &random_write_cmds(&mut model, &mut rng, 8, 4, 0));
         let m = migration(&server, &id);
+        // A success whose source LUN is still being removed admits no
+        // new migration yet.
         let running = matches!(
             m["migration_status"].as_str(),
             Some("starting" | "migrating" | "migrating_attachable" | "completing" | "aborting")
-        );
+        ) || m["source_removal"] == "pending";
         if !running {
             let to = if volume(&server, &id)["array"] == "p1" {
                 "t1"

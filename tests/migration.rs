@@ -497,6 +497,11 @@ fn cli_migrates_and_waits() {
     let out = server.cli(&["--json", "volume", "migration", &id]);
     let m: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(m["migration_status"], "success");
+    // The source LUN goes right after the success; the text says so.
+    wait_end(&server, &id, Duration::from_secs(30));
+    let out = server.cli(&["volume", "migration", &id]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("removal:    source LUN removed\n"), "{text}");
     let out = server.cli(&["volume", "migrate", &id, "--to", "t1"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("same_location"));
@@ -539,7 +544,7 @@ fn a_move_between_pools_of_one_array() {
 /// being removed: an abort is refused with `abort_too_late`, and the
 /// migration succeeds.
 #[test]
-fn abort_is_refused_while_completing() {
+fn the_source_is_removed_after_the_success_and_nothing_new_starts_before() {
     let dir = tempfile::tempdir().unwrap();
     let config = support::migrations::faulty_config(dir.path(), 5000);
     let data = dir.path().join("data");
@@ -547,18 +552,42 @@ fn abort_is_refused_while_completing() {
     let id = create(&server, "slow:delete-volume@f1", "f1", 8 * MIB);
     let (status, _) = migrate(&server, &id, json!({"array": "f2"}));
     assert_eq!(status, 202);
-    let m =
-        support::migrations::wait_phase(&server, &id, "cleanup_source", Duration::from_secs(30));
-    assert_eq!(m["migration_status"], "completing", "{m}");
+    // The volume is usable on f2 while its source LUN (a slow driver's)
+    // is still being removed.
+    let m = support::migrations::wait_source_removal(&server, &id, Duration::from_secs(30));
+    assert!(m["finished_at"].is_string(), "{m}");
+    let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(
+        (v["status"].as_str(), v["array"].as_str()),
+        (Some("available"), Some("f2")),
+        "{v}"
+    );
+    with_attachment(&server, &id, |uri| qemu_io(uri, &["write -P 0x3c 0 1M"]));
+    // It ended: there is nothing to abort, and a new migration waits for
+    // the removal.
     let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert_eq!(status, 409, "{body}");
+    let (status, body) = migrate(&server, &id, json!({"array": "f1"}));
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (409, Some("abort_too_late")),
+        (409, Some("migration_in_progress")),
         "{body}"
     );
     let (m, _) = wait_end(&server, &id, Duration::from_secs(30));
+    assert_eq!(
+        (m["migration_status"].as_str(), m["source_removal"].as_str()),
+        (Some("success"), Some("done")),
+        "{m}"
+    );
+    assert!(
+        !lun_path(&data, "f1", &id).exists(),
+        "source LUN left behind"
+    );
+    let (status, body) = migrate(&server, &id, json!({"array": "f1"}));
+    assert_eq!(status, 202, "{body}");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(30));
     assert_eq!(m["migration_status"], "success", "{m}");
-    assert_eq!(m["abort_requested"], false, "{m}");
+    with_attachment(&server, &id, |uri| qemu_io(uri, &["read -P 0x3c 0 1M"]));
 }
 
 /// While `migrating` (a host copy) the volume cannot be attached; the

@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::migrations::{
     MIB, check_data, faulty_config, faulty_config_with, lun_path, migrate, volume_with_data,
-    wait_end, wait_phase,
+    wait_end, wait_phase, wait_source_removal,
 };
 use support::volume_model::{self, Model, attach, create_with_pattern, io, wait_for};
 use support::{Server, qemu_io};
@@ -43,7 +43,11 @@ fn faulty_round(config: &Path, name: &str, phase: &str, abort: bool, expect: Exp
         let (status, m) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
         assert_eq!(status, 202, "{m}");
     }
-    wait_phase(&server, &id, phase, Duration::from_secs(30));
+    if phase == SOURCE_REMOVAL {
+        wait_source_removal(&server, &id, Duration::from_secs(30));
+    } else {
+        wait_phase(&server, &id, phase, Duration::from_secs(30));
+    }
     std::thread::sleep(Duration::from_millis(100));
     let data = server.kill();
     let server = Server::start(&data, Some(config));
@@ -129,12 +133,16 @@ fn kill_9_in_the_host_copy() {
     );
 }
 
+/// Not a phase: the migration succeeded and its source LUN's removal (a
+/// slow one here) is under way.
+const SOURCE_REMOVAL: &str = "source removal";
+
 #[test]
-fn kill_9_while_completing() {
+fn kill_9_while_the_source_is_removed() {
     rounds(
         |d| faulty_config(d, 5000),
         "slow:delete-volume@f1",
-        "cleanup_source",
+        SOURCE_REMOVAL,
         false,
         MOVED,
     );

@@ -9,9 +9,11 @@
 //! always runs second:
 //!
 //! - Ferry: `POST /v1/volumes/{id}/migrate`, then `GET
-//!   /v1/volumes/{id}/migration` until `success`. Reported are the wall
-//!   time the client saw, and the migration's own `finished_at` minus
-//!   `started_at` (what the server journaled; millisecond stamps).
+//!   /v1/volumes/{id}/migration` until `success`, when the volume is usable
+//!   on its destination (the source LUN's removal follows, off the user's
+//!   wait). Reported are the wall time the client saw, and the migration's
+//!   own `finished_at` minus `started_at` (what the server journaled;
+//!   millisecond stamps).
 //! - qemu-img: `qemu-img convert -f raw -O raw <LUN file> <target>` and an
 //!   fsync of the target, so its copy is as durable as Ferry's at `success`
 //!   (Ferry syncs its destination before it reports the copy done).

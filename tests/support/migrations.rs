@@ -70,8 +70,9 @@ pub fn migrate(server: &Server, id: &str, body: Value) -> (u16, Value) {
     server.call("POST", &format!("/v1/volumes/{id}/migrate"), Some(body))
 }
 
-/// Polls the status query until the migration ends; returns the last view
-/// and every status seen on the way (volume, migration).
+/// Polls the status query until the migration ends (after a success, until
+/// its source LUN's removal is over too); returns the last view and every
+/// status seen on the way (volume, migration).
 pub fn wait_end(server: &Server, id: &str, limit: Duration) -> (Value, Vec<(String, String)>) {
     let start = Instant::now();
     let mut seen = Vec::new();
@@ -91,7 +92,8 @@ pub fn wait_end(server: &Server, id: &str, limit: Duration) -> (Value, Vec<(Stri
         if matches!(
             m["migration_status"].as_str(),
             Some("success" | "error" | "aborted")
-        ) {
+        ) && m["source_removal"] != "pending"
+        {
             return (m, seen);
         }
         assert!(start.elapsed() < limit, "migration did not end: {m}");
@@ -161,6 +163,24 @@ pub fn check_data(server: &Server, id: &str) {
             ],
         )
     });
+}
+
+/// Waits until the migration succeeded and its source LUN's removal is
+/// still under way.
+pub fn wait_source_removal(server: &Server, id: &str, limit: Duration) -> Value {
+    let start = Instant::now();
+    loop {
+        let (_, m) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
+        if m["source_removal"] == "pending" {
+            assert_eq!(m["migration_status"], "success", "{m}");
+            return m;
+        }
+        assert!(
+            start.elapsed() < limit,
+            "never saw the source removal pending: {m}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
 /// Waits until the migration's phase is `phase`.

@@ -191,7 +191,13 @@ pub fn wait_for(server: &Server, id: &str, status: &str, limit: Duration) -> Val
     loop {
         let m = migration(server, id);
         if m["migration_status"] == status {
-            return m;
+            // A success counts once its source LUN's removal is over too.
+            if status != "success" || m["source_removal"] != "pending" {
+                return m;
+            }
+            assert!(start.elapsed() < limit, "source LUN not removed: {m}");
+            std::thread::sleep(Duration::from_millis(10));
+            continue;
         }
         assert!(
             !matches!(

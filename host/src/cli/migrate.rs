@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::client::{Client, ClientError};
 use super::commands::{Output, decode};
 use super::table::{format_size, key_values};
+use crate::model::SourceRemoval;
 use crate::service::MigrationView;
 
 /// A string the server sent, escaped for the terminal (see
@@ -75,6 +76,15 @@ fn details(m: &MigrationView) -> String {
                 0 => "-".into(),
                 1 => "1 attachment".into(),
                 n => format!("{n} attachments"),
+            },
+        ),
+        (
+            "removal",
+            match m.source_removal {
+                None => "-".into(),
+                Some(SourceRemoval::Pending) => "source LUN being removed".into(),
+                Some(SourceRemoval::Done) => "source LUN removed".into(),
+                Some(SourceRemoval::Failed) => "source LUN left behind (see warnings)".into(),
             },
         ),
         ("error", m.error.clone().unwrap_or_else(|| "-".into())),
@@ -270,6 +280,7 @@ mod tests {
             error: None,
             warnings: vec![],
             attempts: 0,
+            source_removal: None,
             abort_requested: false,
             lock_volume: false,
             switched_attachments: vec![],

@@ -55,6 +55,22 @@ impl MigrationEnd {
     }
 }
 
+/// The source LUN's removal after a successful migration. The volume is
+/// usable at its destination as soon as the switch is recorded; the source
+/// is removed after that, off the user's wait, and a host that crashed
+/// first removes it on restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceRemoval {
+    /// Not yet removed; no new migration of the volume is admitted.
+    Pending,
+    /// Removed.
+    Done,
+    /// The source driver would not remove it: it is left behind, and the
+    /// migration's warnings say why.
+    Failed,
+}
+
 /// Which way a migration moves the data (seed 000's order).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -114,7 +130,9 @@ pub enum MigrationPhase {
     /// The host copies the volume from the destination back to the source;
     /// `checkpoint` says how far it got durably.
     Returning,
-    /// The volume lives on the destination; the source is being removed.
+    /// The volume lives on the destination; the source's exposures are
+    /// released and the success recorded, the source LUN's removal pending
+    /// (see [`SourceRemoval`]).
     CleanupSource,
     /// Undoing: the destination is being removed, once the source is known
     /// to hold the volume.
@@ -361,6 +379,9 @@ pub struct Migration {
     /// after the switch).
     #[serde(default)]
     pub attempts: u32,
+    /// After a success: how the removal of the source LUN goes.
+    #[serde(default)]
+    pub source_removal: Option<SourceRemoval>,
     /// When it was admitted (RFC 3339).
     pub started_at: String,
     /// When it ended (RFC 3339).
@@ -557,6 +578,7 @@ mod tests {
             error: None,
             warnings: vec![],
             attempts: 0,
+            source_removal: None,
             started_at: String::new(),
             finished_at: None,
         }

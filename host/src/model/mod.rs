@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 pub use migration::{
     Migration, MigrationEnd, MigrationPath, MigrationPhase, MigrationStatus, Placement,
-    TransitionError,
+    SourceRemoval, TransitionError,
 };
 
 /// Where a LUN lives on an array.

@@ -177,6 +177,7 @@ mod tests {
             error: None,
             warnings: vec![],
             attempts: 0,
+            source_removal: None,
             started_at: "2024-01-02T00:00:00.000Z".into(),
             finished_at: None,
         });

@@ -26,8 +26,8 @@ use super::events::NewEvent;
 use super::{Service, ServiceError};
 use crate::hydrate::{Hydration, LunRef};
 use crate::model::{
-    Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, Volume, VolumeStatus,
-    now_rfc3339,
+    Migration, MigrationPath, MigrationPhase, MigrationStatus, Placement, SourceRemoval, Volume,
+    VolumeStatus, now_rfc3339,
 };
 use crate::store::UpdateError;
 
@@ -120,6 +120,10 @@ pub struct MigrationView {
     /// switch back).
     #[serde(default)]
     pub switched_attachments: Vec<Uuid>,
+    /// After a success, the source LUN's removal, which goes on after the
+    /// volume is usable at its destination; null before a success.
+    #[serde(default)]
+    pub source_removal: Option<SourceRemoval>,
     /// When it started.
     #[schema(format = DateTime)]
     #[schema(required = true)]
@@ -167,6 +171,7 @@ fn view(volume: &Volume) -> MigrationView {
                 .copied()
                 .collect()
         }),
+        source_removal: m.and_then(|m| m.source_removal),
         started_at: m.map(|m| m.started_at.clone()),
         finished_at: m.and_then(|m| m.finished_at.clone()),
     }
@@ -227,6 +232,14 @@ impl Service {
             if v.status == VolumeStatus::Migrating {
                 return Err(ServiceError::MigrationInProgress(v.id));
             }
+            // The last migration's runner still removes its source LUN (a
+            // second or so); a new one would take its place in the record.
+            if v.migration
+                .as_ref()
+                .is_some_and(|m| m.source_removal == Some(SourceRemoval::Pending))
+            {
+                return Err(ServiceError::MigrationInProgress(v.id));
+            }
             // The checks above read the volume before this transaction; a
             // migration that ended in between may have moved it.
             if v.array == destination.array && v.pool == destination.pool {
@@ -273,6 +286,7 @@ impl Service {
                 error: None,
                 warnings: Vec::new(),
                 attempts: 0,
+                source_removal: None,
                 started_at: now_rfc3339(),
                 finished_at: None,
             });
@@ -541,6 +555,10 @@ impl Service {
                 continue;
             };
             if m.phase == MigrationPhase::Finished {
+                if m.source_removal == Some(SourceRemoval::Pending) {
+                    tracing::warn!(volume = %volume.id, "removing the source LUN of a migration that succeeded before a crash");
+                    self.spawn_migration(volume.id);
+                }
                 continue;
             }
             tracing::warn!(volume = %volume.id, phase = ?m.phase, "resuming an interrupted migration");

@@ -12,7 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use super::failure::{Backoff, Failure, StepError, outcome_unknown};
-use crate::model::{LunAddress, Migration, MigrationPath, MigrationPhase, Placement, Volume};
+use crate::model::{
+    LunAddress, Migration, MigrationPath, MigrationPhase, Placement, SourceRemoval, Volume,
+};
 use crate::runtime::Connector;
 use crate::runtime::{CallError, CallScope, DriverRuntime, VolumeRef};
 use crate::service::volumes::volume_ref;
@@ -118,7 +120,12 @@ impl Service {
                 MigrationPhase::Returning => self.step_returning(&volume, &m, &mut retry).await,
                 MigrationPhase::CleanupSource => self.step_cleanup_source(&volume, &m).await,
                 MigrationPhase::RollingBack => self.step_roll_back(&volume, &m).await,
-                MigrationPhase::Finished => return,
+                MigrationPhase::Finished => {
+                    if m.source_removal == Some(SourceRemoval::Pending) {
+                        self.remove_source(&volume, &m).await;
+                    }
+                    return;
+                }
             };
             match step {
                 Ok(()) => host.reset(),

@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::failure::{Backoff, StepError};
 use super::run::{HOST_COPY_CONNECTOR, vref_at};
 use crate::block::BlockDevice;
-use crate::model::{Migration, MigrationEnd, Placement, Volume, VolumeStatus};
+use crate::model::{Migration, MigrationEnd, Placement, SourceRemoval, Volume, VolumeStatus};
 use crate::runtime::Connector;
 use crate::service::{Service, ServiceError};
+use crate::store::UpdateError;
 
 /// How often a cleanup or check call is tried before the runner gives up
 /// on it.
@@ -26,8 +27,10 @@ fn cleanup_backoff() -> Backoff {
 const HOST_CHECK_CONNECTOR: &str = "ferry-host-check";
 
 impl Service {
-    /// After the switch: remove the source LUN, then report success. Never
-    /// goes back: the destination holds the volume now.
+    /// After the switch: report success, the source LUN's removal pending
+    /// (`remove_source` runs next). Never goes back: the destination holds
+    /// the volume now. The removal is a driver call that took most of a
+    /// second on a plain array, and nothing the user waits for needs it.
     pub(super) async fn step_cleanup_source(
         &self,
         v: &Volume,
@@ -37,20 +40,52 @@ impl Service {
         if m.path == Some(crate::model::MigrationPath::HostLive) {
             self.release_host_copy(v, m).await;
         }
-        let warning = self
-            .delete_at(v, &m.source)
-            .await
-            .err()
-            .map(|e| format!("the source LUN could not be removed: {e}"));
-        self.record(v.id, Some("migration complete".into()), |v, m| {
-            if let Some(w) = warning {
-                m.warn(w);
-            }
-            m.finish(MigrationEnd::Success)?;
-            v.settle_after_migration(m.original_status);
-            Ok(())
-        })?;
+        self.record(
+            v.id,
+            Some("migration complete; the source LUN is removed next".into()),
+            |v, m| {
+                m.finish(MigrationEnd::Success)?;
+                m.source_removal = Some(SourceRemoval::Pending);
+                v.settle_after_migration(m.original_status);
+                Ok(())
+            },
+        )?;
         Ok(())
+    }
+
+    /// Removes the source LUN of a migration that succeeded, and records
+    /// how that went. A crash before the record leaves it pending, and the
+    /// next start removes it (a repeated removal is a success by contract).
+    /// The volume may be deleted meanwhile: its source LUN is still removed.
+    pub(super) async fn remove_source(&self, v: &Volume, m: &Migration) {
+        let removed = self.delete_at(v, &m.source).await;
+        let migration = m.id;
+        let recorded = self.inner.store.update_volume(v.id, |v| {
+            let Some(m) = v.migration.as_mut().filter(|m| m.id == migration) else {
+                return Ok(());
+            };
+            m.source_removal = Some(match &removed {
+                Ok(()) => SourceRemoval::Done,
+                Err(e) => {
+                    m.warn(format!(
+                        "the source LUN could not be removed and is left behind: {e}"
+                    ));
+                    SourceRemoval::Failed
+                }
+            });
+            Ok::<_, ServiceError>(())
+        });
+        if let Err(e) = recorded
+            && !matches!(e, UpdateError::NotFound)
+        {
+            tracing::error!(volume = %v.id, error = ?e, "cannot record the source LUN's removal");
+        }
+        match removed {
+            Ok(()) => tracing::info!(volume = %v.id, array = %m.source.array, "source LUN removed"),
+            Err(e) => {
+                tracing::warn!(volume = %v.id, array = %m.source.array, error = %e, "the source LUN is left behind")
+            }
+        }
     }
 
     /// Undo: once the source is seen to hold the volume, remove whatever
