@@ -16,6 +16,10 @@
 //! (`--cache=none` would add O_DIRECT, a stricter promise Ferry does not
 //! make).
 //!
+//! Beside each 4k workload's IOPS, the server's CPU seconds (its process's
+//! user and system time over the fio run, from `/proc/PID/stat`) per
+//! million requests fio completed: lower is better.
+//!
 //! Run: `cargo bench -p ferry --bench nbd` (FERRY_BENCH_RUNS=N, default 3;
 //! FERRY_BENCH_SECS=N seconds a fio run, default 4).
 
@@ -102,14 +106,27 @@ impl Mode<'_> {
     }
 }
 
-fn measure(mode: &Mode, uri: &str, w: &Workload, secs: u64) -> f64 {
+/// One workload's figures from one server.
+#[derive(Clone, Default)]
+struct Figures {
+    /// IOPS or MiB/s, by workload.
+    speed: Vec<f64>,
+    /// The server's CPU seconds per million requests, by workload.
+    cpu: Vec<f64>,
+}
+
+/// Runs `w` against the server `pid` serves `uri` from.
+fn measure(mode: &Mode, uri: &str, w: &Workload, secs: u64, pid: u32) -> (f64, f64) {
     let home = mode.tls.map(|(_, home)| home);
+    let before = support::cpu_seconds(pid);
     let r = support::fio_with_home(home, &mode.uri(uri), w.rw, w.bs, w.iodepth, REGION, secs);
-    if w.bandwidth {
+    let cpu = (support::cpu_seconds(pid) - before) / (r.requests.max(1.0) / 1e6);
+    let speed = if w.bandwidth {
         r.bw / MIB as f64
     } else {
         r.iops
-    }
+    };
+    (speed, cpu)
 }
 
 /// The NBD servers Ferry is measured against.
@@ -177,7 +194,7 @@ impl Drop for Running {
     }
 }
 
-fn peer_pass(peer: Peer, mode: &Mode, file: &Path, secs: u64, out: &mut [Vec<f64>]) {
+fn peer_pass(peer: Peer, mode: &Mode, file: &Path, secs: u64, out: &mut [Figures]) {
     let port = support::free_port();
     let child = peer
         .command(file, port, mode)
@@ -189,20 +206,25 @@ fn peer_pass(peer: Peer, mode: &Mode, file: &Path, secs: u64, out: &mut [Vec<f64
                 peer.label().1
             )
         });
+    let pid = child.id();
     let _running = Running(child);
     support::wait_port(port);
     let uri = format!("nbd://127.0.0.1:{port}/bench");
-    for (i, w) in WORKLOADS.iter().enumerate() {
-        out[i].push(measure(mode, &uri, w, secs));
-    }
+    run_workloads(mode, &uri, secs, pid, out);
 }
 
-fn ferry_pass(server: &Server, mode: &Mode, id: &str, secs: u64, out: &mut [Vec<f64>]) {
+fn ferry_pass(server: &Server, mode: &Mode, id: &str, secs: u64, out: &mut [Figures]) {
     let (att, uri) = server.attach(id);
-    for (i, w) in WORKLOADS.iter().enumerate() {
-        out[i].push(measure(mode, &uri, w, secs));
-    }
+    run_workloads(mode, &uri, secs, server.pid(), out);
     server.detach(id, &att);
+}
+
+fn run_workloads(mode: &Mode, uri: &str, secs: u64, pid: u32, out: &mut [Figures]) {
+    for (i, w) in WORKLOADS.iter().enumerate() {
+        let (speed, cpu) = measure(mode, uri, w, secs, pid);
+        out[i].speed.push(speed);
+        out[i].cpu.push(cpu);
+    }
 }
 
 fn main() {
@@ -247,10 +269,10 @@ fn main() {
             tls: Some((&certs, &home)),
         },
     ] {
-        let mut ferry = vec![Vec::new(); WORKLOADS.len()];
+        let mut ferry = vec![Figures::default(); WORKLOADS.len()];
         let mut peers = [
-            vec![Vec::new(); WORKLOADS.len()],
-            vec![Vec::new(); WORKLOADS.len()],
+            vec![Figures::default(); WORKLOADS.len()],
+            vec![Figures::default(); WORKLOADS.len()],
         ];
         for run in 0..runs {
             // Rotate who goes first so no one always gets the warmer cache.
@@ -275,8 +297,23 @@ fn main() {
                     &format!("{id}{suffix}"),
                     &format!("{}{text}, vs {name}", w.what),
                     unit,
-                    support::summary(&ferry[i]),
-                    Some(support::summary(&peers[p][i])),
+                    support::summary(&ferry[i].speed),
+                    Some(support::summary(&peers[p][i].speed)),
+                );
+            }
+            // What a request costs the server: on two cores the CPU is
+            // what the client and the server share.
+            for (i, w) in WORKLOADS.iter().enumerate().filter(|(_, w)| !w.bandwidth) {
+                let id = w.id.replacen("nbd-", &format!("cpu-nbd{infix}-"), 1);
+                support::report(
+                    &format!("{id}{suffix}"),
+                    &format!(
+                        "NBD server CPU per million requests, {}{text}, vs {name}",
+                        w.what.trim_start_matches("NBD ")
+                    ),
+                    "CPU s",
+                    support::summary(&ferry[i].cpu),
+                    Some(support::summary(&peers[p][i].cpu)),
                 );
             }
         }

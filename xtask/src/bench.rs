@@ -635,6 +635,8 @@ mod tests {
             Target::RatioAtMost(1.0)
         ));
         assert!(matches!(target("e2e-async-cpu"), Target::None));
+        // A server's CPU per request is shown beside its peer's, unheld.
+        assert!(matches!(target("cpu-nbd-randread-4k"), Target::None));
     }
 
     #[test]

@@ -249,22 +249,7 @@ impl Server {
     /// CPU seconds (user and system, every thread's, those ended too) the
     /// server has used since it started.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("/proc stat");
-        // The command name may hold spaces and parentheses: count fields
-        // from its closing parenthesis, after which utime and stime are the
-        // 12th and 13th (fields 14 and 15 of proc(5)).
-        let after_name = stat.rsplit_once(')').expect("a stat line").1;
-        let ticks: u64 = after_name
-            .split_whitespace()
-            .skip(11)
-            .take(2)
-            .map(|t| t.parse::<u64>().expect("utime and stime in clock ticks"))
-            .sum();
-        // SAFETY: sysconf only reads a constant of the system.
-        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-        assert!(hz > 0, "sysconf(_SC_CLK_TCK) failed");
-        ticks as f64 / hz as f64
+        cpu_seconds(self.pid())
     }
 
     /// Peak resident memory (VmHWM) of the server, in bytes.
@@ -413,6 +398,8 @@ pub struct FioResult {
     pub iops: f64,
     /// Bytes a second, reads plus writes.
     pub bw: f64,
+    /// Requests completed, reads plus writes.
+    pub requests: f64,
 }
 
 /// One time-based fio run with the nbd engine over the first `size` bytes.
@@ -455,7 +442,28 @@ pub fn fio_with_home(
     FioResult {
         iops: f("read", "iops") + f("write", "iops"),
         bw: f("read", "bw_bytes") + f("write", "bw_bytes"),
+        requests: f("read", "total_ios") + f("write", "total_ios"),
     }
+}
+
+/// CPU seconds (user and system, every thread's, those ended too) the
+/// process `pid` has used since it started.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("/proc stat");
+    // The command name may hold spaces and parentheses: count fields from
+    // its closing parenthesis, after which utime and stime are the 12th
+    // and 13th (fields 14 and 15 of proc(5)).
+    let after_name = stat.rsplit_once(')').expect("a stat line").1;
+    let ticks: u64 = after_name
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|t| t.parse::<u64>().expect("utime and stime in clock ticks"))
+        .sum();
+    // SAFETY: sysconf only reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    assert!(hz > 0, "sysconf(_SC_CLK_TCK) failed");
+    ticks as f64 / hz as f64
 }
 
 /// A free loopback TCP port (bound once and released; fine for a bench).
