@@ -18,10 +18,14 @@
 //!   fsync of the target, so its copy is as durable as Ferry's at `success`
 //!   (Ferry syncs its destination before it reports the copy done).
 //!
-//! Two routes, each with its own server and rounds:
+//! Three routes, each with its rounds (the async one on a server of its
+//! own):
 //!
 //! - host copy: the embedded default arrays, `v2` (vendor-copy) to `p1`
 //!   (plain) with `force_host_copy: true`: the host's native copy.
+//! - source driver's own move: the embedded default arrays, `v1` to `v2`,
+//!   both `vendor-copy`, whose driver moves the volume itself (through
+//!   the host's block functions) and deletes its source.
 //! - async target path: `support::zoned_config`, `p1` (plain) to `t1`
 //!   (takeover, declaring take-over): the volume is attachable on the
 //!   destination at once (`migrating_attachable`) and hydrates in the
@@ -52,7 +56,7 @@
 //!
 //! Rows (`BENCH` lines, Ferry as `ferry`, qemu-img as `peer`):
 //! `e2e-host-copy-success`, `e2e-host-copy-journal`, `e2e-host-copy-cpu`,
-//! `e2e-async-attachable`, `e2e-async-success`, `e2e-async-journal`,
+//! the same three of `e2e-source-driver`, `e2e-async-attachable`, `e2e-async-success`, `e2e-async-journal`,
 //! `e2e-async-cpu`; all but the CPU rows are held to a ratio of at most 1.
 //!
 //! Run: `cargo bench -p ferry --bench end_to_end` (FERRY_BENCH_RUNS=N
@@ -104,6 +108,16 @@ const HOST_COPY: Route = Route {
     destination: "p1",
     force_host_copy: true,
     path: "host-copy",
+    attachable_first: false,
+};
+
+const SOURCE_DRIVER: Route = Route {
+    id: "e2e-source-driver",
+    label: "source driver's own move `v1` → `v2` (vendor-copy)",
+    source: "v1",
+    destination: "v2",
+    force_host_copy: false,
+    path: "source-driver",
     attachable_first: false,
 };
 
@@ -416,11 +430,15 @@ fn main() {
     );
     // One server a route, each stopped before the next starts so neither
     // competes with the other's measurements.
-    let samples = {
+    let (samples, source_driver) = {
         let server = Server::start(&dir.path().join("default"));
-        rounds(&server, dir.path(), &HOST_COPY, n, cache)
+        (
+            rounds(&server, dir.path(), &HOST_COPY, n, cache),
+            rounds(&server, dir.path(), &SOURCE_DRIVER, n, cache),
+        )
     };
     report_route(&HOST_COPY, &samples, cache);
+    report_route(&SOURCE_DRIVER, &source_driver, cache);
     let samples = {
         let zoned = dir.path().join("zoned");
         std::fs::create_dir_all(&zoned).expect("a directory for the zoned server");
