@@ -308,10 +308,10 @@ fn main() {
                 support::report(
                     &format!("{id}{suffix}"),
                     &format!(
-                        "NBD server CPU per million requests, {}{text}, vs {name}",
+                        "NBD server CPU seconds per million requests, {}{text}, vs {name}",
                         w.what.trim_start_matches("NBD ")
                     ),
-                    "CPU s",
+                    "s",
                     support::summary(&ferry[i].cpu),
                     Some(support::summary(&peers[p][i].cpu)),
                 );

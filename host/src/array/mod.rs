@@ -5,6 +5,7 @@
 
 mod copy;
 mod lun;
+mod trash;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{self, File};
@@ -184,6 +185,7 @@ impl Array {
                 }
             })?;
         }
+        trash::empty(&dir.join(trash::TRASH_DIR));
         Ok(Self {
             name: cfg.name.clone(),
             driver: cfg.driver.clone(),
@@ -401,7 +403,9 @@ impl Array {
         Ok(self.lun_path(addr)?.is_file())
     }
 
-    /// Deletes a LUN; a missing LUN is not an error (deletes are retried).
+    /// Deletes a LUN: its name is gone on return, its blocks are freed in
+    /// the background (`trash`). A missing LUN is not an error (deletes are
+    /// retried).
     pub fn delete_lun(&self, addr: &LunAddress) -> Result<(), ArrayError> {
         let path = self.lun_path(addr)?;
         let mut guard = self.lock_provisioned();
@@ -416,7 +420,14 @@ impl Array {
             }
             Err(e) => return Err(self.io(e)),
         };
-        match fs::remove_file(&path) {
+        let removed = match trash::discard_file(&self.root.join(trash::TRASH_DIR), &path) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                tracing::warn!(array = %self.name, error = %e, "cannot move a deleted LUN to the trash; removing it in place");
+                fs::remove_file(&path)
+            }
+            moved => moved,
+        };
+        match removed {
             Ok(()) => {
                 if let Some(n) = guard.as_mut() {
                     *n = n.saturating_sub(size);
@@ -595,6 +606,44 @@ mod tests {
         assert_eq!(l.size(), 512 << 10);
         assert_eq!(a.used_bytes().unwrap(), 512 << 10);
         assert_eq!(a.list_luns("default").unwrap(), vec!["two".to_owned()]);
+    }
+
+    #[test]
+    fn a_deleted_lun_is_gone_at_once_and_its_file_freed_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = array(dir.path(), 1 << 30);
+        let lun = a.create_lun(&addr("big"), 64 << 20).unwrap();
+        lun.write_at(&[7u8; 4096], 0).unwrap();
+        drop(lun);
+        let trash = dir.path().join("a1").join(trash::TRASH_DIR);
+        a.delete_lun(&addr("big")).unwrap();
+        assert!(!a.lun_exists(&addr("big")).unwrap());
+        assert!(matches!(
+            a.open_lun(&addr("big")),
+            Err(ArrayError::NoSuchLun { .. })
+        ));
+        assert_eq!(a.used_bytes().unwrap(), 0);
+        // The name is free again at once, and the old file goes soon.
+        a.create_lun(&addr("big"), 4096).unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while fs::read_dir(&trash).unwrap().next().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the deleted file stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        // What a crash left in the trash is removed when the array opens.
+        fs::write(trash.join("left.1.0"), b"old").unwrap();
+        let _again = array(dir.path(), 1 << 30);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while trash.join("left.1.0").exists() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the crash's leftover stayed"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
     }
 
     #[test]
