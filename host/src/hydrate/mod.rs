@@ -69,8 +69,8 @@ const YIELD_WINDOW_US: u64 = 5_000;
 const TRICKLE_INTERVAL: Duration = Duration::from_millis(50);
 
 /// Under attached I/O the worker rests this many times as long as its last
-/// run took before the next one (within `TRICKLE_INTERVAL`): it copies a
-/// quarter of the time, however fast the disk. A fixed run per interval
+/// span took before the next one (within `TRICKLE_INTERVAL`): it copies
+/// half of the time, however fast the disk. A fixed run per interval
 /// left the copy at 5 MB/s on any disk, so a loaded 1 GiB volume took a
 /// minute and a half to move.
 const TRICKLE_REST_FACTOR: u32 = 1;
@@ -109,6 +109,8 @@ pub struct Hydration {
     /// every region holding source data, the hydration ends without a
     /// sync of the whole LUN.
     durable: RegionSet,
+    /// `durable` was seen to cover every region holding source data.
+    source_durable: AtomicBool,
     /// `durable` or `written` changed since the last commit of either kind.
     progress_dirty: AtomicBool,
     epoch: Instant,
@@ -209,6 +211,7 @@ impl Hydration {
             commit_lock: Mutex::new(()),
             dirty: AtomicBool::new(false),
             durable,
+            source_durable: AtomicBool::new(false),
             progress_dirty: AtomicBool::new(false),
             epoch: Instant::now(),
             last_io_us: AtomicU64::new(0),
@@ -346,13 +349,14 @@ impl Hydration {
         now.saturating_sub(self.last_io_us.load(Ordering::Relaxed)) < us
     }
 
-    /// Copies region `i` from the remote; the caller holds its stripe lock. Source holes and zero data are skipped: the local LUN
-    /// is sparse, so they read as zeroes already.
+    /// Copies region `i` from the remote; the caller holds its stripe lock.
+    /// Source holes and zero data are skipped: the local LUN is sparse, so
+    /// they read as zeroes already.
     fn copy_region(&self, i: usize, buf: &mut Vec<u8>) -> io::Result<()> {
-        let (start, end) = self.regions.bounds(i);
-        if !overlaps(&self.remote_extents, start, end) {
+        if !self.has_source_data(i) {
             return Ok(());
         }
+        let (start, end) = self.regions.bounds(i);
         buf.resize((end - start) as usize, 0);
         self.remote.read_at(buf, start)?;
         if buf.iter().any(|b| *b != 0) {
@@ -364,12 +368,22 @@ impl Hydration {
     /// Whether every region holding source data is durable locally: then
     /// the hydration can end without syncing the local LUN, since a crash
     /// leaves each region reading the source's data or a later write.
+    /// Asked by every status poll and worker pass near the end, it walks
+    /// the regions only until the answer is yes, which stays yes: `durable`
+    /// only grows.
     fn source_data_durable(&self) -> bool {
-        self.remote_extents.iter().all(|e| {
+        if self.source_durable.load(Ordering::Acquire) {
+            return true;
+        }
+        let all = self.remote_extents.iter().all(|e| {
             self.regions
                 .span(e.offset, e.length)
                 .all(|i| self.durable.contains(i))
-        })
+        });
+        if all {
+            self.source_durable.store(true, Ordering::Release);
+        }
+        all
     }
 
     /// The commit that ends a hydration (or its worker): a progress commit
@@ -468,16 +482,13 @@ impl Hydration {
         }
         // Synced, the whole span is durable; otherwise only the regions
         // without source data, which wrote nothing to lose.
-        let made_durable = |i: &usize| (durable && synced.is_ok()) || !self.has_source_data(*i);
-        let added = claimed
-            .iter()
-            .chain(&earlier)
-            .filter(|i| made_durable(i))
-            .fold(false, |added, &i| {
-                // Every region is inserted: no short circuit.
-                let new = self.durable.insert(i);
-                added || new
-            });
+        let span_synced = durable && synced.is_ok();
+        let mut added = false;
+        for &i in claimed.iter().chain(&earlier) {
+            if span_synced || !self.has_source_data(i) {
+                added |= self.durable.insert(i);
+            }
+        }
         if added {
             self.progress_dirty.store(true, Ordering::Release);
         }
