@@ -70,7 +70,11 @@ fn example(name: &str) -> &'static [u8] {
 fn passes(name: &str) -> Vec<(String, String, String)> {
     let dir = tempfile::tempdir().unwrap();
     let file = write_file(dir.path(), &format!("{name}.wasm"), example(name));
-    let out = ferry_check(&file, true);
+    passes_file(name, &file)
+}
+
+fn passes_file(name: &str, file: &Path) -> Vec<(String, String, String)> {
+    let out = ferry_check(file, true);
     let v = report(&out);
     let all = checks(&v);
     assert_eq!(out.status.code(), Some(0), "{name}: {all:#?}");
@@ -121,6 +125,25 @@ fn the_vendor_copy_driver_passes_and_its_move_to_a_peer_keeps_the_data() {
         reason.contains("take-over-remote-lun and migrate-volume-target decline"),
         "{reason}"
     );
+}
+
+/// The example drivers as built against contract 0.1.0 still pass every
+/// check on this host, with the same migrations, and are named as such.
+#[test]
+fn the_0_1_0_example_components_pass_unchanged() {
+    for (name, path) in ferry::guests::CONTRACT_0_1_FIXTURES {
+        let all = passes_file(name, Path::new(path));
+        let (_, loads) = check(&all, "loads");
+        assert!(loads.contains("ferry:driver@0.1.0"), "{name}: {loads}");
+        assert!(!loads.contains("live-move"), "{name}: {loads}");
+        let expected = if name == "plain" { "skip" } else { "pass" };
+        assert_eq!(check(&all, "migration-data").0, expected, "{name}: {all:?}");
+    }
+    // The current build of the same drivers targets 0.2.0.
+    let all = passes("vendor-copy");
+    let (_, loads) = check(&all, "loads");
+    assert!(loads.contains("ferry:driver@0.2.0"), "{loads}");
+    assert!(loads.contains("live-move"), "{loads}");
 }
 
 #[test]

@@ -48,13 +48,13 @@ fn leb128(out: &mut Vec<u8>, mut v: u64) {
 /// mention of the driver interface's version is rewritten in place (same
 /// length, so the binary stays well-formed).
 fn future_world(bytes: &[u8]) -> Vec<u8> {
-    rename_interface(bytes, b"ferry:driver/driver@0.2.0")
+    rename_interface(bytes, b"ferry:driver/driver@0.3.0")
 }
 
 /// Rewrites every mention of the driver interface's name and version to
 /// `to` (of the same length, so the binary stays well-formed).
 fn rename_interface(bytes: &[u8], to: &[u8; 25]) -> Vec<u8> {
-    let from = b"ferry:driver/driver@0.1.0";
+    let from = b"ferry:driver/driver@0.2.0";
     let mut out = bytes.to_vec();
     let mut i = 0;
     let mut replaced = 0;
@@ -641,7 +641,7 @@ fn the_cli_installs_lists_and_activates_versions() {
 /// `plain` exporting its interface under another name: a whole component
 /// that compiles like the real one and then fails the world check.
 fn other_world(bytes: &[u8]) -> Vec<u8> {
-    rename_interface(bytes, b"ferry:driver/drivex@0.1.0")
+    rename_interface(bytes, b"ferry:driver/drivex@0.2.0")
 }
 
 /// A component that takes seconds to compile: one core module of `funcs`

@@ -34,6 +34,8 @@ fn array(dir: &Path, name: &str, driver: &str) -> Arc<Array> {
         driver: driver.into(),
         pools: vec!["default".into()],
         capacity_bytes: 1 << 30,
+        settings: Default::default(),
+        secrets: Default::default(),
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

@@ -13,7 +13,8 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::migrations::{faulty_config_with, wait_end, wait_phase};
 use support::volume_model::{
-    Model, Rng, create_with_pattern, io, migration, random_write_cmds, verify, wait_for,
+    Model, Rng, create_with_pattern, create_with_pattern_on, io, migration, random_write_cmds,
+    verify, wait_for,
 };
 use support::{Server, export_of, qemu_io, require_tool};
 
@@ -245,6 +246,121 @@ fn the_target_drivers_async_move_switches_attached_clients() {
     );
 }
 
+/// Arrays `v1`, `v2` of the current `vendor-copy` (which declares
+/// live-move) and `w1`, `w2` of the same driver as built against contract
+/// 0.1.0 (which cannot declare it).
+fn vendor_copy_config(dir: &std::path::Path) -> std::path::PathBuf {
+    let (_, old) = ferry::guests::CONTRACT_0_1_FIXTURES
+        .iter()
+        .find(|(n, _)| *n == "vendor-copy")
+        .unwrap();
+    let config = dir.join("ferry.toml");
+    let mut text = String::new();
+    for (array, driver) in [
+        ("v1", "vendor-copy"),
+        ("v2", "vendor-copy"),
+        ("w1", "vendor-copy-0-1"),
+        ("w2", "vendor-copy-0-1"),
+    ] {
+        text.push_str(&format!(
+            "[[array]]\nname = \"{array}\"\ndriver = \"{driver}\"\n"
+        ));
+    }
+    text.push_str(&format!(
+        "[[driver]]\nname = \"vendor-copy-0-1\"\npath = {old:?}\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
+/// A writer (fio) and a reader (qemu-io) on two attachments of a volume on
+/// `from` keep their connections while it moves to `to`; returns the
+/// migration as it ended. Every byte matches after.
+fn clients_across_a_driver_move(server: &Server, from: &str, to: &str) -> Value {
+    let size = 512 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern_on(server, from, "moved", size, 32 * MIB, &mut model);
+    let (writer_att, writer_uri) = attach_as(server, &id, "app");
+    let (reader_att, reader_uri) = attach_as(server, &id, "backup");
+    let mut fio = fio_writer(&writer_uri, 192, 4);
+    let mut reading = reader(&reader_uri, &model, 0, 160 * MIB, 8);
+    std::thread::sleep(Duration::from_millis(300));
+    migrate(server, &id, to);
+    let (end, seen) = wait_end(server, &id, Duration::from_secs(120));
+    assert_eq!(end["migration_status"], "success", "{end}");
+    assert!(
+        seen.iter()
+            .all(|(status, _)| status == "migrating" || status == "in-use"),
+        "{seen:?}"
+    );
+    let m = migration(server, &id);
+    let mut switched: Vec<String> = m["switched_attachments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    switched.sort();
+    let mut both = vec![writer_att, reader_att];
+    both.sort();
+    assert_eq!(switched, both, "both attachments switch together: {m}");
+    assert!(
+        fio.try_wait().unwrap().is_none() || reading.try_wait().unwrap().is_none(),
+        "the clients ended before the move did"
+    );
+    fio_ok(fio);
+    reader_ok(reading);
+    let v = volume(server, &id);
+    assert_eq!(v["array"], to, "{v}");
+    assert_eq!(v["status"], "in-use", "{v}");
+    assert_eq!(switch_events(server, &id).len(), 2);
+    verify(&reader_uri, &model, 0, 192 * MIB);
+    verify(&writer_uri, &model, 256 * MIB, size);
+    m
+}
+
+/// A source driver that declares live-move moves an attached volume by its
+/// own means, with the exports held for its call; one built against
+/// contract 0.1.0 cannot declare it, so the host moves the volume instead.
+#[test]
+fn the_source_drivers_live_move_switches_attached_clients_and_0_1_0_skips_it() {
+    require_tool("fio", "fio");
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let config = vendor_copy_config(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+
+    let m = clients_across_a_driver_move(&server, "v1", "v2");
+    assert_eq!(m["path"], "source-driver", "{m}");
+    assert!(m["warnings"].as_array().is_none_or(|w| w.is_empty()), "{m}");
+
+    let m = clients_across_a_driver_move(&server, "w1", "w2");
+    assert_eq!(m["path"], "host-live", "{m}");
+    let (_, page) = server.call("GET", "/v1/events?follow=false", None);
+    let skipped = page["events"].as_array().unwrap().iter().any(|e| {
+        e["migration"] == m["migration_id"]
+            && e["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("does not declare live-move"))
+    });
+    assert!(
+        skipped,
+        "no event says why the 0.1.0 driver's move was skipped: {page}"
+    );
+}
+
+/// Kill -9 at random points of source-driver live moves back and forth
+/// (before, during and after the held call, whose source LUN the driver
+/// deletes): after every restart the export serves the volume again, from
+/// whichever array holds it, and no flushed write is lost.
+#[test]
+fn kill_9_loop_during_source_driver_live_moves_loses_no_flushed_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = vendor_copy_config(dir.path());
+    let m = kill_9_loop(&config, ("v1", "v2"), 10, 600);
+    assert_eq!(m["path"], "source-driver", "{m}");
+}
+
 /// Abort after the switch: the destination's writes are copied back and
 /// the attachments switch back to the source, connections still open.
 #[test]
@@ -370,21 +486,35 @@ fn a_failure_or_abort_before_the_switch_keeps_the_volume_on_the_source() {
 /// migration is left stuck.
 #[test]
 fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
-    require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
     // About two seconds a move, so kills land before, in and after the
     // switch, while hydrating and while cleaning up.
     let config = support::volume_model::config(dir.path(), 256 * MIB);
-    let data = dir.path().join("data");
-    let mut server = Server::start(&data, Some(&config));
+    kill_9_loop(&config, ("p1", "t1"), 12, 1500);
+}
+
+/// A volume on `arrays.0`, attached and written to, moved back and forth
+/// between `arrays` while the server is killed `rounds` times at random
+/// points up to `max_pause_ms` into each round. At the end the last move
+/// succeeds, the export serves the volume again and no flushed write is
+/// lost; returns the last migration.
+fn kill_9_loop(
+    config: &std::path::Path,
+    arrays: (&str, &str),
+    rounds: usize,
+    max_pause_ms: u64,
+) -> Value {
+    require_tool("qemu-io", "qemu-utils");
+    let data = config.parent().unwrap().join("data");
+    let mut server = Server::start(&data, Some(config));
     let size = 512 * MIB;
     let mut model = Model::new(size);
-    let id = create_with_pattern(&server, "live-kill", size, 32 * MIB, &mut model);
+    let id = create_with_pattern_on(&server, arrays.0, "live-kill", size, 32 * MIB, &mut model);
     let (_, uri) = attach_as(&server, &id, "app");
     let export = export_of(&uri).to_owned();
     let mut rng = Rng(0xfeed);
     let mut started = 0;
-    for _ in 0..12 {
+    for _ in 0..rounds {
         let uri = format!("nbd://{}/{export}", server.nbd);
         io(&uri, &random_write_cmds(&mut model, &mut rng, 8, 4, 0));
         let m = migration(&server, &id);
@@ -395,17 +525,17 @@ fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
             Some("starting" | "migrating" | "migrating_attachable" | "completing" | "aborting")
         ) || m["source_removal"] == "pending";
         if !running {
-            let to = if volume(&server, &id)["array"] == "p1" {
-                "t1"
+            let to = if volume(&server, &id)["array"] == arrays.0 {
+                arrays.1
             } else {
-                "p1"
+                arrays.0
             };
             migrate(&server, &id, to);
             started += 1;
         }
-        std::thread::sleep(Duration::from_millis(rng.next() % 1500));
+        std::thread::sleep(Duration::from_millis(rng.next() % max_pause_ms));
         let dir = server.kill();
-        server = Server::start(&dir, Some(&config));
+        server = Server::start(&dir, Some(config));
     }
     assert!(started >= 3, "only {started} migrations started");
     let (m, _) = wait_end(&server, &id, Duration::from_secs(120));
@@ -414,6 +544,7 @@ fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
     assert_eq!(v["status"], "in-use", "{v}");
     let uri = format!("nbd://{}/{export}", server.nbd);
     verify(&uri, &model, 0, size);
+    m
 }
 
 /// `ferry volume migrate --wait` on an attached volume: the same progress

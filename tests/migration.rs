@@ -22,6 +22,41 @@ const MIB: u64 = 1 << 20;
 fn every_path_moves_the_data_intact() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), None);
+    every_path(&server, dir.path());
+}
+
+/// The same paths with the example drivers as built against contract
+/// 0.1.0, configured over the built-in ones: the host runs them unchanged
+/// and says which contract each was built against.
+#[test]
+fn every_path_moves_the_data_intact_with_0_1_0_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = ferry::config::DEFAULT_CONFIG.to_owned();
+    for (name, path) in ferry::guests::CONTRACT_0_1_FIXTURES {
+        text.push_str(&format!(
+            "\n[[driver]]\nname = \"{name}\"\npath = {path:?}\n"
+        ));
+    }
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(&config, text).unwrap();
+    let data = dir.path().join("data");
+    let server = Server::start(&data, Some(&config));
+    let (status, drivers) = server.call("GET", "/v1/drivers", None);
+    assert_eq!(status, 200, "{drivers}");
+    for d in drivers["drivers"].as_array().unwrap() {
+        let active = d["active_digest"].as_str().unwrap();
+        let version = d["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["digest"] == active)
+            .unwrap();
+        assert_eq!(version["contract"], "0.1.0", "{d}");
+    }
+    every_path(&server, &data);
+}
+
+fn every_path(server: &Server, dir: &Path) {
     let cases = [
         ("v1", "v2", "source-driver"),
         ("p1", "t1", "target-driver-async"),
@@ -29,13 +64,13 @@ fn every_path_moves_the_data_intact() {
         ("t1", "p1", "host-copy"),
     ];
     for (from, to, path) in cases {
-        let id = create(&server, &format!("{from}-to-{to}"), from, 256 * MIB);
-        with_attachment(&server, &id, write_pattern);
-        let src_file = lun_path(dir.path(), from, &id);
+        let id = create(server, &format!("{from}-to-{to}"), from, 256 * MIB);
+        with_attachment(server, &id, write_pattern);
+        let src_file = lun_path(dir, from, &id);
         let src_alloc = allocated(&src_file);
         assert!(src_alloc > 0, "{}", src_file.display());
 
-        let (status, accepted) = migrate(&server, &id, json!({"array": to}));
+        let (status, accepted) = migrate(server, &id, json!({"array": to}));
         assert_eq!(status, 202, "{from}->{to}: {accepted}");
         assert!(accepted["migration_id"].is_string());
         assert!(accepted["message"].as_str().unwrap().contains(to));
@@ -43,7 +78,7 @@ fn every_path_moves_the_data_intact() {
         let (m, seen) = {
             let (_, l) = server.call("GET", "/v1/volumes", None);
             listed_during = listed_during.max(l["volumes"].as_array().unwrap().len());
-            wait_end(&server, &id, Duration::from_secs(120))
+            wait_end(server, &id, Duration::from_secs(120))
         };
         assert_eq!(m["migration_status"], "success", "{from}->{to}: {m}");
         assert_eq!(m["path"], path, "{from}->{to}: {m}");
@@ -60,12 +95,12 @@ fn every_path_moves_the_data_intact() {
         assert_eq!(v["status"], "available", "{v}");
         assert_eq!(v["migration_status"], "success");
         assert!(!src_file.exists(), "{from}->{to}: source LUN still there");
-        let dst_alloc = allocated(&lun_path(dir.path(), to, &id));
+        let dst_alloc = allocated(&lun_path(dir, to, &id));
         assert!(
             dst_alloc <= src_alloc,
             "{from}->{to}: destination allocates {dst_alloc} > source {src_alloc}"
         );
-        with_attachment(&server, &id, check_pattern);
+        with_attachment(server, &id, check_pattern);
         let (_, l) = server.call("GET", "/v1/volumes", None);
         let ids: Vec<&str> = l["volumes"]
             .as_array()

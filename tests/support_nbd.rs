@@ -32,6 +32,8 @@ impl Fixture {
             driver: "plain".into(),
             pools: vec!["default".into()],
             capacity_bytes: 1 << 40,
+            settings: Default::default(),
+            secrets: Default::default(),
         };
         let array = Array::open(dir.path(), &cfg).unwrap();
         Fixture { dir, array }

@@ -45,6 +45,8 @@ fn main() {
         driver: "plain".into(),
         pools: vec!["default".into()],
         capacity_bytes: 1 << 30,
+        settings: Default::default(),
+        secrets: Default::default(),
     };
     let array = Arc::new(Array::open(dir.path(), &cfg).expect("array"));
     let scope = CallScope::new(array, Vec::new());

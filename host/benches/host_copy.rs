@@ -49,6 +49,8 @@ fn main() {
         driver: "plain".into(),
         pools: vec!["default".into()],
         capacity_bytes: 64 * GIB,
+        settings: Default::default(),
+        secrets: Default::default(),
     };
     let array = Array::open(dir.path(), &cfg).expect("array");
     let src = array.create_lun(&addr("src"), SIZE).expect("src");

@@ -44,6 +44,14 @@ pub struct ArrayConfig {
     /// Capacity in bytes.
     #[serde(default = "default_capacity")]
     pub capacity_bytes: u64,
+    /// Settings the array's driver reads (for example its management
+    /// endpoint), by name.
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// Secrets the array's driver reads (passwords, tokens), by name: each
+    /// from a file, an environment variable or the text itself.
+    #[serde(default)]
+    pub secrets: std::collections::BTreeMap<String, crate::secrets::SecretSource>,
 }
 
 /// A driver component loaded from a file at start (in addition to the
@@ -308,6 +316,11 @@ pub struct Config {
     pub volumes: VolumesConfig,
 }
 
+/// Longest name of an array's setting or secret.
+const MAX_SETTING_NAME_BYTES: usize = 128;
+/// Longest value of an array's setting.
+const MAX_SETTING_BYTES: usize = 64 << 10;
+
 fn default_pools() -> Vec<String> {
     vec!["default".to_owned()]
 }
@@ -455,6 +468,26 @@ impl Config {
             }
             if a.capacity_bytes == 0 {
                 return invalid(format!("array {} has zero capacity", a.name));
+            }
+            for (n, v) in &a.settings {
+                if n.is_empty() || n.len() > MAX_SETTING_NAME_BYTES || v.len() > MAX_SETTING_BYTES {
+                    return invalid(format!(
+                        "array {}: setting {n:?}: names are 1 to {MAX_SETTING_NAME_BYTES} bytes, \
+                         values at most {MAX_SETTING_BYTES}",
+                        a.name
+                    ));
+                }
+            }
+            for n in a.secrets.keys() {
+                if n.is_empty() || n.len() > MAX_SETTING_NAME_BYTES {
+                    return invalid(format!(
+                        "array {}: secret {n:?}: names are 1 to {MAX_SETTING_NAME_BYTES} bytes",
+                        a.name
+                    ));
+                }
+            }
+            if let Err(e) = crate::secrets::Secrets::read(&a.secrets) {
+                return invalid(format!("array {}: {e}", a.name));
             }
         }
         for [a, b] in &self.zoning {

@@ -19,5 +19,6 @@ pub mod private_fs;
 pub mod prometheus;
 pub mod remote_nbd;
 pub mod runtime;
+pub mod secrets;
 pub mod service;
 pub mod store;

@@ -48,7 +48,10 @@ pub trait Driver {
 
     /// Source side: moves `volume` to `destination` by the driver's own
     /// means. `peer` is set when this driver also manages the destination
-    /// array. When moved, the source LUN must be gone.
+    /// array. When moved, the source LUN must be gone. An attached volume
+    /// comes here only when [`Driver::capabilities`] declares `live_move`;
+    /// its I/O is then held still for the whole call, so such a move must
+    /// take a moment.
     ///
     /// The default declines ([`MigrateOutcome::DECLINED`]).
     fn migrate_volume(

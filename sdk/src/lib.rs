@@ -12,9 +12,9 @@
 //! - register it with [`export_driver!`];
 //! - reach the host through [`block`] (LUNs of the driver's array),
 //!   [`fabric`] (arrays and zoning), [`hydration`] (asynchronous target
-//!   migrations), [`state`] (key-value state that outlives a call) and
-//!   [`context`] (logging, progress and a clock, also as the [`info!`]-style
-//!   macros).
+//!   migrations), [`state`] (key-value state that outlives a call),
+//!   [`config`] (the array's settings and secrets) and [`context`]
+//!   (logging, progress and a clock, also as the [`info!`]-style macros).
 //!
 //! The host instantiates the component afresh for every call: keep nothing in
 //! statics between calls, put it in [`state`]. Return errors as
@@ -77,6 +77,7 @@
 #![deny(missing_docs)]
 
 pub mod block;
+pub mod config;
 pub mod context;
 mod export;
 pub mod fabric;

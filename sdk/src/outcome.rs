@@ -5,13 +5,15 @@ use crate::{Capabilities, Completion, DriverError, LunAddress, MigrateOutcome, T
 
 impl Capabilities {
     /// Supports nothing optional: no take-over, no asynchronous target
-    /// migration, no source migration, thick LUNs. Start from it with struct
-    /// update syntax: `Capabilities { sparse: true, ..Capabilities::NONE }`.
+    /// migration, no source migration, thick LUNs, no live move. Start from
+    /// it with struct update syntax:
+    /// `Capabilities { sparse: true, ..Capabilities::NONE }`.
     pub const NONE: Capabilities = Capabilities {
         take_over: false,
         async_target_migration: false,
         source_migration: false,
         sparse: false,
+        live_move: false,
     };
 }
 

@@ -57,6 +57,8 @@ pub struct Launch {
     pub nofile_soft_limit: Option<u64>,
     /// The server's `RUST_LOG` instead of `warn`.
     pub rust_log: Option<String>,
+    /// More environment variables for the server.
+    pub env: Vec<(String, String)>,
 }
 
 /// The lines a server wrote to stderr so far.
@@ -108,6 +110,7 @@ impl Server {
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
         }
+        cmd.envs(how.env.iter().map(|(k, v)| (k, v)));
         if let Some(soft) = how.nofile_soft_limit {
             use std::os::unix::process::CommandExt as _;
             // SAFETY: between fork and exec only async-signal-safe calls:

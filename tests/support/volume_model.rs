@@ -147,10 +147,22 @@ pub fn create_with_pattern(
     extent: u64,
     model: &mut Model,
 ) -> String {
+    create_with_pattern_on(server, "p1", name, size, extent, model)
+}
+
+/// [`create_with_pattern`] on `array`.
+pub fn create_with_pattern_on(
+    server: &Server,
+    array: &str,
+    name: &str,
+    size: u64,
+    extent: u64,
+    model: &mut Model,
+) -> String {
     let (status, v) = server.call(
         "POST",
         "/v1/volumes",
-        Some(json!({"name": name, "size_bytes": size, "array": "p1"})),
+        Some(json!({"name": name, "size_bytes": size, "array": array})),
     );
     assert_eq!(status, 201, "{v}");
     let id = v["id"].as_str().unwrap().to_owned();

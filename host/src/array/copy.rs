@@ -247,6 +247,8 @@ mod tests {
             driver: "plain".into(),
             pools: vec!["p".into()],
             capacity_bytes: 1 << 40,
+            settings: Default::default(),
+            secrets: Default::default(),
         };
         let a = super::super::Array::open(dir.path(), &cfg).unwrap();
         let addr = |n: &str| LunAddress {

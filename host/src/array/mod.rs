@@ -24,6 +24,14 @@ use crate::model::LunAddress;
 /// Why an array operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ArrayError {
+    /// A secret the configuration names for the array cannot be read.
+    #[error("array {array}: {message}")]
+    Secret {
+        /// Array name.
+        array: String,
+        /// Which secret and why; never its text.
+        message: String,
+    },
     /// A pool or LUN name is not acceptable.
     #[error("invalid name {name:?}: {reason}")]
     InvalidName {
@@ -163,6 +171,10 @@ pub struct Array {
     root: PathBuf,
     pools: Vec<String>,
     capacity_bytes: u64,
+    /// The configuration's settings for the array's driver.
+    settings: std::collections::BTreeMap<String, String>,
+    /// The configuration's secrets for the array's driver, read.
+    secrets: crate::secrets::Secrets,
     /// Provisioned bytes: counted by one scan of the pools when first
     /// needed, then kept by `create_lun` and `delete_lun`, which hold this
     /// lock, so capacity checks cannot race and a create does not stat
@@ -175,6 +187,11 @@ impl Array {
     /// directories as needed (mode 0700: LUNs hold volume data).
     pub fn open(root: &Path, cfg: &ArrayConfig) -> Result<Self, ArrayError> {
         validate_name(&cfg.name)?;
+        let secrets =
+            crate::secrets::Secrets::read(&cfg.secrets).map_err(|message| ArrayError::Secret {
+                array: cfg.name.clone(),
+                message,
+            })?;
         let dir = root.join(&cfg.name);
         for pool in &cfg.pools {
             validate_name(pool)?;
@@ -192,6 +209,8 @@ impl Array {
             root: dir,
             pools: cfg.pools.clone(),
             capacity_bytes: cfg.capacity_bytes,
+            settings: cfg.settings.clone(),
+            secrets,
             provisioned: Mutex::new(None),
         })
     }
@@ -209,6 +228,16 @@ impl Array {
     /// Pool names.
     pub fn pools(&self) -> &[String] {
         &self.pools
+    }
+
+    /// The setting `name` of the array's driver, from the configuration.
+    pub fn setting(&self, name: &str) -> Option<&str> {
+        self.settings.get(name).map(String::as_str)
+    }
+
+    /// The array's secrets; their `redact` keeps them out of messages.
+    pub fn secrets(&self) -> &crate::secrets::Secrets {
+        &self.secrets
     }
 
     /// Capacity in bytes (sum of LUN sizes may not exceed it).
@@ -519,6 +548,8 @@ mod tests {
             driver: "plain".into(),
             pools: vec!["default".into()],
             capacity_bytes: capacity,
+            settings: Default::default(),
+            secrets: Default::default(),
         };
         Array::open(dir, &cfg).unwrap()
     }

@@ -423,23 +423,8 @@ fn version_details(a: &DriverVersionAnswer) -> String {
         ("driver", a.name.clone()),
         ("digest", a.digest.clone()),
         ("active", if a.active { "yes" } else { "no" }.to_owned()),
-        ("capabilities", capability_list(&a.capabilities)),
+        ("capabilities", a.capabilities.describe()),
     ])
-}
-
-fn capability_list(c: &Capabilities) -> String {
-    let named = [
-        (c.take_over, "take-over"),
-        (c.async_target_migration, "async-target-migration"),
-        (c.source_migration, "source-migration"),
-        (c.sparse, "sparse"),
-    ];
-    let on: Vec<&str> = named.iter().filter(|(s, _)| *s).map(|(_, n)| *n).collect();
-    if on.is_empty() {
-        "none".to_owned()
-    } else {
-        on.join(", ")
-    }
 }
 
 /// Digests are shown shortened, like commit ids; `--json` has them whole.
@@ -566,6 +551,7 @@ mod tests {
             versions: vec![DriverVersion {
                 digest: "ab".repeat(32),
                 installed_at: "2026-01-01T00:00:00.000Z".into(),
+                contract: None,
             }],
         };
         let out = drivers_table(&[d]).render();
@@ -580,6 +566,7 @@ mod tests {
         let version = |digest: &str, at: &str| DriverVersion {
             digest: digest.repeat(32),
             installed_at: at.into(),
+            contract: None,
         };
         let d = DriverView {
             name: "acme".into(),

@@ -138,7 +138,12 @@ pub fn check_component(bytes: &[u8], options: &CheckOptions) -> Result<Report, C
 
     let log = RefCell::new(Vec::new());
     let probe = |check| Probe::new(&rt, check, &log);
-    let (loads, caps) = loads(&probe(CheckName::Loads), &scratch, installed.capabilities);
+    let (loads, caps) = loads(
+        &probe(CheckName::Loads),
+        &scratch,
+        installed.capabilities,
+        installed.contract,
+    );
     report.checks.push(loads);
     match caps {
         None => {
@@ -176,6 +181,7 @@ fn loads(
     probe: &Probe<'_>,
     scratch: &Scratch,
     at_load: Capabilities,
+    contract: crate::runtime::Contract,
 ) -> (CheckResult, Option<Capabilities>) {
     let name = CheckName::Loads;
     let mut f = Findings::default();
@@ -192,35 +198,22 @@ fn loads(
     if caps != at_load {
         f.fail(format!(
             "capabilities changed between two calls: {} when loaded, {} for an array",
-            claims(&at_load),
-            claims(&caps)
+            at_load.describe(),
+            caps.describe()
         ));
     }
+    if caps.live_move && !caps.source_migration {
+        f.fail(
+            "it declares live-move without source-migration: live-move says how \
+             migrate-volume moves an attached volume, and the host never calls it"
+                .to_owned(),
+        );
+    }
     f.note(format!(
-        "a ferry:driver component; capabilities: {}",
-        claims(&caps)
+        "a ferry:driver@{contract} component; capabilities: {}",
+        caps.describe()
     ));
     (f.verdict(name), Some(caps))
-}
-
-/// What the driver claims, for people.
-fn claims(c: &Capabilities) -> String {
-    let named = [
-        (c.take_over, "take-over"),
-        (c.async_target_migration, "async-target-migration"),
-        (c.source_migration, "source-migration"),
-        (c.sparse, "sparse"),
-    ];
-    let on: Vec<&str> = named
-        .iter()
-        .filter(|(set, _)| *set)
-        .map(|(_, n)| *n)
-        .collect();
-    if on.is_empty() {
-        "none".to_owned()
-    } else {
-        on.join(", ")
-    }
 }
 
 /// Fails when any call of the run trapped, timed out or ran out of memory,

@@ -86,6 +86,8 @@ impl Scratch {
                 driver: driver.to_owned(),
                 pools: vec![POOL.to_owned()],
                 capacity_bytes: ARRAY_BYTES,
+                settings: Default::default(),
+                secrets: Default::default(),
             };
             Array::open(&arrays, &cfg)
                 .map(Arc::new)

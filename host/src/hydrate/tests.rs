@@ -41,6 +41,8 @@ fn setup(size: u64) -> (tempfile::TempDir, Arc<Lun>, Arc<Lun>, Vec<u8>) {
         driver: "plain".into(),
         pools: vec!["p".into()],
         capacity_bytes: 1 << 40,
+        settings: Default::default(),
+        secrets: Default::default(),
     };
     let a = Array::open(dir.path(), &cfg).unwrap();
     let addr = |n: &str| LunAddress {
@@ -235,6 +237,8 @@ fn mismatched_sizes_and_bad_regions_are_refused() {
         driver: "plain".into(),
         pools: vec!["p".into()],
         capacity_bytes: 1 << 40,
+        settings: Default::default(),
+        secrets: Default::default(),
     };
     let b = Array::open(d.path(), &cfg).unwrap();
     let small = b

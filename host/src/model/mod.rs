@@ -126,6 +126,10 @@ pub struct DriverVersion {
     /// When it was installed (RFC 3339).
     #[schema(format = DateTime)]
     pub installed_at: String,
+    /// The contract version the component was built against (`0.1.0` or
+    /// `0.2.0`); absent for versions installed before hosts recorded it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contract: Option<String>,
 }
 
 /// A driver by name: its versions and the active one.

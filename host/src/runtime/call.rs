@@ -87,6 +87,14 @@ impl CallState {
             .is_some_and(|c| c.load(std::sync::atomic::Ordering::SeqCst))
     }
 
+    /// `text` with the secrets of the call's array replaced.
+    pub(crate) fn redact(&self, text: &str) -> String {
+        match &self.scope {
+            Some(s) => s.array.secrets().redact(text),
+            None => text.to_owned(),
+        }
+    }
+
     /// Name of the array the call works for ("" while loading).
     pub(crate) fn array_name(&self) -> &str {
         self.scope.as_ref().map_or("", |s| s.array.name())

@@ -53,6 +53,21 @@ pub enum CallError {
 }
 
 impl CallError {
+    /// The error with the text of every secret in `secrets` replaced.
+    pub(crate) fn redacted(self, secrets: &crate::secrets::Secrets) -> Self {
+        match self {
+            Self::Driver { kind, message } => Self::Driver {
+                kind,
+                message: secrets.redact(&message),
+            },
+            Self::Trap { driver, message } => Self::Trap {
+                driver,
+                message: secrets.redact(&message),
+            },
+            other => other,
+        }
+    }
+
     /// A stable snake_case code for the error.
     pub fn code(&self) -> &'static str {
         match self {
@@ -112,7 +127,7 @@ pub enum RuntimeError {
     #[error("not a WebAssembly component: {0}")]
     NotAComponent(String),
     /// The component does not target the driver world.
-    #[error("component does not target the ferry:driver@0.1.0 driver-world: {0}")]
+    #[error("component does not target a ferry:driver driver-world (0.1.x or 0.2.x): {0}")]
     WrongWorld(String),
     /// The component exports the driver interface at a version this host
     /// does not implement.
@@ -195,8 +210,17 @@ pub(crate) fn answer<T>(r: Result<T, wit::DriverError>) -> Result<T, CallError> 
     })
 }
 
-pub(crate) fn check_model_update(update: Option<String>) -> Result<Option<String>, CallError> {
+pub(crate) fn check_model_update(
+    update: Option<String>,
+    secrets: &crate::secrets::Secrets,
+) -> Result<Option<String>, CallError> {
     match update {
+        // Stored with the volume and shown in every answer about it.
+        Some(u) if secrets.found_in(&u) => Err(CallError::contract(
+            "the driver returned a model update that holds one of its array's secrets; \
+             it was not stored"
+                .to_owned(),
+        )),
         Some(u) if u.len() > MAX_MODEL_UPDATE_BYTES => Err(CallError::contract(format!(
             "the driver returned a model update of {} bytes; the limit is {MAX_MODEL_UPDATE_BYTES}",
             u.len()

@@ -80,7 +80,7 @@ fn array_error(e: ArrayError) -> DriverError {
         ArrayError::NoSpace { .. } | ArrayError::InsufficientSpace { .. } => {
             DriverError::NoSpace(m)
         }
-        ArrayError::Io { .. } => DriverError::BackendError(m),
+        ArrayError::Io { .. } | ArrayError::Secret { .. } => DriverError::BackendError(m),
     }
 }
 
@@ -454,7 +454,7 @@ impl context::Host for CallState {
             }
             return Ok(());
         }
-        let msg = truncate(&message, MAX_MESSAGE_BYTES);
+        let msg = truncate(&self.redact(&message), MAX_MESSAGE_BYTES);
         let (driver, array) = (&self.driver, self.array_name());
         match level {
             LogLevel::Debug => tracing::debug!(driver = %driver, array = %array, "{msg}"),

@@ -10,14 +10,12 @@ use std::time::Duration;
 use wasmtime::Engine;
 use wasmtime::component::Component;
 
-use super::bindings::DriverWorldPre;
+use super::contract::{Contract, WorldPre};
 use super::error::{RuntimeError, chain};
 use super::{Inner, Loaded};
 
 /// The interface every driver exports, without its version.
 const DRIVER_EXPORT: &str = "ferry:driver/driver";
-/// The WIT package version this host implements.
-const WORLD_VERSION: (u64, u64, u64) = (0, 1, 0);
 
 /// Where compiled artifacts are kept between runs. Implemented by the host's
 /// database. Only bytes this host serialized are ever put here, which is
@@ -64,20 +62,9 @@ fn parse_version(v: &str) -> Option<(u64, u64, u64)> {
     parts.next().is_none().then_some(out)
 }
 
-/// Whether a driver built against `v` runs on this host, by semver: same
-/// major, and for 0.x the same minor; patch releases only add docs.
-fn compatible(v: (u64, u64, u64)) -> bool {
-    let (maj, min, _) = WORLD_VERSION;
-    if maj == 0 {
-        v.0 == 0 && v.1 == min
-    } else {
-        v.0 == maj && v.1 <= min
-    }
-}
-
 /// Checks that the component exports the driver interface at a version this
-/// host implements, naming what it found otherwise.
-fn check_world(engine: &Engine, component: &Component) -> Result<(), RuntimeError> {
+/// host implements, naming what it found otherwise; returns the contract.
+fn check_world(engine: &Engine, component: &Component) -> Result<Contract, RuntimeError> {
     let ty = component.component_type();
     let exports: Vec<String> = ty.exports(engine).map(|(n, _)| n.to_owned()).collect();
     let Some(found) = exports.iter().find_map(|n| {
@@ -90,16 +77,16 @@ fn check_world(engine: &Engine, component: &Component) -> Result<(), RuntimeErro
             exports.join(", ")
         };
         return Err(RuntimeError::WrongWorld(format!(
-            "it exports {listed}; a driver exports {DRIVER_EXPORT}@0.1.x"
+            "it exports {listed}; a driver exports {DRIVER_EXPORT}@{}",
+            Contract::supported()
         )));
     };
-    match parse_version(found) {
-        Some(v) if compatible(v) => Ok(()),
-        _ => Err(RuntimeError::IncompatibleVersion {
+    parse_version(found)
+        .and_then(Contract::for_version)
+        .ok_or_else(|| RuntimeError::IncompatibleVersion {
             found: found.to_owned(),
-            supported: "0.1.x".to_owned(),
-        }),
-    }
+            supported: Contract::supported(),
+        })
 }
 
 impl Inner {
@@ -115,12 +102,9 @@ impl Inner {
     ) -> Result<Loaded, RuntimeError> {
         let key = artifact_key(&self.engine, &digest);
         let (component, compiled_now) = self.component(&key, &digest, bytes)?;
-        check_world(&self.engine, &component)?;
-        let pre = self
-            .linker
-            .instantiate_pre(&component)
+        let contract = check_world(&self.engine, &component)?;
+        let pre = WorldPre::new(&self.linker, &component, contract)
             .map_err(|e| RuntimeError::WrongWorld(chain(&e)))?;
-        let pre = DriverWorldPre::new(pre).map_err(|e| RuntimeError::WrongWorld(chain(&e)))?;
         let caps = self
             .execute(&pre, name, None, |g, s| g.call_capabilities(s))
             .map_err(RuntimeError::SmokeFailed)?;
@@ -130,6 +114,7 @@ impl Inner {
         Ok(Loaded {
             digest,
             pre,
+            contract,
             capabilities: caps.into(),
         })
     }
@@ -195,14 +180,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn world_versions_follow_semver_for_zero_major() {
+    fn world_versions_parse_with_suffixes() {
         assert_eq!(parse_version("0.1.0"), Some((0, 1, 0)));
         assert_eq!(parse_version("0.1.7-rc.1"), Some((0, 1, 7)));
         assert_eq!(parse_version("0.1"), None);
         assert_eq!(parse_version("0.1.0.1"), None);
-        assert!(compatible((0, 1, 0)));
-        assert!(compatible((0, 1, 9)));
-        assert!(!compatible((0, 2, 0)));
-        assert!(!compatible((1, 1, 0)));
     }
 }

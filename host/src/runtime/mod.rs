@@ -8,12 +8,15 @@
 mod bindings;
 mod call;
 mod compile;
+mod contract;
+mod contract_v0_1;
 mod engine;
 mod error;
 mod host_impl;
 mod hydration;
 mod load;
 mod metrics;
+mod settings;
 mod state;
 mod store_backing;
 mod types;
@@ -34,10 +37,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use wasmtime::{Engine, Store, UpdateDeadline};
 
-use self::bindings::DriverWorldPre;
-use self::bindings::exports::ferry::driver::driver::Guest;
 use self::bindings::ferry::driver::types as wit;
 use self::call::{CallState, Scope};
+use self::contract::{Exports, WorldPre};
 use self::engine::Slots;
 use self::error::{answer, chain, check_model_update};
 use self::host_impl::{LunHandle, PeerArrayHandle};
@@ -47,6 +49,7 @@ use crate::config::DriverLimits;
 use crate::hydrate::Hydrations;
 
 pub use self::compile::CompileStats;
+pub use self::contract::Contract;
 pub use self::engine::AllocatorKind;
 pub use self::error::{CallError, MAX_MODEL_UPDATE_BYTES, RuntimeError};
 pub use self::host_impl::MAX_IO_BYTES;
@@ -163,6 +166,8 @@ pub struct InstalledDriver {
     pub digest: String,
     /// What it answered to `capabilities`.
     pub capabilities: Capabilities,
+    /// The contract it was built against.
+    pub contract: Contract,
 }
 
 /// Runs driver components. Cheap to clone; every clone shares the engine,
@@ -175,7 +180,8 @@ pub struct DriverRuntime {
 /// A validated, compiled driver version, ready to instantiate.
 struct Loaded {
     digest: String,
-    pre: DriverWorldPre<CallState>,
+    pre: WorldPre,
+    contract: Contract,
     capabilities: Capabilities,
 }
 
@@ -279,6 +285,7 @@ impl DriverRuntime {
         Ok(InstalledDriver {
             digest,
             capabilities: loaded.capabilities,
+            contract: loaded.contract,
         })
     }
 
@@ -300,7 +307,7 @@ impl DriverRuntime {
             .get(digest)
             .cloned()
             .ok_or_else(|| RuntimeError::NotPrepared(digest.to_owned()))?;
-        let capabilities = loaded.capabilities;
+        let (capabilities, contract) = (loaded.capabilities, loaded.contract);
         self.inner
             .active
             .write()
@@ -310,6 +317,7 @@ impl DriverRuntime {
         Ok(InstalledDriver {
             digest: digest.to_owned(),
             capabilities,
+            contract,
         })
     }
 
@@ -389,14 +397,14 @@ impl DriverRuntime {
         vol: &VolumeRef,
     ) -> Result<Option<String>, CallError> {
         let v = wit::Volume::from(vol);
-        let update = answer(self.run(scope, |g, s| g.call_create_volume(s, &v))?)?;
-        check_model_update(update)
+        let update = self.ask(scope, |g, s| g.call_create_volume(s, &v))?;
+        check_model_update(update, scope.array.secrets())
     }
 
     /// Deletes the storage of `vol`.
     pub fn delete_volume(&self, scope: &CallScope, vol: &VolumeRef) -> Result<(), CallError> {
         let v = wit::Volume::from(vol);
-        answer(self.run(scope, |g, s| g.call_delete_volume(s, &v))?)
+        self.ask(scope, |g, s| g.call_delete_volume(s, &v))
     }
 
     /// Asks which LUN of the scope's array to expose to `connector`.
@@ -408,7 +416,7 @@ impl DriverRuntime {
     ) -> Result<ConnectionInfo, CallError> {
         let v = wit::Volume::from(vol);
         let c = wit::Connector::from(connector);
-        let info = answer(self.run(scope, |g, s| g.call_initialize_connection(s, &v, &c))?)?;
+        let info = self.ask(scope, |g, s| g.call_initialize_connection(s, &v, &c))?;
         let lun = crate::model::LunAddress::from(info.lun);
         let usable = validate_name(&lun.pool)
             .and_then(|()| validate_name(&lun.name))
@@ -425,10 +433,10 @@ impl DriverRuntime {
                 }
             });
         if let Err(why) = usable {
-            return Err(CallError::contract(format!(
+            return Err(CallError::contract(scope.array.secrets().redact(&format!(
                 "driver {} answered initialize-connection with an unusable LUN address: {why}",
                 scope.driver
-            )));
+            ))));
         }
         Ok(ConnectionInfo {
             lun,
@@ -445,7 +453,7 @@ impl DriverRuntime {
     ) -> Result<(), CallError> {
         let v = wit::Volume::from(vol);
         let c = wit::Connector::from(connector);
-        answer(self.run(scope, |g, s| g.call_terminate_connection(s, &v, &c))?)
+        self.ask(scope, |g, s| g.call_terminate_connection(s, &v, &c))
     }
 
     /// Source side of a migration. `peer` is the destination array when the
@@ -474,16 +482,16 @@ impl DriverRuntime {
         }
         let v = wit::Volume::from(vol);
         let d = wit::Destination::from(dest);
-        let out = answer(self.run(scope, |g, s| {
+        let out = self.ask(scope, |g, s| {
             let peer = match peer {
                 Some(a) => Some(s.data_mut().table.push(PeerArrayHandle::new(a))?),
                 None => None,
             };
             g.call_migrate_volume(s, &v, &d, peer)
-        })?)?;
+        })?;
         Ok(MigrateOutcome {
             moved: out.moved,
-            model_update: check_model_update(out.model_update)?,
+            model_update: check_model_update(out.model_update, scope.array.secrets())?,
         })
     }
 
@@ -495,10 +503,10 @@ impl DriverRuntime {
         remote: Arc<Lun>,
     ) -> Result<(), CallError> {
         let v = wit::Volume::from(vol);
-        answer(self.run(scope, |g, s| {
+        self.ask(scope, |g, s| {
             let r = s.data_mut().table.push(LunHandle::remote(remote))?;
             g.call_take_over_remote_lun(s, &v, r)
-        })?)
+        })
     }
 
     /// Target side, after a take-over: move `vol` from `source`.
@@ -511,14 +519,14 @@ impl DriverRuntime {
     ) -> Result<TargetOutcome, CallError> {
         let v = wit::Volume::from(vol);
         let src = wit::Source::from(source);
-        let out = answer(self.run(scope, |g, s| {
+        let out = self.ask(scope, |g, s| {
             let r = s.data_mut().table.push(LunHandle::remote(remote))?;
             g.call_migrate_volume_target(s, &v, &src, r)
-        })?)?;
+        })?;
         Ok(TargetOutcome {
             moved: out.moved,
             is_async: out.is_async,
-            model_update: check_model_update(out.model_update)?,
+            model_update: check_model_update(out.model_update, scope.array.secrets())?,
         })
     }
 
@@ -532,10 +540,10 @@ impl DriverRuntime {
     ) -> Result<Completion, CallError> {
         let v = wit::Volume::from(vol);
         let src = wit::Source::from(source);
-        let c = answer(self.run(scope, |g, s| {
+        let c = self.ask(scope, |g, s| {
             let r = s.data_mut().table.push(LunHandle::remote(remote))?;
             g.call_complete_migration_target(s, &v, &src, r)
-        })?)?;
+        })?;
         Ok(Completion {
             done: c.done,
             done_bytes: c.done_bytes,
@@ -543,10 +551,21 @@ impl DriverRuntime {
         })
     }
 
+    /// Runs a call that answers `result<T, driver-error>`; the driver's
+    /// error becomes [`CallError::Driver`], with the array's secrets
+    /// redacted like every other message of the call.
+    fn ask<T>(
+        &self,
+        scope: &CallScope,
+        f: impl FnOnce(&Exports, &mut Store<CallState>) -> wasmtime::Result<Result<T, wit::DriverError>>,
+    ) -> Result<T, CallError> {
+        answer(self.run(scope, f)?).map_err(|e| e.redacted(scope.array.secrets()))
+    }
+
     fn run<R>(
         &self,
         scope: &CallScope,
-        f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let loaded = self
             .inner
@@ -574,10 +593,10 @@ impl Inner {
     /// dropped.
     fn execute<R>(
         &self,
-        pre: &DriverWorldPre<CallState>,
+        pre: &WorldPre,
         driver: &str,
         scope: Option<Scope>,
-        f: impl FnOnce(&Guest, &mut Store<CallState>) -> wasmtime::Result<R>,
+        f: impl FnOnce(&Exports, &mut Store<CallState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         let _slot = self.slots.take();
         let limits = self.limits_for(driver);
@@ -609,8 +628,16 @@ impl Inner {
         });
         let result = pre
             .instantiate(&mut store)
-            .and_then(|world| f(world.ferry_driver_driver(), &mut store));
-        let result = result.map_err(|e| call::classify(&e, store.data(), deadline_ms));
+            .and_then(|exports| f(&exports, &mut store));
+        // A trap's message may quote the driver's panic, and with it a
+        // secret: redacted before anything logs it.
+        let result = result.map_err(|e| {
+            let e = call::classify(&e, store.data(), deadline_ms);
+            match &store.data().scope {
+                Some(s) => e.redacted(s.array.secrets()),
+                None => e,
+            }
+        });
         let outcome = match &result {
             Ok(_) => metrics::Outcome::Returned {
                 driver_error: false,
@@ -633,7 +660,7 @@ impl Inner {
                         ))
                     })?;
                 }
-                let console = data.console.text();
+                let console = data.redact(&data.console.text());
                 if !console.is_empty() {
                     tracing::debug!(driver = %driver, output = %console, "driver console output");
                 }

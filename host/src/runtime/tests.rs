@@ -26,6 +26,8 @@ pub(super) fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<
         driver: driver.into(),
         pools: vec!["default".into()],
         capacity_bytes: capacity,
+        settings: Default::default(),
+        secrets: Default::default(),
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

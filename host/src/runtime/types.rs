@@ -50,6 +50,29 @@ pub struct Capabilities {
     pub source_migration: bool,
     /// LUNs are thin.
     pub sparse: bool,
+    /// `migrate-volume` may move an attached volume, its I/O held still.
+    #[serde(default)]
+    pub live_move: bool,
+}
+
+impl Capabilities {
+    /// What is declared, as the WIT names it (`take-over, sparse`), or
+    /// `none`.
+    pub fn describe(&self) -> String {
+        let named = [
+            (self.take_over, "take-over"),
+            (self.async_target_migration, "async-target-migration"),
+            (self.source_migration, "source-migration"),
+            (self.live_move, "live-move"),
+            (self.sparse, "sparse"),
+        ];
+        let on: Vec<&str> = named.iter().filter(|(s, _)| *s).map(|(_, n)| *n).collect();
+        if on.is_empty() {
+            "none".to_owned()
+        } else {
+            on.join(", ")
+        }
+    }
 }
 
 /// The destination of a migration, for the source driver.
@@ -193,6 +216,7 @@ impl From<wit::Capabilities> for Capabilities {
             async_target_migration: c.async_target_migration,
             source_migration: c.source_migration,
             sparse: c.sparse,
+            live_move: c.live_move,
         }
     }
 }

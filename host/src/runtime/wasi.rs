@@ -12,7 +12,6 @@ use wasmtime_wasi::p2::bindings::sync::io::poll as wasi_poll;
 use wasmtime_wasi::p2::{DynPollable, OutputStream, Pollable, StreamResult, subscribe};
 use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
-use super::bindings::DriverWorld;
 use super::call::CallState;
 
 /// Bytes of guest stdout/stderr kept per call.
@@ -221,9 +220,6 @@ pub(crate) fn linker(engine: &Engine) -> wasmtime::Result<Linker<CallState>> {
         )?;
     }
     linker.allow_shadowing(false);
-    DriverWorld::add_to_linker::<CallState, wasmtime::component::HasSelf<CallState>>(
-        &mut linker,
-        |s| s,
-    )?;
+    super::contract::add_to_linker(&mut linker)?;
     Ok(linker)
 }

@@ -57,6 +57,7 @@ pub(super) fn load_all(
             record.versions.push(DriverVersion {
                 digest: installed.digest.clone(),
                 installed_at: now_rfc3339(),
+                contract: Some(installed.contract.to_string()),
             });
         }
         record.active_digest = installed.digest;
@@ -181,6 +182,7 @@ impl Service {
             record.versions.push(DriverVersion {
                 digest: prepared.digest.clone(),
                 installed_at: now_rfc3339(),
+                contract: Some(prepared.contract.to_string()),
             });
         }
         // A new name has nothing else to run: its first version is active.

@@ -152,6 +152,7 @@ mod tests {
                 .map(|d| DriverVersion {
                     digest: d.to_string(),
                     installed_at: "2024-01-01T00:00:00.000Z".into(),
+                    contract: None,
                 })
                 .collect(),
         }

@@ -27,7 +27,7 @@ use super::run::{HOST_COPY_CONNECTOR, POLL_INTERVAL, vref_at};
 use crate::array::Lun;
 use crate::block::BlockDevice;
 use crate::hydrate::{HydrationError, LunRef};
-use crate::model::{Migration, MigrationPath, MigrationPhase, Volume};
+use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Volume};
 use crate::nbd::Paused;
 use crate::runtime::Connector;
 use crate::service::events::NewEvent;
@@ -36,14 +36,24 @@ use crate::service::{Service, ServiceError};
 /// How long the switch waits for the volume's requests in flight to end.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How the target driver moved a held volume.
-pub(super) struct TargetMove {
+/// How a driver moved a held volume.
+pub(super) struct DriverMove {
     pub reason: &'static str,
     pub path: MigrationPath,
     pub update: Option<String>,
     /// The source LUN an async move hydrates from.
     pub remote: Option<crate::model::LunAddress>,
-    pub next: MigrationPhase,
+    pub next: AfterSwitch,
+}
+
+/// Where the migration goes once the attachments switched.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum AfterSwitch {
+    /// On to this phase.
+    Enter(MigrationPhase),
+    /// Done: the driver's move left nothing to clean up. `warning` is kept
+    /// with the migration.
+    Succeed { warning: Option<String> },
 }
 
 /// What the switch found ready before it holds the exports.
@@ -133,6 +143,12 @@ impl Service {
         remote
             .flush()
             .map_err(|e| Failure::unreachable("the source cannot be flushed", e))?;
+        self.hold_exports(v).await
+    }
+
+    /// Holds every export of `v` still: requests in flight end, new ones
+    /// wait, connections stay open.
+    pub(super) async fn hold_exports(&self, v: &Volume) -> Result<Paused, StepError> {
         let names: Vec<String> = v.attachments.iter().map(|a| a.export_name()).collect();
         let exports = self.inner.exports.clone();
         tokio::task::spawn_blocking(move || exports.pause(&names, DRAIN_TIMEOUT))
@@ -163,16 +179,17 @@ impl Service {
         Ok(())
     }
 
-    /// The target driver moved a held, attached volume: every attachment
-    /// switches to the destination LUN the driver names for its server
-    /// (its hydration when the move is async), recorded before the exports
-    /// serve it.
-    pub(super) async fn switch_after_target(
+    /// A driver moved a held, attached volume: every attachment switches
+    /// to the destination LUN the target driver names for its server (its
+    /// hydration when the move is async), recorded before the exports serve
+    /// it. An export missing from the hold (not restored after a crash,
+    /// its source LUN being gone) is served afresh.
+    pub(super) async fn switch_after_move(
         &self,
         v: &Volume,
         m: &Migration,
         paused: Paused,
-        moved: TargetMove,
+        moved: DriverMove,
     ) -> Result<(), StepError> {
         let mut at = m.destination.clone();
         at.provider_location = moved.update.clone();
@@ -190,7 +207,7 @@ impl Service {
                 }
                 // An async move must serve what it fills: a LUN it does not
                 // fill would show clients regions not yet there.
-                None if moved.next == MigrationPhase::Hydrating => {
+                None if moved.next == AfterSwitch::Enter(MigrationPhase::Hydrating) => {
                     return Err(Failure::unreachable(
                         "the destination",
                         format!(
@@ -224,14 +241,37 @@ impl Service {
             m.switched = v.attachments.iter().map(|a| a.id).collect();
             let at = m.destination.clone();
             v.place(&at);
-            Ok(m.enter(moved.next)?)
+            match moved.next {
+                AfterSwitch::Enter(phase) => Ok(m.enter(phase)?),
+                AfterSwitch::Succeed { warning } => {
+                    if let Some(w) = warning {
+                        m.warn(w);
+                    }
+                    m.finish(MigrationEnd::Success)?;
+                    v.settle_after_migration(m.original_status);
+                    Ok(())
+                }
+            }
         })?;
+        let mut missing = Vec::new();
         for a in &volume.attachments {
-            if let Some(d) = devices.get(&a.id) {
-                paused.switch(&a.export_name(), d.clone());
+            if let Some(d) = devices.get(&a.id)
+                && !paused.switch(&a.export_name(), d.clone())
+            {
+                missing.push((a, d.clone()));
             }
         }
         drop(paused);
+        for (a, device) in missing {
+            tracing::info!(volume = %v.id, attachment = %a.id, "serving an attachment that had no export from the destination");
+            self.inner.exports.add(
+                &a.export_name(),
+                crate::nbd::Export {
+                    device,
+                    read_only: a.mode == crate::model::AttachMode::Ro,
+                },
+            );
+        }
         self.announce_switch(&volume);
         self.release_source_attachments(&volume, m).await;
         Ok(())

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use super::failure::{Failure, StepError, declined};
-use super::live::TargetMove;
+use super::live::{AfterSwitch, DriverMove};
 use super::run::{Called, vref_at};
 use crate::array::Array;
 use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Volume};
@@ -39,20 +39,28 @@ impl Service {
         let src = self.array(&m.source.array)?.clone();
         let dest = self.array(&m.destination.array)?.clone();
         let attached = !v.attachments.is_empty();
-        let because = match (self.declared(&src)?.source_migration, attached) {
-            (true, false) => {
-                self.record(v.id, Some("asking the source driver".into()), |_, m| {
-                    Ok(m.enter(MigrationPhase::SourceDriver)?)
-                })?;
-                return Ok(());
-            }
-            // Contract 0.1.0 has no way for a driver to say it moves a
-            // volume under open connections, so its move is not used.
-            (true, true) => {
-                "the volume is attached and the source driver does not declare that it \
-                 moves a volume live; its move is skipped"
-            }
-            (false, _) => "the source driver does not declare source-migration",
+        let declared = self.declared(&src)?;
+        let because = match (declared.source_migration, attached) {
+            (true, false) => Some("asking the source driver"),
+            (true, true) if declared.live_move => Some(
+                "asking the source driver, which moves a volume live: the volume's I/O is \
+                 held still for its call",
+            ),
+            _ => None,
+        };
+        if let Some(why) = because {
+            self.record(v.id, Some(why.into()), |_, m| {
+                Ok(m.enter(MigrationPhase::SourceDriver)?)
+            })?;
+            return Ok(());
+        }
+        let because = if declared.source_migration {
+            // A 0.1.0 driver never declares it: nothing in that contract
+            // says a move is safe under open connections.
+            "the volume is attached and the source driver does not declare live-move; \
+             its move is skipped"
+        } else {
+            "the source driver does not declare source-migration"
         };
         let (next, why) = self.after_source(&src, &dest, because)?;
         let why = if attached && next == MigrationPhase::HostCopyPrepare {
@@ -109,6 +117,13 @@ impl Service {
             driver: dest.driver().to_owned(),
         };
         let vref = vref_at(v, &m.source);
+        // Attached (only a driver that declares live-move gets here): the
+        // exports are held through the call and switch as it answers.
+        let hold = if v.attachments.is_empty() {
+            None
+        } else {
+            Some(self.hold_exports(v).await?)
+        };
         let called = self
             .call_step(src.driver(), move |rt| {
                 rt.migrate_volume(&scope, &vref, &destination, peer.clone())
@@ -116,6 +131,31 @@ impl Service {
             .await?;
         // The abort may have come while the driver ran.
         let aborted = self.abort_asked(v.id)?;
+        if let Some(paused) = hold {
+            match &called {
+                Called::Answered(o) if o.moved => {
+                    // The source LUN is gone: the clients can only go on on
+                    // the destination, so a late abort cannot copy back
+                    // under them.
+                    let warning = aborted.then(|| {
+                        "the abort came as the source driver finished moving the attached \
+                         volume; it stays on the destination (migrate it back to undo)"
+                            .to_owned()
+                    });
+                    let moved = DriverMove {
+                        reason: "the source driver moved the volume live; the attachments \
+                                 switched to it",
+                        path: MigrationPath::SourceDriver,
+                        update: o.model_update.clone(),
+                        remote: None,
+                        next: AfterSwitch::Succeed { warning },
+                    };
+                    return self.switch_after_move(v, m, paused, moved).await;
+                }
+                // Nothing switches: the exports go on serving the source.
+                _ => drop(paused),
+            }
+        }
         match called {
             // The move is done and the source LUN is gone: the abort is
             // honoured by bringing the volume back, never ignored.
@@ -271,25 +311,25 @@ impl Service {
                     if o.moved && !aborted && (!o.is_async || declared.async_target_migration) =>
                 {
                     let moved = if o.is_async {
-                        TargetMove {
+                        DriverMove {
                             reason: "the target array took over the LUN; the attachments \
                                      switched to it while it hydrates",
                             path: MigrationPath::TargetDriverAsync,
                             update: o.model_update.clone(),
                             remote: Some(remote_address.clone()),
-                            next: MigrationPhase::Hydrating,
+                            next: AfterSwitch::Enter(MigrationPhase::Hydrating),
                         }
                     } else {
-                        TargetMove {
+                        DriverMove {
                             reason: "the target driver moved the volume; the attachments \
                                      switched to it",
                             path: MigrationPath::TargetDriver,
                             update: o.model_update.clone(),
                             remote: None,
-                            next: MigrationPhase::CleanupSource,
+                            next: AfterSwitch::Enter(MigrationPhase::CleanupSource),
                         }
                     };
-                    return self.switch_after_target(v, m, paused, moved).await;
+                    return self.switch_after_move(v, m, paused, moved).await;
                 }
                 // Nothing switches: the exports go on serving the source.
                 _ => drop(paused),

@@ -11,10 +11,15 @@
 //! | `escape`  | tries to reach LUNs of other arrays; answers `Ok("ESCAPED")` if any attempt succeeded, else `backend-error` starting `escape blocked: ` with the host's refusals |
 //! | `state`   | writes the state key `misbehave/state`, then traps             |
 //! | `outside:PORT` | tries host files, the environment and the network (loopback `PORT`); answers `Ok("REACHED ...")` if anything worked, else `backend-error` starting `outside blocked: ` |
+//! | `settings` | fails with `settings: endpoint=..., token=present\|absent, missing: ...`: what the array's configuration offers |
+//! | `leak`    | logs the secrets `token` and `password`, prints them, then fails with them in its message |
+//! | `leak-update` | the same, then answers a model update that holds the token |
+//! | `leak-panic` | the same, then panics with the password |
 //!
 //! Any other name creates a normal volume.
 
 mod hostile;
+mod secrets;
 
 use ferry_sdk::{
     Capabilities, ConnectionInfo, Connector, Driver, DriverError, Volume, block, layout,
@@ -39,6 +44,8 @@ impl Driver for Misbehave {
             "panic" => panic!("volume {} asked for a panic", volume.id),
             "escape" => hostile::escape(&volume),
             "state" => hostile::write_state_then_trap(),
+            "settings" => secrets::report(),
+            "leak" | "leak-update" | "leak-panic" => secrets::leak(&volume.name),
             name if name.starts_with("outside:") => {
                 let port = name["outside:".len()..].parse().unwrap_or(9);
                 hostile::reach_outside(port)
