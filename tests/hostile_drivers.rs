@@ -36,6 +36,8 @@ fn array(dir: &Path, name: &str, driver: &str) -> Arc<Array> {
         capacity_bytes: 1 << 30,
         settings: Default::default(),
         secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

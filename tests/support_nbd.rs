@@ -34,6 +34,8 @@ impl Fixture {
             capacity_bytes: 1 << 40,
             settings: Default::default(),
             secrets: Default::default(),
+            http_allow: Vec::new(),
+            http_ca_file: None,
         };
         let array = Array::open(dir.path(), &cfg).unwrap();
         Fixture { dir, array }

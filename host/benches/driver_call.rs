@@ -47,6 +47,8 @@ fn main() {
         capacity_bytes: 1 << 30,
         settings: Default::default(),
         secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
     };
     let array = Arc::new(Array::open(dir.path(), &cfg).expect("array"));
     let scope = CallScope::new(array, Vec::new());

@@ -51,6 +51,8 @@ fn main() {
         capacity_bytes: 64 * GIB,
         settings: Default::default(),
         secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
     };
     let array = Array::open(dir.path(), &cfg).expect("array");
     let src = array.create_lun(&addr("src"), SIZE).expect("src");

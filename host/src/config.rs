@@ -52,6 +52,14 @@ pub struct ArrayConfig {
     /// from a file, an environment variable or the text itself.
     #[serde(default)]
     pub secrets: std::collections::BTreeMap<String, crate::secrets::SecretSource>,
+    /// The origins (`https://host[:port]`) the array's driver may reach over
+    /// HTTP: its management endpoint. Empty: none.
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+    /// PEM CA certificates the driver's HTTPS trusts instead of the
+    /// system's bundle.
+    #[serde(default)]
+    pub http_ca_file: Option<PathBuf>,
 }
 
 /// A driver component loaded from a file at start (in addition to the
@@ -488,6 +496,11 @@ impl Config {
             }
             if let Err(e) = crate::secrets::Secrets::read(&a.secrets) {
                 return invalid(format!("array {}: {e}", a.name));
+            }
+            if let Err(e) =
+                crate::outbound::OutboundPolicy::new(&a.http_allow, a.http_ca_file.as_deref())
+            {
+                return invalid(format!("array {}: http_allow: {e}", a.name));
             }
         }
         for [a, b] in &self.zoning {

@@ -15,6 +15,7 @@ pub mod guests;
 pub mod hydrate;
 pub mod model;
 pub mod nbd;
+pub mod outbound;
 pub mod private_fs;
 pub mod prometheus;
 pub mod remote_nbd;

@@ -13,7 +13,8 @@
 //! - reach the host through [`block`] (LUNs of the driver's array),
 //!   [`fabric`] (arrays and zoning), [`hydration`] (asynchronous target
 //!   migrations), [`state`] (key-value state that outlives a call),
-//!   [`config`] (the array's settings and secrets) and [`context`]
+//!   [`config`] (the array's settings and secrets), [`http`] (the array's
+//!   management endpoint) and [`context`]
 //!   (logging, progress and a clock, also as the [`info!`]-style macros).
 //!
 //! The host instantiates the component afresh for every call: keep nothing in
@@ -81,6 +82,7 @@ pub mod config;
 pub mod context;
 mod export;
 pub mod fabric;
+pub mod http;
 pub mod hydration;
 pub mod layout;
 mod outcome;
@@ -98,6 +100,16 @@ pub mod bindings {
         export_macro_name: "__export_driver_world",
         default_bindings_module: "ferry_sdk::bindings",
         additional_derives: [PartialEq, Eq],
+        // wasi:http and what it uses come from the `wasip2` crate, so a
+        // driver may also use that crate's types directly.
+        with: {
+            "wasi:http/types@0.2.12": wasip2::http::types,
+            "wasi:http/outgoing-handler@0.2.12": wasip2::http::outgoing_handler,
+            "wasi:io/error@0.2.12": wasip2::io::error,
+            "wasi:io/poll@0.2.12": wasip2::io::poll,
+            "wasi:io/streams@0.2.12": wasip2::io::streams,
+            "wasi:clocks/monotonic-clock@0.2.12": wasip2::clocks::monotonic_clock,
+        },
     });
 }
 

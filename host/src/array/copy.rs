@@ -249,6 +249,8 @@ mod tests {
             capacity_bytes: 1 << 40,
             settings: Default::default(),
             secrets: Default::default(),
+            http_allow: Vec::new(),
+            http_ca_file: None,
         };
         let a = super::super::Array::open(dir.path(), &cfg).unwrap();
         let addr = |n: &str| LunAddress {

@@ -24,12 +24,13 @@ use crate::model::LunAddress;
 /// Why an array operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ArrayError {
-    /// A secret the configuration names for the array cannot be read.
+    /// A secret or the HTTP policy the configuration names for the array
+    /// cannot be read.
     #[error("array {array}: {message}")]
-    Secret {
+    Configuration {
         /// Array name.
         array: String,
-        /// Which secret and why; never its text.
+        /// What and why; never a secret's text.
         message: String,
     },
     /// A pool or LUN name is not acceptable.
@@ -175,6 +176,8 @@ pub struct Array {
     settings: std::collections::BTreeMap<String, String>,
     /// The configuration's secrets for the array's driver, read.
     secrets: crate::secrets::Secrets,
+    /// What the array's driver may reach over HTTP.
+    outbound: crate::outbound::OutboundPolicy,
     /// Provisioned bytes: counted by one scan of the pools when first
     /// needed, then kept by `create_lun` and `delete_lun`, which hold this
     /// lock, so capacity checks cannot race and a create does not stat
@@ -187,11 +190,21 @@ impl Array {
     /// directories as needed (mode 0700: LUNs hold volume data).
     pub fn open(root: &Path, cfg: &ArrayConfig) -> Result<Self, ArrayError> {
         validate_name(&cfg.name)?;
-        let secrets =
-            crate::secrets::Secrets::read(&cfg.secrets).map_err(|message| ArrayError::Secret {
+        let secrets = crate::secrets::Secrets::read(&cfg.secrets).map_err(|message| {
+            ArrayError::Configuration {
                 array: cfg.name.clone(),
                 message,
-            })?;
+            }
+        })?;
+        let outbound = if cfg.http_allow.is_empty() {
+            crate::outbound::OutboundPolicy::none()
+        } else {
+            crate::outbound::OutboundPolicy::new(&cfg.http_allow, cfg.http_ca_file.as_deref())
+                .map_err(|message| ArrayError::Configuration {
+                    array: cfg.name.clone(),
+                    message: format!("http_allow: {message}"),
+                })?
+        };
         let dir = root.join(&cfg.name);
         for pool in &cfg.pools {
             validate_name(pool)?;
@@ -211,6 +224,7 @@ impl Array {
             capacity_bytes: cfg.capacity_bytes,
             settings: cfg.settings.clone(),
             secrets,
+            outbound,
             provisioned: Mutex::new(None),
         })
     }
@@ -233,6 +247,11 @@ impl Array {
     /// The setting `name` of the array's driver, from the configuration.
     pub fn setting(&self, name: &str) -> Option<&str> {
         self.settings.get(name).map(String::as_str)
+    }
+
+    /// What the array's driver may reach over HTTP.
+    pub fn outbound(&self) -> &crate::outbound::OutboundPolicy {
+        &self.outbound
     }
 
     /// The array's secrets; their `redact` keeps them out of messages.
@@ -550,6 +569,8 @@ mod tests {
             capacity_bytes: capacity,
             settings: Default::default(),
             secrets: Default::default(),
+            http_allow: Vec::new(),
+            http_ca_file: None,
         };
         Array::open(dir, &cfg).unwrap()
     }

@@ -88,6 +88,8 @@ impl Scratch {
                 capacity_bytes: ARRAY_BYTES,
                 settings: Default::default(),
                 secrets: Default::default(),
+                http_allow: Vec::new(),
+                http_ca_file: None,
             };
             Array::open(&arrays, &cfg)
                 .map(Arc::new)

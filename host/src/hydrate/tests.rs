@@ -43,6 +43,8 @@ fn setup(size: u64) -> (tempfile::TempDir, Arc<Lun>, Arc<Lun>, Vec<u8>) {
         capacity_bytes: 1 << 40,
         settings: Default::default(),
         secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
     };
     let a = Array::open(dir.path(), &cfg).unwrap();
     let addr = |n: &str| LunAddress {
@@ -239,6 +241,8 @@ fn mismatched_sizes_and_bad_regions_are_refused() {
         capacity_bytes: 1 << 40,
         settings: Default::default(),
         secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
     };
     let b = Array::open(d.path(), &cfg).unwrap();
     let small = b

@@ -7,14 +7,20 @@
 pub use self::current::*;
 
 /// `ferry:driver@0.2.0`, the contract new drivers target.
+/// Its `wasi:http` import is wasmtime's own implementation, linked by
+/// `contract` with the host's policy hooks.
 mod current {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "driver-world",
         imports: { default: trappable },
+        require_store_data_send: true,
         with: {
             "ferry:driver/block.lun": crate::runtime::host_impl::LunHandle,
             "ferry:driver/fabric.peer-array": crate::runtime::host_impl::PeerArrayHandle,
+            "wasi:http": wasmtime_wasi_http::p2::bindings::http,
+            "wasi:io": wasmtime_wasi::p2::bindings::sync::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
         },
     });
 }

@@ -44,6 +44,8 @@ pub(crate) struct CallState {
     pub(crate) scope: Option<Scope>,
     pub(crate) table: ResourceTable,
     pub(crate) wasi: WasiCtx,
+    pub(crate) http: wasmtime_wasi_http::WasiHttpCtx,
+    pub(crate) outbound: super::outbound_http::OutboundHooks,
     pub(crate) limiter: CallLimiter,
     pub(crate) state: StateOverlay,
     pub(crate) deadline: Instant,
@@ -64,11 +66,18 @@ impl CallState {
         let console = Console::default();
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
+        let outbound = super::outbound_http::OutboundHooks::new(
+            scope.as_ref().map(|s| s.array.as_ref()),
+            deadline,
+            &driver,
+        );
         Self {
             driver,
             scope,
             table,
             wasi: wasi_ctx(&console),
+            http: wasmtime_wasi_http::WasiHttpCtx::new(),
+            outbound,
             limiter: CallLimiter::new(memory_limit),
             state,
             deadline,

@@ -66,8 +66,18 @@ impl std::fmt::Display for Contract {
 /// Adds every served contract's imports to `linker`; their instance names
 /// carry the version, so they sit side by side.
 pub(super) fn add_to_linker(linker: &mut Linker<CallState>) -> wasmtime::Result<()> {
+    use super::bindings::ferry::driver as now;
     use wasmtime::component::HasSelf;
-    DriverWorld::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    // The current world's own interfaces one by one: its wasi:http import
+    // is wasmtime's, added below with the policy hooks of `CallState`.
+    now::types::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    now::block::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    now::fabric::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    now::hydration::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    now::state::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    now::config::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    now::context::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_sync(linker)?;
     v0_1::DriverWorld::add_to_linker::<CallState, HasSelf<CallState>>(linker, |s| s)
 }
 

@@ -80,7 +80,7 @@ fn array_error(e: ArrayError) -> DriverError {
         ArrayError::NoSpace { .. } | ArrayError::InsufficientSpace { .. } => {
             DriverError::NoSpace(m)
         }
-        ArrayError::Io { .. } | ArrayError::Secret { .. } => DriverError::BackendError(m),
+        ArrayError::Io { .. } | ArrayError::Configuration { .. } => DriverError::BackendError(m),
     }
 }
 

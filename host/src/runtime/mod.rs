@@ -16,6 +16,7 @@ mod host_impl;
 mod hydration;
 mod load;
 mod metrics;
+mod outbound_http;
 mod settings;
 mod state;
 mod store_backing;

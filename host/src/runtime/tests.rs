@@ -28,6 +28,8 @@ pub(super) fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<
         capacity_bytes: capacity,
         settings: Default::default(),
         secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

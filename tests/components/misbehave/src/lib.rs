@@ -15,10 +15,13 @@
 //! | `leak`    | logs the secrets `token` and `password`, prints them, then fails with them in its message |
 //! | `leak-update` | the same, then answers a model update that holds the token |
 //! | `leak-panic` | the same, then panics with the password |
+//! | `http-get:URL` | `GET URL` through the host; fails with `http report: ...` (status and body, or the error) |
+//! | `http-follow:URL` | the same, following one redirect by hand |
 //!
 //! Any other name creates a normal volume.
 
 mod hostile;
+mod outbound;
 mod secrets;
 
 use ferry_sdk::{
@@ -46,6 +49,10 @@ impl Driver for Misbehave {
             "state" => hostile::write_state_then_trap(),
             "settings" => secrets::report(),
             "leak" | "leak-update" | "leak-panic" => secrets::leak(&volume.name),
+            name if name.starts_with("http-get:") || name.starts_with("http-follow:") => {
+                let (mode, url) = name.split_once(':').unwrap_or_default();
+                outbound::fetch(mode, url)
+            }
             name if name.starts_with("outside:") => {
                 let port = name["outside:".len()..].parse().unwrap_or(9);
                 hostile::reach_outside(port)
