@@ -53,6 +53,14 @@ fn every_path_moves_the_data_intact_with_0_1_0_components() {
             .unwrap();
         assert_eq!(version["contract"], "0.1.0", "{d}");
     }
+    // Contract 0.1.0 has no manage-existing: the host answers for it.
+    let (status, e) = server.call(
+        "POST",
+        "/v1/volumes/manage",
+        Some(json!({"name": "m", "array": "p1", "reference": "default/x"})),
+    );
+    assert_eq!(status, 422, "{e}");
+    assert_eq!(e["error"]["code"], "driver_unsupported", "{e}");
     every_path(&server, &data);
 }
 

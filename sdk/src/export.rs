@@ -5,7 +5,7 @@ use core::marker::PhantomData;
 
 use crate::bindings::exports::ferry::driver::driver::Guest;
 use crate::{
-    Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverError, Lun,
+    Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverError, Lun, Managed,
     MigrateOutcome, PeerArray, Source, TargetOutcome, Volume,
 };
 
@@ -43,6 +43,27 @@ pub trait Driver {
     /// arrays have nothing to undo.
     fn terminate_connection(volume: Volume, connector: Connector) -> Result<(), DriverError> {
         let _ = (volume, connector);
+        Ok(())
+    }
+
+    /// Makes the existing LUN `reference` names the storage of `volume`,
+    /// without copying; `volume.size_bytes` is 0 until this answers the
+    /// size. [`layout::manage_lun`](crate::layout::manage_lun) does it for
+    /// the one-LUN-per-volume layout.
+    ///
+    /// The default answers `unsupported`.
+    fn manage_existing(volume: Volume, reference: String) -> Result<Managed, DriverError> {
+        let _ = (volume, reference);
+        Err(DriverError::Unsupported(
+            "this driver does not manage existing LUNs".into(),
+        ))
+    }
+
+    /// The host forgets `volume` and leaves its storage on the array.
+    ///
+    /// The default does nothing: the data stays where it is.
+    fn unmanage(volume: Volume) -> Result<(), DriverError> {
+        let _ = volume;
         Ok(())
     }
 
@@ -133,6 +154,14 @@ impl<T: Driver> Guest for Export<T> {
 
     fn terminate_connection(volume: Volume, connector: Connector) -> Result<(), DriverError> {
         T::terminate_connection(volume, connector)
+    }
+
+    fn manage_existing(volume: Volume, reference: String) -> Result<Managed, DriverError> {
+        T::manage_existing(volume, reference)
+    }
+
+    fn unmanage(volume: Volume) -> Result<(), DriverError> {
+        T::unmanage(volume)
     }
 
     fn migrate_volume(

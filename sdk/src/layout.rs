@@ -51,6 +51,11 @@ pub fn volume_lun(volume: &Volume) -> Result<LunAddress, DriverError> {
     let Some(location) = volume.provider_location.as_deref() else {
         return new_volume_lun(volume);
     };
+    // A managed LUN keeps the name it had; the host lets no two volumes
+    // manage the same one.
+    if let Some(managed) = location.strip_prefix(MANAGED) {
+        return parse_provider_location(managed);
+    }
     let address = parse_provider_location(location)?;
     let expected = lun_name(&volume.id)?;
     if address.name != expected {
@@ -59,6 +64,51 @@ pub fn volume_lun(volume: &Volume) -> Result<LunAddress, DriverError> {
         )));
     }
     Ok(address)
+}
+
+/// What starts the `provider-location` of a managed LUN.
+const MANAGED: &str = "managed:";
+
+/// Where `reference` points, for [`crate::Driver::manage_existing`]:
+/// `<pool>/<name>`, or `<name>` in `volume.pool`. Names of this layout's
+/// own LUNs (`volume-...`) are refused: they are volumes already.
+pub fn managed_lun(volume: &Volume, reference: &str) -> Result<LunAddress, DriverError> {
+    let address = if reference.contains('/') {
+        parse_provider_location(reference)?
+    } else {
+        check_pool(&volume.pool)?;
+        LunAddress::new(volume.pool.clone(), reference)
+    };
+    if address.name.is_empty() || address.name.starts_with("volume-") {
+        return Err(DriverError::InvalidArgument(format!(
+            "reference {reference:?} does not name a LUN outside this driver's volumes"
+        )));
+    }
+    Ok(address)
+}
+
+/// The `provider-location` of a managed LUN at `address`.
+pub fn managed_location(address: &LunAddress) -> String {
+    format!("{MANAGED}{}", provider_location(address))
+}
+
+/// Manages the LUN `reference` names ([`managed_lun`]) as `volume`: it must
+/// exist with a size that is a positive multiple of 512. Its data is left
+/// as it is.
+pub fn manage_lun(volume: &Volume, reference: &str) -> Result<crate::Managed, DriverError> {
+    let address = managed_lun(volume, reference)?;
+    let lun = crate::block::open_lun(&address)?;
+    let size = lun.size();
+    if size == 0 || size % 512 != 0 {
+        return Err(DriverError::InvalidArgument(format!(
+            "LUN {} holds {size} bytes, not a positive multiple of 512",
+            provider_location(&address)
+        )));
+    }
+    Ok(crate::Managed {
+        size_bytes: size,
+        model_update: Some(managed_location(&address)),
+    })
 }
 
 /// The `provider-location` of `address`: `<pool>/<name>`.
@@ -92,6 +142,20 @@ fn check_pool(pool: &str) -> Result<(), DriverError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn managed_luns_keep_their_names_and_volume_luns_are_refused() {
+        let v = volume("0b7c", "default", None);
+        let a = managed_lun(&v, "legacy-db").unwrap();
+        assert_eq!((a.pool.as_str(), a.name.as_str()), ("default", "legacy-db"));
+        let a = managed_lun(&v, "gold/old").unwrap();
+        assert_eq!(managed_location(&a), "managed:gold/old");
+        assert!(managed_lun(&v, "default/volume-1234").is_err());
+        assert!(managed_lun(&v, "../x/y").is_err());
+        let managed = volume("0b7c", "gold", Some("managed:gold/old"));
+        let a = volume_lun(&managed).unwrap();
+        assert_eq!((a.pool.as_str(), a.name.as_str()), ("gold", "old"));
+    }
 
     fn volume(id: &str, pool: &str, location: Option<&str>) -> Volume {
         Volume {

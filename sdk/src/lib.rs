@@ -118,7 +118,7 @@ pub use bindings::ferry::driver::fabric::PeerArray;
 pub use bindings::ferry::driver::hydration::HydrationProgress;
 pub use bindings::ferry::driver::types::{
     Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverError, Extent,
-    LogLevel, LunAddress, MigrateOutcome, Source, TargetOutcome, Volume,
+    LogLevel, LunAddress, Managed, MigrateOutcome, Source, TargetOutcome, Volume,
 };
 pub use export::Driver;
 #[doc(hidden)]

@@ -26,6 +26,13 @@ impl Driver for Plain {
         Ok(Some(layout::provider_location(&address)))
     }
 
+    fn manage_existing(
+        volume: Volume,
+        reference: String,
+    ) -> Result<ferry_sdk::Managed, DriverError> {
+        layout::manage_lun(&volume, &reference)
+    }
+
     fn delete_volume(volume: Volume) -> Result<(), DriverError> {
         let address = layout::volume_lun(&volume)?;
         block::delete_lun_if_present(&address)?;

@@ -34,6 +34,13 @@ impl Driver for Takeover {
         Ok(Some(layout::provider_location(&address)))
     }
 
+    fn manage_existing(
+        volume: Volume,
+        reference: String,
+    ) -> Result<ferry_sdk::Managed, DriverError> {
+        layout::manage_lun(&volume, &reference)
+    }
+
     fn delete_volume(volume: Volume) -> Result<(), DriverError> {
         target::delete(&volume)
     }

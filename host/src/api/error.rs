@@ -97,6 +97,7 @@ pub enum ErrorCode {
     NotMigratable,
     PoolNotFound,
     SameLocation,
+    AlreadyManaged,
     StoreError,
     TooManyAttachments,
     VolumeLocked,

@@ -15,14 +15,16 @@ use super::error::{ApiError, ErrorBody};
 use super::extract::{AttachmentPath, Ids, JsonBody, VolumePath};
 use super::routes::Routes;
 use crate::service::{
-    AttachVolume, AttachmentView, CreateVolume, ForceDeleted, ResetOutcome, ResetStatus, Service,
-    VolumeView,
+    AttachVolume, AttachmentView, CreateVolume, ForceDeleted, ManageVolume, ResetOutcome,
+    ResetStatus, Service, VolumeView,
 };
 
 pub(super) fn register(r: Routes) -> Routes {
     r.protected(routes!(list, create))
         .protected(routes!(show, delete))
         .protected(routes!(reset_status))
+        .protected(routes!(manage))
+        .protected(routes!(unmanage))
         .protected(routes!(attach))
         .protected(routes!(detach))
 }
@@ -89,6 +91,47 @@ async fn create(
 ) -> Result<Response, ApiError> {
     let volume = service.create_volume(req).await?;
     Ok(created(format!("/v1/volumes/{}", volume.id), volume))
+}
+
+/// Manage an existing LUN: a LUN that already lives on the array, not made
+/// through Ferry, becomes a volume without copying (Cinder's manage
+/// existing). Its size is the LUN's. Emits a `volume` event.
+#[utoipa::path(post, path = "/v1/volumes/manage", operation_id = "manageVolume", request_body = ManageVolume, responses(
+    (status = 201, description = "The new volume; `Location` has its address.", body = VolumeView,
+        headers(("Location" = String, description = "The volume's address."))),
+    (status = 400, description = "A bad name (`invalid_name`) or reference (`invalid_argument`), \
+        or the driver found the LUN unusable (`driver_invalid_argument`: a size that is not a \
+        positive multiple of 512, one of the driver's own volumes).", body = ErrorBody),
+    (status = 404, description = "No such array (`array_not_found`), pool (`pool_not_found`) \
+        or LUN (`driver_not_found`).", body = ErrorBody),
+    (status = 409, description = "Another volume has the LUN already (`already_managed`).", body = ErrorBody),
+    (status = 422, description = "The array's driver cannot manage LUNs (`driver_unsupported`).", body = ErrorBody),
+    (status = 502, description = "The array's driver failed (`driver_backend_error`, `driver_trap`, `driver_timeout`, `driver_out_of_memory`).", body = ErrorBody),
+    (status = 503, description = "The array's driver is not loaded (`driver_not_loaded`).", body = ErrorBody),
+))]
+async fn manage(
+    State(service): State<Service>,
+    JsonBody(req): JsonBody<ManageVolume>,
+) -> Result<Response, ApiError> {
+    let volume = service.manage_volume(req).await?;
+    Ok(created(format!("/v1/volumes/{}", volume.id), volume))
+}
+
+/// Unmanage a volume: Ferry forgets it and its LUN stays on the array with
+/// its data. Only an available, detached volume. Emits a `volume` event.
+#[utoipa::path(post, path = "/v1/volumes/{id}/unmanage", operation_id = "unmanageVolume", params(VolumePath), responses(
+    (status = 204, description = "Forgotten; the LUN is where it was."),
+    (status = 404, description = "No such volume (`volume_not_found`).", body = ErrorBody),
+    (status = 409, description = "The volume is attached, migrating or busy (`invalid_state`).", body = ErrorBody),
+    (status = 502, description = "The array's driver failed (`driver_backend_error`, `driver_trap`, `driver_timeout`, `driver_out_of_memory`).", body = ErrorBody),
+    (status = 503, description = "The array's driver is not loaded (`driver_not_loaded`).", body = ErrorBody),
+))]
+async fn unmanage(
+    State(service): State<Service>,
+    Ids([id]): Ids<1>,
+) -> Result<StatusCode, ApiError> {
+    service.unmanage_volume(id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Show a volume.

@@ -94,6 +94,16 @@ impl Client {
         self.json(res)
     }
 
+    /// `POST path` without a body, expecting no content.
+    pub fn post_empty(&self, path: &str) -> Result<(), ClientError> {
+        let res = self
+            .agent
+            .post(self.url(path))
+            .header("Authorization", self.bearer())
+            .send_empty();
+        self.answer(res).map(|_| ())
+    }
+
     /// `PUT path` with `body` sent as is (no JSON encoding) under
     /// `content_type`; the answer's status and JSON. The status tells a
     /// created resource (201) from one that was there already (200).

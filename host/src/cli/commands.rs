@@ -120,6 +120,27 @@ pub fn volume(c: &Client, out: Output, cmd: VolumeCmd) -> Result<(), ClientError
                 print!("{}", volume_details(&decode(c, v)?));
             }
         }
+        VolumeCmd::Manage {
+            name,
+            array,
+            reference,
+            pool,
+        } => {
+            let mut body = json!({"name": name, "array": array, "reference": reference});
+            if let Some(pool) = pool {
+                body["pool"] = json!(pool);
+            }
+            let v = c.post("/v1/volumes/manage", &body)?;
+            if !out.json(&v)? {
+                print!("{}", volume_details(&decode(c, v)?));
+            }
+        }
+        VolumeCmd::Unmanage { id } => {
+            c.post_empty(&format!("/v1/volumes/{id}/unmanage"))?;
+            if !out.json {
+                println!("unmanaged volume {id}: its LUN stays on its array");
+            }
+        }
         VolumeCmd::List => {
             let v = c.get("/v1/volumes")?;
             if !out.json(&v)? {

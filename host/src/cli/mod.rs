@@ -184,6 +184,28 @@ pub enum VolumeCmd {
         #[arg(long)]
         pool: Option<String>,
     },
+    /// Make a LUN that already lives on an array a volume, without copying
+    /// (its size is the LUN's).
+    Manage {
+        /// Display name of the new volume.
+        name: String,
+        /// The array the LUN lives on.
+        #[arg(long)]
+        array: String,
+        /// The LUN, in the array driver's terms (the example drivers take
+        /// `<pool>/<lun name>` or `<lun name>`).
+        #[arg(long)]
+        reference: String,
+        /// Pool on the array (its first pool when absent).
+        #[arg(long)]
+        pool: Option<String>,
+    },
+    /// Forget an available, detached volume; its LUN stays on the array
+    /// with its data.
+    Unmanage {
+        /// Volume id.
+        id: Uuid,
+    },
     /// List the volumes.
     List,
     /// Show one volume.

@@ -206,6 +206,31 @@ impl Exports {
         }
     }
 
+    pub(super) fn call_manage_existing(
+        &self,
+        s: &mut Store<CallState>,
+        v: &wit::Volume,
+        reference: &str,
+    ) -> Answer<wit::Managed> {
+        match self {
+            Self::Current(w) => w
+                .ferry_driver_driver()
+                .call_manage_existing(s, v, reference),
+            // Contract 0.1.0 has no such call.
+            Self::V0_1(_) => Ok(Err(wit::DriverError::Unsupported(
+                "this driver was built against contract 0.1.0, which has no manage-existing".into(),
+            ))),
+        }
+    }
+
+    pub(super) fn call_unmanage(&self, s: &mut Store<CallState>, v: &wit::Volume) -> Answer<()> {
+        match self {
+            Self::Current(w) => w.ferry_driver_driver().call_unmanage(s, v),
+            // Nothing to undo: a 0.1.0 driver never managed anything.
+            Self::V0_1(_) => Ok(Ok(())),
+        }
+    }
+
     pub(super) fn call_migrate_volume(
         &self,
         s: &mut Store<CallState>,

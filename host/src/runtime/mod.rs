@@ -58,7 +58,7 @@ pub use self::load::ArtifactCache;
 pub use self::metrics::{DriverCallStats, LATENCY_BUCKETS_SECONDS};
 pub use self::state::{DriverStateStore, MAX_KEY_BYTES, MAX_VALUE_BYTES, MemoryStateStore};
 pub use self::types::{
-    Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverErrorKind,
+    Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverErrorKind, Managed,
     MigrateOutcome, Source, TargetOutcome, VolumeRef,
 };
 
@@ -443,6 +443,35 @@ impl DriverRuntime {
             lun,
             read_only: info.read_only,
         })
+    }
+
+    /// Makes the existing LUN `reference` names the storage of `vol`
+    /// (whose size is 0 until the driver answers it).
+    pub fn manage_existing(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        reference: &str,
+    ) -> Result<Managed, CallError> {
+        let v = wit::Volume::from(vol);
+        let m = self.ask(scope, |g, s| g.call_manage_existing(s, &v, reference))?;
+        if m.size_bytes == 0 || !m.size_bytes.is_multiple_of(512) {
+            return Err(CallError::contract(format!(
+                "driver {} answered manage-existing with a size of {} bytes, not a positive \
+                 multiple of 512",
+                scope.driver, m.size_bytes
+            )));
+        }
+        Ok(Managed {
+            size_bytes: m.size_bytes,
+            model_update: check_model_update(m.model_update, scope.array.secrets())?,
+        })
+    }
+
+    /// The host forgets `vol`; its storage stays on the array.
+    pub fn unmanage(&self, scope: &CallScope, vol: &VolumeRef) -> Result<(), CallError> {
+        let v = wit::Volume::from(vol);
+        self.ask(scope, |g, s| g.call_unmanage(s, &v))
     }
 
     /// Ends an exposure made by [`Self::initialize_connection`].

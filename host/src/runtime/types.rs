@@ -97,6 +97,15 @@ pub struct Source {
     pub driver: String,
 }
 
+/// Answer of `manage-existing`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Managed {
+    /// The LUN's size: the volume's.
+    pub size_bytes: u64,
+    /// Provider location to store with the volume.
+    pub model_update: Option<String>,
+}
+
 /// Answer of `migrate-volume`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrateOutcome {

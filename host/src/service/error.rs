@@ -68,6 +68,14 @@ pub enum ServiceError {
         /// Why that forbids the operation.
         reason: String,
     },
+    /// Another volume manages the LUN already.
+    #[error("the LUN {reference:?} is volume {volume} already")]
+    AlreadyManaged {
+        /// The reference asked for.
+        reference: String,
+        /// The volume that has it.
+        volume: Uuid,
+    },
     /// The volume is on that array and pool already.
     #[error("nothing to migrate: {0}")]
     SameLocation(String),
@@ -243,6 +251,7 @@ impl ServiceError {
             Self::InvalidState { .. } => "invalid_state",
             Self::TooManyAttachments { .. } => "too_many_attachments",
             Self::SameLocation(_) => "same_location",
+            Self::AlreadyManaged { .. } => "already_managed",
             Self::MigrationInProgress(_) => "migration_in_progress",
             Self::NotMigratable { .. } => "not_migratable",
             Self::NoMigrationRunning(_) => "no_migration_running",
@@ -291,7 +300,9 @@ impl ServiceError {
             | Self::HydrationIncomplete { .. } => ErrorKind::Conflict,
             Self::MigrationStopping(_) => ErrorKind::Unavailable,
             Self::NoSpace(_) | Self::Array(ArrayError::NoSpace { .. }) => ErrorKind::Unprocessable,
-            Self::InvalidState { .. } | Self::TooManyAttachments { .. } => ErrorKind::Conflict,
+            Self::InvalidState { .. }
+            | Self::TooManyAttachments { .. }
+            | Self::AlreadyManaged { .. } => ErrorKind::Conflict,
             Self::Array(ArrayError::InsufficientSpace { .. }) => ErrorKind::InsufficientStorage,
             Self::DriverNotLoaded(_) => ErrorKind::Unavailable,
             Self::DriverNotFound(_) | Self::DriverVersionNotFound { .. } => ErrorKind::NotFound,

@@ -5,6 +5,7 @@
 mod drivers;
 mod error;
 mod events;
+mod manage;
 mod metrics;
 mod migration;
 mod operator;
@@ -24,7 +25,9 @@ pub use error::{ErrorKind, ServiceError};
 pub use events::Event;
 pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
 pub use operator::{ForceDeleted, ResetOutcome, ResetStatus};
-pub use views::{ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, VolumeView};
+pub use views::{
+    ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, ManageVolume, VolumeView,
+};
 
 use crate::array::{Array, Arrays};
 use crate::config::Config;

@@ -23,6 +23,26 @@ pub struct CreateVolume {
     pub pool: Option<String>,
 }
 
+/// A request to make an existing LUN a volume, without copying.
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "legacy-db", "array": "p1", "reference": "default/legacy-db"}))]
+pub struct ManageVolume {
+    /// Display name of the new volume.
+    #[schema(min_length = 1)]
+    pub name: String,
+    /// The array the LUN lives on.
+    pub array: String,
+    /// Pool (the array's first pool when absent); the driver may read a
+    /// reference without a pool as one in it.
+    #[serde(default)]
+    pub pool: Option<String>,
+    /// The LUN, in the array driver's terms (the example drivers take
+    /// `<pool>/<lun name>` or `<lun name>`).
+    #[schema(min_length = 1, max_length = 1024)]
+    pub reference: String,
+}
+
 /// A request to attach a volume.
 #[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -16,6 +16,25 @@ use crate::nbd::Export;
 use crate::runtime::{Connector, VolumeRef};
 use crate::store::UpdateError;
 
+/// The pool a request names on `array`, or the array's first pool.
+pub(super) fn choose_pool(
+    array: &crate::array::Array,
+    pool: Option<String>,
+) -> Result<String, ServiceError> {
+    match pool {
+        Some(p) if array.pools().contains(&p) => Ok(p),
+        Some(p) => Err(ServiceError::PoolNotFound {
+            array: array.name().to_owned(),
+            pool: p,
+        }),
+        None => {
+            array.pools().first().cloned().ok_or_else(|| {
+                ServiceError::Internal(format!("array {} has no pool", array.name()))
+            })
+        }
+    }
+}
+
 /// Longest volume or server name accepted.
 const MAX_NAME: usize = 255;
 
@@ -24,7 +43,11 @@ const MAX_NAME: usize = 255;
 /// field. Characters that could disguise it when printed (controls, bidi
 /// overrides, zero-width marks, separators, private use) are refused, each
 /// named by its code point, so a name cannot pass for another.
-fn validate_display_name(what: &str, field: &str, name: &str) -> Result<(), ServiceError> {
+pub(super) fn validate_display_name(
+    what: &str,
+    field: &str,
+    name: &str,
+) -> Result<(), ServiceError> {
     let invalid = |reason: String| {
         Err(ServiceError::InvalidName(format!(
             "{what} (field \"{field}\") {reason}"
@@ -60,7 +83,7 @@ pub(super) fn status_name(s: VolumeStatus) -> String {
     super::views::wire_name(s)
 }
 
-fn invalid_state(v: &Volume, reason: &str) -> ServiceError {
+pub(super) fn invalid_state(v: &Volume, reason: &str) -> ServiceError {
     ServiceError::InvalidState {
         id: v.id,
         status: status_name(v.status),
@@ -85,12 +108,18 @@ fn running_migration(v: &Volume) -> Option<Uuid> {
 }
 
 /// What `to` says in the event of a volume that is gone.
-const DELETED: &str = "deleted";
+pub(super) const DELETED: &str = "deleted";
 
 impl Service {
     /// A `volume` event outside the migration runner: `from` and `to` are
     /// statuses (`None` before the record existed, `deleted` after).
-    fn emit_life_cycle(&self, v: &Volume, from: Option<String>, to: String, reason: String) {
+    pub(super) fn emit_life_cycle(
+        &self,
+        v: &Volume,
+        from: Option<String>,
+        to: String,
+        reason: String,
+    ) {
         self.inner.events.emit(NewEvent {
             kind: "volume",
             volume: Some(v.id),
@@ -125,18 +154,7 @@ impl Service {
             return Err(ServiceError::InvalidSize(req.size_bytes));
         }
         let array = self.array(&req.array)?.clone();
-        let pool = match req.pool {
-            Some(p) if array.pools().contains(&p) => p,
-            Some(p) => {
-                return Err(ServiceError::PoolNotFound {
-                    array: req.array,
-                    pool: p,
-                });
-            }
-            None => array.pools().first().cloned().ok_or_else(|| {
-                ServiceError::Internal(format!("array {} has no pool", array.name()))
-            })?,
-        };
+        let pool = choose_pool(&array, req.pool)?;
         let free = array.capacity_bytes().saturating_sub(array.used_bytes()?);
         if req.size_bytes > free {
             return Err(ServiceError::NoSpace(format!(

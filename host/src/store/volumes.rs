@@ -69,6 +69,29 @@ impl Store {
         self.write(|txn| Ok(txn.open_table(VOLUMES)?.remove(key(id).as_str())?.is_some()))
     }
 
+    /// Removes a volume if `check` accepts it as it is, in one write
+    /// transaction; `check`'s refusal comes back as
+    /// [`UpdateError::Refused`] with nothing removed.
+    pub fn remove_volume_if<E, F>(&self, id: Uuid, check: F) -> Result<Volume, UpdateError<E>>
+    where
+        F: FnOnce(&Volume) -> Result<(), E>,
+    {
+        let k = key(id);
+        let txn = self.db.begin_write().map_err(UpdateError::store)?;
+        let removed = {
+            let mut table = txn.open_table(VOLUMES).map_err(UpdateError::store)?;
+            let volume: Volume = match table.get(k.as_str()).map_err(UpdateError::store)? {
+                Some(current) => decode(KIND, &k, current.value())?,
+                None => return Err(UpdateError::NotFound),
+            };
+            check(&volume).map_err(UpdateError::Refused)?;
+            table.remove(k.as_str()).map_err(UpdateError::store)?;
+            volume
+        };
+        txn.commit().map_err(UpdateError::store)?;
+        Ok(removed)
+    }
+
     /// Reads, changes and writes a volume in one write transaction.
     ///
     /// `f` sees the current record and may change it, or refuse with an
