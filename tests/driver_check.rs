@@ -143,7 +143,6 @@ fn the_0_1_0_example_components_pass_unchanged() {
     let all = passes("vendor-copy");
     let (_, loads) = check(&all, "loads");
     assert!(loads.contains("ferry:driver@0.2.0"), "{loads}");
-    assert!(loads.contains("live-move"), "{loads}");
 }
 
 #[test]

@@ -246,10 +246,11 @@ fn the_target_drivers_async_move_switches_attached_clients() {
     );
 }
 
-/// Arrays `v1`, `v2` of the current `vendor-copy` (which declares
-/// live-move) and `w1`, `w2` of the same driver as built against contract
-/// 0.1.0 (which cannot declare it).
-fn vendor_copy_config(dir: &std::path::Path) -> std::path::PathBuf {
+/// Arrays `f1`, `f2` of the `faulty` test driver (which declares live-move
+/// and moves a volume named `move:migrate-volume` as `vendor-copy` does),
+/// `v1`, `v2` of `vendor-copy` (which does not declare it) and `w1`, `w2`
+/// of `vendor-copy` as built against contract 0.1.0 (which cannot).
+fn driver_move_config(dir: &std::path::Path) -> std::path::PathBuf {
     let (_, old) = ferry::guests::CONTRACT_0_1_FIXTURES
         .iter()
         .find(|(n, _)| *n == "vendor-copy")
@@ -257,6 +258,8 @@ fn vendor_copy_config(dir: &std::path::Path) -> std::path::PathBuf {
     let config = dir.join("ferry.toml");
     let mut text = String::new();
     for (array, driver) in [
+        ("f1", "faulty"),
+        ("f2", "faulty"),
         ("v1", "vendor-copy"),
         ("v2", "vendor-copy"),
         ("w1", "vendor-copy-0-1"),
@@ -267,7 +270,9 @@ fn vendor_copy_config(dir: &std::path::Path) -> std::path::PathBuf {
         ));
     }
     text.push_str(&format!(
-        "[[driver]]\nname = \"vendor-copy-0-1\"\npath = {old:?}\n"
+        "[[driver]]\nname = \"vendor-copy-0-1\"\npath = {old:?}\n\
+         [[driver]]\nname = \"faulty\"\npath = {:?}\n",
+        ferry::guests::FAULTY_PATH
     ));
     std::fs::write(&config, text).unwrap();
     config
@@ -276,10 +281,10 @@ fn vendor_copy_config(dir: &std::path::Path) -> std::path::PathBuf {
 /// A writer (fio) and a reader (qemu-io) on two attachments of a volume on
 /// `from` keep their connections while it moves to `to`; returns the
 /// migration as it ended. Every byte matches after.
-fn clients_across_a_driver_move(server: &Server, from: &str, to: &str) -> Value {
+fn clients_across_a_driver_move(server: &Server, name: &str, from: &str, to: &str) -> Value {
     let size = 512 * MIB;
     let mut model = Model::new(size);
-    let id = create_with_pattern_on(server, from, "moved", size, 32 * MIB, &mut model);
+    let id = create_with_pattern_on(server, from, name, size, 32 * MIB, &mut model);
     let (writer_att, writer_uri) = attach_as(server, &id, "app");
     let (reader_att, reader_uri) = attach_as(server, &id, "backup");
     let mut fio = fio_writer(&writer_uri, 192, 4);
@@ -320,21 +325,25 @@ fn clients_across_a_driver_move(server: &Server, from: &str, to: &str) -> Value 
 }
 
 /// A source driver that declares live-move moves an attached volume by its
-/// own means, with the exports held for its call; one built against
-/// contract 0.1.0 cannot declare it, so the host moves the volume instead.
+/// own means, with the exports held for its call; one that does not, or
+/// built against contract 0.1.0 (which cannot declare it), is skipped and
+/// the host moves the volume instead.
 #[test]
-fn the_source_drivers_live_move_switches_attached_clients_and_0_1_0_skips_it() {
+fn the_source_drivers_live_move_switches_attached_clients_and_others_are_skipped() {
     require_tool("fio", "fio");
     require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
-    let config = vendor_copy_config(dir.path());
+    let config = driver_move_config(dir.path());
     let server = Server::start(&dir.path().join("data"), Some(&config));
 
-    let m = clients_across_a_driver_move(&server, "v1", "v2");
+    let m = clients_across_a_driver_move(&server, "move:migrate-volume", "f1", "f2");
     assert_eq!(m["path"], "source-driver", "{m}");
     assert!(m["warnings"].as_array().is_none_or(|w| w.is_empty()), "{m}");
 
-    let m = clients_across_a_driver_move(&server, "w1", "w2");
+    let m = clients_across_a_driver_move(&server, "moved", "v1", "v2");
+    assert_eq!(m["path"], "host-live", "{m}");
+
+    let m = clients_across_a_driver_move(&server, "moved", "w1", "w2");
     assert_eq!(m["path"], "host-live", "{m}");
     let (_, page) = server.call("GET", "/v1/events?follow=false", None);
     let skipped = page["events"].as_array().unwrap().iter().any(|e| {
@@ -349,6 +358,49 @@ fn the_source_drivers_live_move_switches_attached_clients_and_0_1_0_skips_it() {
     );
 }
 
+/// An abort while a live-move driver's call holds the exports: the driver
+/// stops (its copy fails), the exports go on serving the source, the
+/// client's connection stays and every byte is where it was.
+#[test]
+fn an_abort_during_a_held_source_move_keeps_the_volume_on_the_source() {
+    require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let config = driver_move_config(dir.path());
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let size = 256 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern_on(
+        &server,
+        "f1",
+        "slow:migrate-volume",
+        size,
+        16 * MIB,
+        &mut model,
+    );
+    let (_, uri) = attach_as(&server, &id, "app");
+    let reading = reader(&uri, &model, 0, size, 6);
+    migrate(&server, &id, "f2");
+    wait_phase(&server, &id, "source_driver", Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert!(status == 202 || status == 200, "{status} {body}");
+    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    assert_eq!(m["migration_status"], "aborted", "{m}");
+    assert_eq!(
+        m["switched_attachments"].as_array().map(Vec::len),
+        Some(0),
+        "{m}"
+    );
+    reader_ok(reading);
+    let v = volume(&server, &id);
+    assert_eq!(
+        (v["array"].as_str(), v["status"].as_str()),
+        (Some("f1"), Some("in-use")),
+        "{v}"
+    );
+    verify(&uri, &model, 0, size);
+}
+
 /// Kill -9 at random points of source-driver live moves back and forth
 /// (before, during and after the held call, whose source LUN the driver
 /// deletes): after every restart the export serves the volume again, from
@@ -356,8 +408,8 @@ fn the_source_drivers_live_move_switches_attached_clients_and_0_1_0_skips_it() {
 #[test]
 fn kill_9_loop_during_source_driver_live_moves_loses_no_flushed_write() {
     let dir = tempfile::tempdir().unwrap();
-    let config = vendor_copy_config(dir.path());
-    let m = kill_9_loop(&config, ("v1", "v2"), 10, 600);
+    let config = driver_move_config(dir.path());
+    let m = kill_9_loop(&config, "move:migrate-volume", ("f1", "f2"), 10, 600);
     assert_eq!(m["path"], "source-driver", "{m}");
 }
 
@@ -490,16 +542,17 @@ fn kill_9_loop_during_live_migrations_loses_no_flushed_write() {
     // About two seconds a move, so kills land before, in and after the
     // switch, while hydrating and while cleaning up.
     let config = support::volume_model::config(dir.path(), 256 * MIB);
-    kill_9_loop(&config, ("p1", "t1"), 12, 1500);
+    kill_9_loop(&config, "live-kill", ("p1", "t1"), 12, 1500);
 }
 
-/// A volume on `arrays.0`, attached and written to, moved back and forth
+/// A volume `name` on `arrays.0`, attached and written to, moved back and forth
 /// between `arrays` while the server is killed `rounds` times at random
 /// points up to `max_pause_ms` into each round. At the end the last move
 /// succeeds, the export serves the volume again and no flushed write is
 /// lost; returns the last migration.
 fn kill_9_loop(
     config: &std::path::Path,
+    name: &str,
     arrays: (&str, &str),
     rounds: usize,
     max_pause_ms: u64,
@@ -509,7 +562,7 @@ fn kill_9_loop(
     let mut server = Server::start(&data, Some(config));
     let size = 512 * MIB;
     let mut model = Model::new(size);
-    let id = create_with_pattern_on(&server, arrays.0, "live-kill", size, 32 * MIB, &mut model);
+    let id = create_with_pattern_on(&server, arrays.0, name, size, 32 * MIB, &mut model);
     let (_, uri) = attach_as(&server, &id, "app");
     let export = export_of(&uri).to_owned();
     let mut rng = Rng(0xfeed);

@@ -12,13 +12,12 @@ pub struct VendorCopy;
 
 impl Driver for VendorCopy {
     fn capabilities() -> Capabilities {
-        // The native copy is sparse: a volume moves in the time its
-        // written data takes to copy, short enough to hold an attached
-        // volume's I/O for it.
+        // No live-move: the move copies the data, and an attached volume's
+        // I/O would be held for the whole copy (seconds per GiB); the
+        // host's own live move pauses it for milliseconds.
         Capabilities {
             source_migration: true,
             sparse: true,
-            live_move: true,
             ..Capabilities::NONE
         }
     }
@@ -182,7 +181,7 @@ mod tests {
     #[test]
     fn capabilities_offer_source_migration_only() {
         let caps = VendorCopy::capabilities();
-        assert!(caps.source_migration && caps.sparse && caps.live_move);
+        assert!(caps.source_migration && caps.sparse && !caps.live_move);
         assert!(!caps.take_over && !caps.async_target_migration);
     }
 

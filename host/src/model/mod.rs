@@ -143,6 +143,26 @@ pub struct DriverRecord {
     pub versions: Vec<DriverVersion>,
 }
 
+impl Volume {
+    /// A new volume being created (or managed) on `array`/`pool`, with a
+    /// fresh id and no storage known yet.
+    pub fn creating(name: String, size_bytes: u64, array: String, pool: String) -> Self {
+        Self {
+            id: Uuid::new_v4(),
+            name,
+            size_bytes,
+            status: VolumeStatus::Creating,
+            migration_status: None,
+            array,
+            pool,
+            provider_location: None,
+            attachments: Vec::new(),
+            created_at: now_rfc3339(),
+            migration: None,
+        }
+    }
+}
+
 /// Checks an array, pool or LUN name: 1 to 128 characters of
 /// `[A-Za-z0-9._-]`, not starting with a dot, so a name can never leave its
 /// directory. The error says which rule it breaks.

@@ -77,7 +77,7 @@ impl ExportTable {
         let slot = lock(&self.exports).get(name).cloned();
         match slot {
             Some(slot) => {
-                slot.set_device(device);
+                retire(slot.set_device(device));
                 tracing::debug!(export = %label(name), "NBD export device replaced");
                 true
             }
@@ -254,8 +254,10 @@ impl ExportSlot {
     }
 
     /// Serves `device` to every later request.
-    pub(super) fn set_device(&self, device: Arc<dyn BlockDevice>) {
-        lock(&self.state).device = device;
+    /// Serves `device` from now on; returns the one it replaces, for the
+    /// caller to let go of outside the export's lock.
+    pub(super) fn set_device(&self, device: Arc<dyn BlockDevice>) -> Arc<dyn BlockDevice> {
+        std::mem::replace(&mut lock(&self.state).device, device)
     }
 
     /// Ends one hold; the waiting requests start when none is left.
@@ -336,6 +338,22 @@ impl Drop for InFlight<'_> {
         if (st.closed || st.holds > 0) && st.in_flight == 0 {
             self.slot.drained.notify_all();
         }
+    }
+}
+
+/// Lets go of a device no export serves any more, on a thread of its own:
+/// the last reference to a LUN whose file was deleted frees its blocks on
+/// close, which takes a while for a large one and must not stall a switch
+/// or a runtime thread.
+pub(crate) fn retire(device: Arc<dyn BlockDevice>) {
+    if Arc::strong_count(&device) > 1 {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ferry-retire".into())
+        .spawn(move || drop(device));
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "cannot start a thread to let go of a device; dropping it here");
     }
 }
 

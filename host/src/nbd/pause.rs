@@ -28,6 +28,9 @@ pub enum PauseError {
 /// part of it.
 pub struct Paused {
     slots: Vec<Arc<ExportSlot>>,
+    since: Instant,
+    /// The devices switched away from, let go of after the hold.
+    retired: std::sync::Mutex<Vec<Arc<dyn BlockDevice>>>,
 }
 
 impl ExportTable {
@@ -35,7 +38,11 @@ impl ExportTable {
     /// of them has a request in flight. On failure every hold is released.
     pub fn pause(&self, names: &[String], timeout: Duration) -> Result<Paused, PauseError> {
         let start = Instant::now();
-        let mut paused = Paused { slots: Vec::new() };
+        let mut paused = Paused {
+            slots: Vec::new(),
+            since: start,
+            retired: std::sync::Mutex::new(Vec::new()),
+        };
         for name in names {
             if let Some(slot) = self.lookup(name)
                 && slot.hold()
@@ -57,6 +64,11 @@ impl ExportTable {
 }
 
 impl Paused {
+    /// How long the exports have been held.
+    pub fn held_for(&self) -> Duration {
+        self.since.elapsed()
+    }
+
     /// Whether export `name` is held here.
     pub fn holds(&self, name: &str) -> bool {
         self.slots.iter().any(|s| s.name() == name)
@@ -67,7 +79,11 @@ impl Paused {
     pub fn switch(&self, name: &str, device: Arc<dyn BlockDevice>) -> bool {
         match self.slots.iter().find(|s| s.name() == name) {
             Some(slot) => {
-                slot.set_device(device);
+                let old = slot.set_device(device);
+                self.retired
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(old);
                 true
             }
             None => false,
@@ -79,6 +95,10 @@ impl Drop for Paused {
     fn drop(&mut self) {
         for slot in &self.slots {
             slot.release();
+        }
+        let retired = std::mem::take(self.retired.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for device in retired {
+            super::export::retire(device);
         }
     }
 }

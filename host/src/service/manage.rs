@@ -10,7 +10,7 @@ use super::volumes::{
     volume_ref,
 };
 use super::{ManageVolume, Service, ServiceError, VolumeView};
-use crate::model::{Volume, VolumeStatus, now_rfc3339};
+use crate::model::{Volume, VolumeStatus};
 
 /// Longest reference accepted, in bytes.
 const MAX_REFERENCE: usize = 1024;
@@ -36,19 +36,7 @@ impl Service {
         let array = self.array(&req.array)?.clone();
         let pool = choose_pool(&array, req.pool)?;
         let scope = self.scope(&array)?;
-        let mut volume = Volume {
-            id: Uuid::new_v4(),
-            name: req.name,
-            size_bytes: 0,
-            status: VolumeStatus::Creating,
-            migration_status: None,
-            array: array.name().to_owned(),
-            pool,
-            provider_location: None,
-            attachments: Vec::new(),
-            created_at: now_rfc3339(),
-            migration: None,
-        };
+        let mut volume = Volume::creating(req.name, 0, array.name().to_owned(), pool);
         let _one = MANAGING.lock().await;
         let (vref, reference) = (volume_ref(&volume), req.reference.clone());
         let managed = self

@@ -167,19 +167,7 @@ impl Service {
         // too, but as the driver's error, after a record was written.
         array.check_filesystem_fits(req.size_bytes)?;
         let scope = self.scope(&array)?;
-        let mut volume = Volume {
-            id: Uuid::new_v4(),
-            name: req.name,
-            size_bytes: req.size_bytes,
-            status: VolumeStatus::Creating,
-            migration_status: None,
-            array: array.name().to_owned(),
-            pool,
-            provider_location: None,
-            attachments: Vec::new(),
-            created_at: now_rfc3339(),
-            migration: None,
-        };
+        let mut volume = Volume::creating(req.name, req.size_bytes, array.name().to_owned(), pool);
         // Persist first: a crash during the driver call leaves a record that
         // recovery can clean up, never an orphan LUN nobody knows about.
         self.inner.store.insert_volume(&volume)?;

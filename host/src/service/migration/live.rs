@@ -261,7 +261,14 @@ impl Service {
                 missing.push((a, d.clone()));
             }
         }
+        let held = paused.held_for();
         drop(paused);
+        tracing::info!(
+            volume = %v.id,
+            held_ms = held.as_millis() as u64,
+            path = ?volume.migration.as_ref().and_then(|m| m.path),
+            "the volume's exports were held for the driver's move"
+        );
         for (a, device) in missing {
             tracing::info!(volume = %v.id, attachment = %a.id, "serving an attachment that had no export from the destination");
             self.inner.exports.add(

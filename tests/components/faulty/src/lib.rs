@@ -150,10 +150,13 @@ fn move_to_peer(
 
 impl Driver for Faulty {
     fn capabilities() -> Capabilities {
+        // live-move so that the host's hold around a source driver's move
+        // of an attached volume can be tested (`move:migrate-volume`).
         Capabilities {
             take_over: true,
             source_migration: true,
             sparse: true,
+            live_move: true,
             ..Capabilities::NONE
         }
     }
