@@ -79,7 +79,7 @@ fn passes_file(name: &str, file: &Path) -> Vec<(String, String, String)> {
     let all = checks(&v);
     assert_eq!(out.status.code(), Some(0), "{name}: {all:#?}");
     assert_eq!(v["passed"], true);
-    assert_eq!(all.len(), 7, "{all:?}");
+    assert_eq!(all.len(), 8, "{all:?}");
     for (check, status, reason) in &all {
         assert!(
             status == "pass" || status == "skip",
@@ -138,6 +138,8 @@ fn the_0_1_0_example_components_pass_unchanged() {
         assert!(!loads.contains("live-move"), "{name}: {loads}");
         let expected = if name == "plain" { "skip" } else { "pass" };
         assert_eq!(check(&all, "migration-data").0, expected, "{name}: {all:?}");
+        // Contract 0.1.0 has no manage-existing: the host answers unsupported.
+        assert_eq!(check(&all, "manage-existing").0, "skip", "{name}: {all:?}");
     }
     // The current build of the same drivers targets 0.2.0.
     let all = passes("vendor-copy");
@@ -150,6 +152,9 @@ fn the_plain_driver_passes_and_has_no_migration_to_check() {
     let all = passes("plain");
     assert_eq!(check(&all, "migration-data").0, "skip");
     assert_eq!(check(&all, "declines-unsupported").0, "pass");
+    let (status, reason) = check(&all, "manage-existing");
+    assert_eq!(status, "pass", "{reason}");
+    assert!(reason.contains("without a copy"), "{reason}");
 }
 
 #[test]
@@ -183,6 +188,7 @@ fn the_careless_driver_fails_exactly_the_checks_it_breaks() {
             ("idempotent-retries", "fail"),
             ("declines-unsupported", "fail"),
             ("migration-data", "fail"),
+            ("manage-existing", "skip"),
             ("errors-not-traps", "fail"),
             ("within-limits", "fail"),
         ]
@@ -229,7 +235,7 @@ fn the_careless_driver_fails_exactly_the_checks_it_breaks() {
             .any(|l| l.starts_with("life-cycle            pass ")),
         "{text}"
     );
-    assert!(text.contains(": 2 passed, 5 failed, 0 skipped"), "{text}");
+    assert!(text.contains(": 2 passed, 5 failed, 1 skipped"), "{text}");
 }
 
 #[test]

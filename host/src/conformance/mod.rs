@@ -9,6 +9,7 @@
 //! memory fail their own check and, named, the limits check.
 
 mod lifecycle;
+mod manage;
 mod migration;
 mod probe;
 mod report;
@@ -162,6 +163,7 @@ pub fn check_component(bytes: &[u8], options: &CheckOptions) -> Result<Report, C
                     &caps,
                 ),
                 migration::migration_data(&probe(CheckName::MigrationData), &scratch, &caps),
+                manage::manage_existing(&probe(CheckName::ManageExisting), &scratch),
                 lifecycle::errors_not_traps(&probe(CheckName::ErrorsNotTraps), &scratch),
             ]);
         }

@@ -94,6 +94,21 @@ impl<'a> Probe<'a> {
         })
     }
 
+    pub(crate) fn manage(
+        &self,
+        scope: &CallScope,
+        vol: &VolumeRef,
+        reference: &str,
+    ) -> Result<crate::runtime::Managed, CallError> {
+        self.call("manage-existing", |rt| {
+            rt.manage_existing(scope, vol, reference)
+        })
+    }
+
+    pub(crate) fn unmanage(&self, scope: &CallScope, vol: &VolumeRef) -> Result<(), CallError> {
+        self.call("unmanage", |rt| rt.unmanage(scope, vol))
+    }
+
     pub(crate) fn disconnect(&self, scope: &CallScope, vol: &VolumeRef) -> Result<(), CallError> {
         self.call("terminate-connection", |rt| {
             rt.terminate_connection(scope, vol, &connector())

@@ -21,6 +21,9 @@ pub enum CheckName {
     DeclinesUnsupported,
     /// Migration calls the driver claims support for keep the data.
     MigrationData,
+    /// A LUN the driver never made is managed without a copy and kept
+    /// after unmanage (skipped when the driver does not manage).
+    ManageExisting,
     /// Bad input is answered with an error variant, never a trap.
     ErrorsNotTraps,
     /// No call trapped, ran past its deadline or out of memory.
@@ -29,12 +32,13 @@ pub enum CheckName {
 
 impl CheckName {
     /// Every check, in order.
-    pub const ALL: [CheckName; 7] = [
+    pub const ALL: [CheckName; 8] = [
         CheckName::Loads,
         CheckName::LifeCycle,
         CheckName::IdempotentRetries,
         CheckName::DeclinesUnsupported,
         CheckName::MigrationData,
+        CheckName::ManageExisting,
         CheckName::ErrorsNotTraps,
         CheckName::WithinLimits,
     ];
@@ -47,6 +51,7 @@ impl CheckName {
             Self::IdempotentRetries => "idempotent-retries",
             Self::DeclinesUnsupported => "declines-unsupported",
             Self::MigrationData => "migration-data",
+            Self::ManageExisting => "manage-existing",
             Self::ErrorsNotTraps => "errors-not-traps",
             Self::WithinLimits => "within-limits",
         }
@@ -321,6 +326,6 @@ mod tests {
         sorted.dedup();
         assert_eq!(sorted.len(), names.len());
         assert_eq!(names[0], "loads");
-        assert_eq!(names[6], "within-limits");
+        assert_eq!(names[names.len() - 1], "within-limits");
     }
 }

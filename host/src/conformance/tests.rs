@@ -51,6 +51,7 @@ fn the_careless_driver_fails_exactly_what_it_breaks() {
             ("idempotent-retries", Status::Fail),
             ("declines-unsupported", Status::Fail),
             ("migration-data", Status::Fail),
+            ("manage-existing", Status::Skip),
             ("errors-not-traps", Status::Fail),
             ("within-limits", Status::Fail),
         ],
