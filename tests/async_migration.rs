@@ -116,6 +116,7 @@ fn fio_verifies_across_the_whole_migration() {
             "--size=512M",
             "--offset=256M",
             "--verify=crc32c",
+            "--verify_state_save=0",
             "--do_verify=1",
             "--verify_fatal=1",
             "--output-format=terse",

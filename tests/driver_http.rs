@@ -162,6 +162,18 @@ fn bodies_are_capped_and_requests_end_at_the_deadline() {
 
     let r = report(&server, "m1", &format!("http-get:http://127.0.0.1:{p}/big"));
     assert!(r.contains("the response body failed"), "{r}");
+    // A request body over the cap is refused before anything connects.
+    let before = array.connections.load(Ordering::SeqCst);
+    let r = report(
+        &server,
+        "m1",
+        &format!("http-post-big:http://127.0.0.1:{p}/ok"),
+    );
+    assert!(
+        r.contains("the request body is over the host's limit"),
+        "{r}"
+    );
+    assert_eq!(array.connections.load(Ordering::SeqCst), before, "{r}");
 
     let started = Instant::now();
     let r = report(

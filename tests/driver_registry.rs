@@ -460,6 +460,7 @@ fn hot_swaps_under_load_drop_nothing() {
                 "--iodepth=16",
                 "--size=256M",
                 "--verify=crc32c",
+                "--verify_state_save=0",
                 "--do_verify=1",
                 "--verify_fatal=1",
                 "--output-format=terse",

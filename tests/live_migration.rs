@@ -136,6 +136,7 @@ fn fio_writer(uri: &str, offset_mib: u64, loops: u32) -> std::process::Child {
             &format!("--offset={offset_mib}M"),
             &format!("--loops={loops}"),
             "--verify=crc32c",
+            "--verify_state_save=0",
             "--do_verify=1",
             "--verify_fatal=1",
             "--output-format=terse",

@@ -268,6 +268,7 @@ fn fio_random_writes_verify() {
         "--iodepth=16",
         "--size=64M",
         "--verify=crc32c",
+        "--verify_state_save=0",
         "--do_verify=1",
         "--verify_fatal=1",
         "--output-format=json",

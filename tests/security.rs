@@ -451,6 +451,7 @@ fn nbd_exports_open_only_with_their_secret_name() {
             "--size=8M",
             "--offset=16M",
             "--verify=crc32c",
+            "--verify_state_save=0",
             "--do_verify=1",
         ],
     );

@@ -177,12 +177,15 @@ impl Request {
             .map_err(|()| fail("no request body".into()))?;
         let pending = outgoing_handler::handle(request, Some(RequestOptions::new()))
             .map_err(|e| fail(describe(&e)))?;
-        write_body(body, self.body.as_deref()).map_err(fail)?;
+        // A body the host refuses (over its cap) ends the stream early; the
+        // response then carries the host's reason, which says more.
+        let written = write_body(body, self.body.as_deref());
         let pollable = pending.subscribe();
         pollable.block();
-        let response = match pending.get() {
-            Some(Ok(Ok(r))) => r,
-            Some(Ok(Err(e))) => return Err(fail(describe(&e))),
+        let response = match (pending.get(), written) {
+            (Some(Ok(Err(e))), _) => return Err(fail(describe(&e))),
+            (_, Err(e)) => return Err(fail(e)),
+            (Some(Ok(Ok(r))), Ok(())) => r,
             _ => return Err(fail("the host lost the response".into())),
         };
         let status = response.status();

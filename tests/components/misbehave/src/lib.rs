@@ -17,6 +17,7 @@
 //! | `leak-panic` | the same, then panics with the password |
 //! | `http-get:URL` | `GET URL` through the host; fails with `http report: ...` (status and body, or the error) |
 //! | `http-follow:URL` | the same, following one redirect by hand |
+//! | `http-post-big:URL` | `POST URL` with a 5 MiB body, over the host's cap |
 //!
 //! Any other name creates a normal volume.
 
@@ -49,7 +50,10 @@ impl Driver for Misbehave {
             "state" => hostile::write_state_then_trap(),
             "settings" => secrets::report(),
             "leak" | "leak-update" | "leak-panic" => secrets::leak(&volume.name),
-            name if name.starts_with("http-get:") || name.starts_with("http-follow:") => {
+            name if name.starts_with("http-get:")
+                || name.starts_with("http-follow:")
+                || name.starts_with("http-post-big:") =>
+            {
                 let (mode, url) = name.split_once(':').unwrap_or_default();
                 outbound::fetch(mode, url)
             }

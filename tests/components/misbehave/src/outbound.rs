@@ -6,8 +6,13 @@ use ferry_sdk::{DriverError, http};
 
 /// `http-get:URL`: `GET URL`; reports `status <code>: <body>` or the error.
 /// `http-follow:URL`: the same, following one redirect by hand.
+/// `http-post-big:URL`: `POST URL` with a 5 MiB body.
 pub fn fetch(mode: &str, url: &str) -> Result<Option<String>, DriverError> {
-    let first = http::Request::get(url).send();
+    let first = if mode == "http-post-big" {
+        http::Request::post(url).body(vec![0x42; 5 << 20]).send()
+    } else {
+        http::Request::get(url).send()
+    };
     let report = match (mode, first) {
         ("http-follow", Ok(r)) if (300..400).contains(&r.status) => {
             let location = r.header("location").unwrap_or_default().to_owned();
