@@ -98,6 +98,24 @@ fn secrets_never_leave_the_host_whatever_the_driver_does_with_them() {
     let (_, volumes) = server.call("GET", "/v1/volumes", None);
     let (_, events) = server.call("GET", "/v1/events?follow=false", None);
     let (_, drivers) = server.call("GET", "/v1/drivers", None);
+    let (_, arrays) = server.call("GET", "/v1/arrays", None);
+    // The array shows its settings and its secrets' names, not their text.
+    let m1 = arrays["arrays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "m1")
+        .unwrap()
+        .clone();
+    assert_eq!(
+        m1["settings"]["endpoint"], "https://array.invalid:8443",
+        "{m1}"
+    );
+    assert_eq!(
+        m1["secrets"],
+        serde_json::json!(["password", "token"]),
+        "{m1}"
+    );
     let log = server.log.as_ref().unwrap();
     // The driver's own log line came through, blanked.
     assert!(
@@ -124,9 +142,10 @@ fn secrets_never_leave_the_host_whatever_the_driver_does_with_them() {
         volumes.to_string(),
         events.to_string(),
         drivers.to_string(),
+        arrays.to_string(),
         log.lines().join("\n"),
     ];
-    for (what, text) in ["answers", "volumes", "events", "drivers", "log"]
+    for (what, text) in ["answers", "volumes", "events", "drivers", "arrays", "log"]
         .iter()
         .zip(&everything)
     {

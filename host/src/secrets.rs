@@ -85,6 +85,11 @@ impl Secrets {
         Ok(Self { by_name })
     }
 
+    /// The secrets' names, never their text.
+    pub fn names(&self) -> Vec<String> {
+        self.by_name.keys().cloned().collect()
+    }
+
     /// The secret `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.by_name.get(name).map(String::as_str)

@@ -244,6 +244,11 @@ impl Array {
         &self.pools
     }
 
+    /// Every setting of the array's driver, from the configuration.
+    pub fn settings(&self) -> &std::collections::BTreeMap<String, String> {
+        &self.settings
+    }
+
     /// The setting `name` of the array's driver, from the configuration.
     pub fn setting(&self, name: &str) -> Option<&str> {
         self.settings.get(name).map(String::as_str)

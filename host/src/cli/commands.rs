@@ -549,6 +549,9 @@ mod tests {
             used_bytes: 0,
             filesystem_free_bytes: Some(3 << 29),
             filesystem_total_bytes: Some(8 << 30),
+            http_allow: Vec::new(),
+            settings: Default::default(),
+            secrets: Vec::new(),
         };
         let unmeasured = ArrayView {
             name: "t1".into(),

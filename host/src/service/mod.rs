@@ -244,6 +244,14 @@ impl Service {
                 used_bytes: a.used_bytes()?,
                 filesystem_free_bytes: fs.map(|f| f.free_bytes),
                 filesystem_total_bytes: fs.map(|f| f.total_bytes),
+                http_allow: a
+                    .outbound()
+                    .origins()
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect(),
+                settings: a.settings().clone(),
+                secrets: a.secrets().names(),
             });
         }
         Ok(out)

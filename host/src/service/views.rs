@@ -133,6 +133,15 @@ pub struct ArrayView {
     /// Size of that file system; null when it cannot be read.
     #[schema(required = true)]
     pub filesystem_total_bytes: Option<u64>,
+    /// The origins its driver may reach over HTTP (`http_allow`).
+    #[serde(default)]
+    pub http_allow: Vec<String>,
+    /// The settings its driver reads.
+    #[serde(default)]
+    pub settings: std::collections::BTreeMap<String, String>,
+    /// The names of the secrets its driver reads; never their text.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }
 
 /// A driver as clients see it.
