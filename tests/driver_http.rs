@@ -117,14 +117,7 @@ fn a_driver_reaches_its_arrays_endpoint_and_nothing_else() {
 
     let ok = report(&server, "m1", &format!("http-get:http://127.0.0.1:{p}/ok"));
     assert!(ok.contains("status 200: hello from the array"), "{ok}");
-    let (_, arrays) = server.call("GET", "/v1/arrays", None);
-    let m1 = arrays["arrays"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|a| a["name"] == "m1")
-        .unwrap()
-        .clone();
+    let m1 = server.array("m1");
     assert_eq!(
         m1["http_allow"],
         json!([

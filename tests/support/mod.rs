@@ -87,6 +87,17 @@ impl ServerLog {
 }
 
 impl Server {
+    /// The array `name` as `GET /v1/arrays` shows it.
+    pub fn array(&self, name: &str) -> Value {
+        let (status, arrays) = self.call("GET", "/v1/arrays", None);
+        assert_eq!(status, 200, "{arrays}");
+        arrays["arrays"]
+            .as_array()
+            .and_then(|all| all.iter().find(|a| a["name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no array {name} in {arrays}"))
+    }
+
     /// Starts `ferry serve` on `data_dir` (with `config` if given) and waits
     /// until it answers `/healthz`.
     pub fn start(data_dir: &Path, config: Option<&Path>) -> Server {
