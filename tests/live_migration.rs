@@ -64,6 +64,24 @@ fn volume(server: &Server, id: &str) -> Value {
     server.call("GET", &format!("/v1/volumes/{id}"), None).1
 }
 
+/// Asks to abort the volume's migration; the ask must be accepted.
+fn ask_abort(server: &Server, id: &str) {
+    let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
+    assert!(status == 202 || status == 200, "{status} {body}");
+}
+
+/// Waits for the migration's end and checks that no attachment is
+/// switched (whatever switched went back); returns the migration.
+fn wait_end_unswitched(server: &Server, id: &str, limit: Duration) -> Value {
+    let (m, _) = wait_end(server, id, limit);
+    assert_eq!(
+        m["switched_attachments"].as_array().map(Vec::len),
+        Some(0),
+        "{m}"
+    );
+    m
+}
+
 /// The `switched` events of the volume's migrations.
 fn switch_events(server: &Server, id: &str) -> Vec<Value> {
     let (status, page) = server.call("GET", "/v1/events?follow=false", None);
@@ -383,15 +401,9 @@ fn an_abort_during_a_held_source_move_keeps_the_volume_on_the_source() {
     migrate(&server, &id, "f2");
     wait_phase(&server, &id, "source_driver", Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
-    let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
-    assert!(status == 202 || status == 200, "{status} {body}");
-    let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+    ask_abort(&server, &id);
+    let m = wait_end_unswitched(&server, &id, Duration::from_secs(60));
     assert_eq!(m["migration_status"], "aborted", "{m}");
-    assert_eq!(
-        m["switched_attachments"].as_array().map(Vec::len),
-        Some(0),
-        "{m}"
-    );
     reader_ok(reading);
     let v = volume(&server, &id);
     assert_eq!(
@@ -457,15 +469,9 @@ fn abort_after_the_switch_switches_back_with_connections_open() {
         Duration::from_secs(20),
     );
     std::thread::sleep(Duration::from_millis(1500));
-    let (status, body) = server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
-    assert!(status == 202 || status == 200, "{status} {body}");
-    let (end, _) = wait_end(&server, &id, Duration::from_secs(120));
+    ask_abort(&server, &id);
+    let end = wait_end_unswitched(&server, &id, Duration::from_secs(120));
     assert_eq!(end["migration_status"], "aborted", "{end}");
-    assert_eq!(
-        end["switched_attachments"].as_array().map(Vec::len),
-        Some(0),
-        "{end}"
-    );
     reader_ok(client);
     let v = volume(&server, &id);
     assert_eq!(v["array"], "p1");
@@ -513,17 +519,10 @@ fn a_failure_or_abort_before_the_switch_keeps_the_volume_on_the_source() {
         migrate(&server, &id, "f2");
         if abort {
             wait_phase(&server, &id, "host_copy_prepare", Duration::from_secs(10));
-            let (status, body) =
-                server.call("POST", &format!("/v1/volumes/{id}/migration/abort"), None);
-            assert!(status == 202 || status == 200, "{status} {body}");
+            ask_abort(&server, &id);
         }
-        let (m, _) = wait_end(&server, &id, Duration::from_secs(60));
+        let m = wait_end_unswitched(&server, &id, Duration::from_secs(60));
         assert_eq!(m["migration_status"], end, "{name}: {m}");
-        assert_eq!(
-            m["switched_attachments"].as_array().map(Vec::len),
-            Some(0),
-            "{m}"
-        );
         reader_ok(client);
         let v = volume(&server, &id);
         assert_eq!(v["array"], "f1", "{name}");

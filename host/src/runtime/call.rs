@@ -67,7 +67,7 @@ impl CallState {
         let mut table = ResourceTable::new();
         table.set_max_capacity(MAX_RESOURCES);
         let outbound = super::outbound_http::OutboundHooks::new(
-            scope.as_ref().map(|s| s.array.as_ref()),
+            scope.as_ref().map(|s| s.array.clone()),
             deadline,
             &driver,
         );

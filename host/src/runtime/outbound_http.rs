@@ -21,7 +21,6 @@ use wasmtime_wasi_http::{
 use super::call::CallState;
 use crate::array::Array;
 use crate::outbound::{OutboundPolicy, public};
-use crate::secrets::Secrets;
 
 /// Largest request body a driver may send.
 pub const MAX_REQUEST_BODY_BYTES: u64 = 4 << 20;
@@ -31,26 +30,22 @@ pub const MAX_RESPONSE_BODY_BYTES: u64 = 16 << 20;
 type IoFuture = Box<dyn Future<Output = Result<(), HttpError>> + Send>;
 type Sent = Result<(http::Response<WasiBody>, IoFuture), HttpError>;
 
-/// The policy a call's requests go by.
+/// The policy a call's requests go by: its array's, read only when a
+/// request is made, so a call that makes none pays nothing for it.
 pub(crate) struct OutboundHooks {
-    /// `None` while loading (no array): nothing is reachable.
-    policy: Option<OutboundPolicy>,
+    /// `None` while loading: nothing is reachable.
+    array: Option<Arc<Array>>,
     deadline: Instant,
     driver: String,
-    array: String,
-    /// A URL may carry a secret (a token in its query): logged redacted.
-    secrets: Secrets,
 }
 
 impl OutboundHooks {
     /// The hooks of a call for `array` (none while loading).
-    pub(crate) fn new(array: Option<&Array>, deadline: Instant, driver: &str) -> Self {
+    pub(crate) fn new(array: Option<Arc<Array>>, deadline: Instant, driver: &str) -> Self {
         Self {
-            policy: array.map(|a| a.outbound().clone()),
+            array,
             deadline,
             driver: driver.to_owned(),
-            array: array.map_or_else(String::new, |a| a.name().to_owned()),
-            secrets: array.map(|a| a.secrets().clone()).unwrap_or_default(),
         }
     }
 }
@@ -76,12 +71,21 @@ impl WasiHttpHooks for OutboundHooks {
         let https = uri.scheme() == Some(&http::uri::Scheme::HTTPS);
         let host = uri.host().unwrap_or_default().to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
-        let checked = self.policy.as_ref().and_then(|p| {
+        let policy: Option<&OutboundPolicy> = self.array.as_deref().map(Array::outbound);
+        let checked = policy.and_then(|p| {
             p.allowed(https, &host, port)
                 .map(|o| (o.literal_ip(), p.tls()))
         });
-        let (driver, array) = (self.driver.clone(), self.array.clone());
-        let shown = self.secrets.redact(&uri.to_string());
+        let driver = self.driver.clone();
+        let array = self
+            .array
+            .as_deref()
+            .map_or_else(String::new, |a| a.name().to_owned());
+        // A URL may carry a secret (a token in its query): logged redacted.
+        let shown = match self.array.as_deref() {
+            Some(a) => a.secrets().redact(&uri.to_string()),
+            None => uri.to_string(),
+        };
         let Some((literal, tls)) = checked else {
             tracing::warn!(driver = %driver, array = %array, uri = %shown, "driver HTTP request denied: not in the array's http_allow");
             return Box::new(async { Err(HttpError::HttpRequestDenied) });
