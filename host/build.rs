@@ -44,6 +44,11 @@ const GUESTS: &[Guest] = &[
         driver: Some("plain"),
     },
     Guest {
+        package: "ferry-driver-ferry-remote",
+        constant: "FERRY_REMOTE",
+        driver: Some("ferry-remote"),
+    },
+    Guest {
         package: "ferry-test-misbehave",
         constant: "MISBEHAVE_PATH",
         driver: None,

@@ -216,7 +216,7 @@ async fn arrays_and_drivers_of_the_embedded_default() {
         .map(|d| d["name"].as_str().unwrap())
         .collect();
     names.sort_unstable();
-    assert_eq!(names, ["plain", "takeover", "vendor-copy"]);
+    assert_eq!(names, ["ferry-remote", "plain", "takeover", "vendor-copy"]);
     for d in d.body["drivers"].as_array().unwrap() {
         let digest = d["active_digest"].as_str().unwrap();
         assert_eq!(digest.len(), 64);

@@ -38,6 +38,7 @@ fn array(dir: &Path, name: &str, driver: &str) -> Arc<Array> {
         secrets: Default::default(),
         http_allow: Vec::new(),
         http_ca_file: None,
+        nbd_allow: Vec::new(),
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

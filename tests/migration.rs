@@ -43,7 +43,14 @@ fn every_path_moves_the_data_intact_with_0_1_0_components() {
     let server = Server::start(&data, Some(&config));
     let (status, drivers) = server.call("GET", "/v1/drivers", None);
     assert_eq!(status, 200, "{drivers}");
-    for d in drivers["drivers"].as_array().unwrap() {
+    // The three example drivers that existed then are replaced by their
+    // 0.1.0 builds; ferry-remote came with 0.2.0.
+    for d in drivers["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["name"] != "ferry-remote")
+    {
         let active = d["active_digest"].as_str().unwrap();
         let version = d["versions"]
             .as_array()

@@ -36,6 +36,7 @@ impl Fixture {
             secrets: Default::default(),
             http_allow: Vec::new(),
             http_ca_file: None,
+            nbd_allow: Vec::new(),
         };
         let array = Array::open(dir.path(), &cfg).unwrap();
         Fixture { dir, array }

@@ -49,6 +49,7 @@ fn main() {
         secrets: Default::default(),
         http_allow: Vec::new(),
         http_ca_file: None,
+        nbd_allow: Vec::new(),
     };
     let array = Arc::new(Array::open(dir.path(), &cfg).expect("array"));
     let scope = CallScope::new(array, Vec::new());

@@ -53,6 +53,7 @@ fn main() {
         secrets: Default::default(),
         http_allow: Vec::new(),
         http_ca_file: None,
+        nbd_allow: Vec::new(),
     };
     let array = Array::open(dir.path(), &cfg).expect("array");
     let src = array.create_lun(&addr("src"), SIZE).expect("src");

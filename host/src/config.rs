@@ -60,6 +60,10 @@ pub struct ArrayConfig {
     /// system's bundle.
     #[serde(default)]
     pub http_ca_file: Option<PathBuf>,
+    /// The NBD servers (`nbd://host[:port]`) the array's driver may name in
+    /// a connection: the array's own exports. Empty: none.
+    #[serde(default)]
+    pub nbd_allow: Vec<String>,
 }
 
 /// A driver component loaded from a file at start (in addition to the
@@ -501,6 +505,9 @@ impl Config {
                 crate::outbound::OutboundPolicy::new(&a.http_allow, a.http_ca_file.as_deref())
             {
                 return invalid(format!("array {}: http_allow: {e}", a.name));
+            }
+            if let Err(e) = crate::outbound::NbdAllow::new(&a.nbd_allow) {
+                return invalid(format!("array {}: nbd_allow: {e}", a.name));
             }
         }
         for [a, b] in &self.zoning {

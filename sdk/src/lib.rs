@@ -32,7 +32,8 @@
 //!
 //! ```
 //! use ferry_sdk::{
-//!     Capabilities, ConnectionInfo, Connector, Driver, DriverError, Volume, block, layout,
+//!     Capabilities, ConnectionInfo, Connector, DataPath, Driver, DriverError, Volume, block,
+//!     layout,
 //! };
 //!
 //! struct Minimal;
@@ -57,7 +58,7 @@
 //!         _connector: Connector,
 //!     ) -> Result<ConnectionInfo, DriverError> {
 //!         let lun = layout::volume_lun(&volume)?;
-//!         Ok(ConnectionInfo { lun, read_only: false })
+//!         Ok(ConnectionInfo { data: DataPath::Lun(lun), read_only: false })
 //!     }
 //! }
 //!
@@ -117,8 +118,9 @@ pub use bindings::ferry::driver::block::Lun;
 pub use bindings::ferry::driver::fabric::PeerArray;
 pub use bindings::ferry::driver::hydration::HydrationProgress;
 pub use bindings::ferry::driver::types::{
-    Capabilities, Completion, ConnectionInfo, Connector, Destination, DriverError, Extent,
-    LogLevel, LunAddress, Managed, MigrateOutcome, Source, TargetOutcome, Volume,
+    Capabilities, Completion, ConnectionInfo, Connector, DataPath, Destination, DriverError,
+    Extent, LogLevel, LunAddress, Managed, MigrateOutcome, NbdExport, Source, TargetOutcome,
+    Volume,
 };
 pub use export::Driver;
 #[doc(hidden)]

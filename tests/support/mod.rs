@@ -59,6 +59,9 @@ pub struct Launch {
     pub rust_log: Option<String>,
     /// More environment variables for the server.
     pub env: Vec<(String, String)>,
+    /// `host:port` of the HTTP API and of the NBD server (any free ports
+    /// on loopback when absent).
+    pub addresses: Option<(String, String)>,
 }
 
 /// The lines a server wrote to stderr so far.
@@ -110,7 +113,10 @@ impl Server {
         cmd.arg("serve")
             .arg("--data-dir")
             .arg(data_dir)
-            .args(["--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"])
+            .args(match &how.addresses {
+                Some((http, nbd)) => ["--listen", http.as_str(), "--nbd-listen", nbd.as_str()],
+                None => ["--listen", "127.0.0.1:0", "--nbd-listen", "127.0.0.1:0"],
+            })
             .env("RUST_LOG", how.rust_log.as_deref().unwrap_or("warn"))
             .stdout(Stdio::piped())
             .stderr(if how.capture_stderr {
@@ -376,6 +382,18 @@ impl Server {
         let config = self.config.clone();
         let dir = self.stop();
         Server::start(&dir, config.as_deref())
+    }
+
+    /// Kills with SIGKILL and starts again on the same data dir, config
+    /// and addresses, so that its peers find it where it was.
+    pub fn kill_and_relaunch(self) -> Server {
+        let how = Launch {
+            addresses: Some((self.http_addr(), self.nbd.clone())),
+            ..Launch::default()
+        };
+        let config = self.config.clone();
+        let dir = self.kill();
+        Server::launch(&dir, config.as_deref(), &how)
     }
 
     fn signal(&mut self, sig: i32) {

@@ -3,7 +3,7 @@
 //! back to the host's own copy.
 
 use ferry_sdk::{
-    Capabilities, ConnectionInfo, Connector, Driver, DriverError, Volume, block, layout,
+    Capabilities, ConnectionInfo, Connector, DataPath, Driver, DriverError, Volume, block, layout,
 };
 
 /// The driver. Only the life-cycle calls are implemented: the SDK's defaults
@@ -45,7 +45,7 @@ impl Driver for Plain {
         _connector: Connector,
     ) -> Result<ConnectionInfo, DriverError> {
         Ok(ConnectionInfo {
-            lun: layout::volume_lun(&volume)?,
+            data: DataPath::Lun(layout::volume_lun(&volume)?),
             read_only: false,
         })
     }

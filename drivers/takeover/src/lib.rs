@@ -8,8 +8,8 @@ mod record;
 mod target;
 
 use ferry_sdk::{
-    Capabilities, Completion, ConnectionInfo, Connector, Driver, DriverError, Lun, Source,
-    TargetOutcome, Volume, block, layout,
+    Capabilities, Completion, ConnectionInfo, Connector, DataPath, Driver, DriverError, Lun,
+    Source, TargetOutcome, Volume, block, layout,
 };
 
 use record::TakeOver;
@@ -50,7 +50,7 @@ impl Driver for Takeover {
         _connector: Connector,
     ) -> Result<ConnectionInfo, DriverError> {
         Ok(ConnectionInfo {
-            lun: layout::volume_lun(&volume)?,
+            data: DataPath::Lun(layout::volume_lun(&volume)?),
             read_only: false,
         })
     }

@@ -3,8 +3,8 @@
 //! never needs the host to copy. As the target it declines.
 
 use ferry_sdk::{
-    Capabilities, ConnectionInfo, Connector, Destination, Driver, DriverError, MigrateOutcome,
-    PeerArray, Volume, block, fabric, layout,
+    Capabilities, ConnectionInfo, Connector, DataPath, Destination, Driver, DriverError,
+    MigrateOutcome, PeerArray, Volume, block, fabric, layout,
 };
 
 /// The driver.
@@ -48,7 +48,7 @@ impl Driver for VendorCopy {
         _connector: Connector,
     ) -> Result<ConnectionInfo, DriverError> {
         Ok(ConnectionInfo {
-            lun: layout::volume_lun(&volume)?,
+            data: DataPath::Lun(layout::volume_lun(&volume)?),
             read_only: false,
         })
     }

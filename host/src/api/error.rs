@@ -96,6 +96,7 @@ pub enum ErrorCode {
     NoSpace,
     NotMigratable,
     PoolNotFound,
+    RemoteExportUnavailable,
     SameLocation,
     AlreadyManaged,
     StoreError,

@@ -97,7 +97,7 @@ fn start_writeback(dst: &Lun, offset: u64, len: usize) {
 }
 
 /// Whether every byte is zero, a word at a time.
-fn is_zero(buf: &[u8]) -> bool {
+pub(super) fn is_zero(buf: &[u8]) -> bool {
     let (head, words, tail) = {
         // SAFETY: u64 has no invalid bit patterns; align_to keeps the
         // unaligned ends in `head` and `tail`.
@@ -160,30 +160,17 @@ pub fn copy_lun(
     cancel: &AtomicBool,
     mut checkpoint: impl FnMut(CopyCheckpoint) -> Result<(), String>,
 ) -> Result<CopyCheckpoint, CopyError> {
-    let size = src.size();
-    if dst.size() != size {
-        return Err(CopyError::SizeMismatch {
-            src: size,
-            dst: dst.size(),
-        });
-    }
+    let size = same_size(src, dst)?;
     let start = opts.resume_from.min(size);
     let extents = src.allocated_extents(0, size)?;
-    let total_bytes: u64 = extents.iter().map(|e| e.length).sum();
-    let mut done_bytes: u64 = extents
-        .iter()
-        .map(|e| e.length.min(start.saturating_sub(e.offset)))
-        .sum();
+    let (total_bytes, mut done_bytes) = counted(&extents, start);
     // Whatever a crashed run wrote past the checkpoint is not trusted: the
     // rest of the target starts as holes again.
     if start < size {
         dst.discard(start, size - start)?;
     }
     let mut buf = vec![0u8; CHUNK];
-    let began = Instant::now();
-    let mut copied_this_run = 0u64;
-    let mut last_sync = Instant::now();
-    let mut since_sync = 0u64;
+    let mut pace = Pace::new(opts.bandwidth);
     for ext in extents {
         let end = ext.offset + ext.length;
         let mut pos = ext.offset.max(start);
@@ -197,24 +184,51 @@ pub fn copy_lun(
             }
             pos += n as u64;
             done_bytes += n as u64;
-            copied_this_run += n as u64;
-            since_sync += n as u64;
-            if since_sync >= CHECKPOINT_BYTES || last_sync.elapsed() >= CHECKPOINT_INTERVAL {
+            pace.moved(n as u64, cancel, || {
                 dst.flush()?;
                 checkpoint(CopyCheckpoint {
                     position: pos,
                     done_bytes,
                     total_bytes,
                 })
-                .map_err(CopyError::Checkpoint)?;
-                last_sync = Instant::now();
-                since_sync = 0;
-            }
-            if let Some(limit) = opts.bandwidth.filter(|l| *l > 0) {
-                throttle(began, copied_this_run, limit, cancel);
-            }
+                .map_err(CopyError::Checkpoint)
+            })?;
         }
     }
+    finish(dst, size, total_bytes, checkpoint)
+}
+
+/// The size of both devices, or why they cannot be copied one to the other.
+pub(super) fn same_size(src: &dyn BlockDevice, dst: &dyn BlockDevice) -> Result<u64, CopyError> {
+    let size = src.size();
+    if dst.size() != size {
+        return Err(CopyError::SizeMismatch {
+            src: size,
+            dst: dst.size(),
+        });
+    }
+    Ok(size)
+}
+
+/// The bytes `extents` hold in all, and those of them below `start`
+/// (copied before a resume).
+pub(super) fn counted(extents: &[super::Extent], start: u64) -> (u64, u64) {
+    let total = extents.iter().map(|e| e.length).sum();
+    let done = extents
+        .iter()
+        .map(|e| e.length.min(start.saturating_sub(e.offset)))
+        .sum();
+    (total, done)
+}
+
+/// The end of a whole copy: the target synced, the last checkpoint at the
+/// end of the device.
+pub(super) fn finish(
+    dst: &dyn BlockDevice,
+    size: u64,
+    total_bytes: u64,
+    mut checkpoint: impl FnMut(CopyCheckpoint) -> Result<(), String>,
+) -> Result<CopyCheckpoint, CopyError> {
     dst.flush()?;
     let done = CopyCheckpoint {
         position: size,
@@ -223,6 +237,50 @@ pub fn copy_lun(
     };
     checkpoint(done).map_err(CopyError::Checkpoint)?;
     Ok(done)
+}
+
+/// The rhythm of a whole copy: a durable checkpoint every
+/// `CHECKPOINT_BYTES` or `CHECKPOINT_INTERVAL`, whichever comes first, and
+/// the bandwidth limit.
+pub(super) struct Pace {
+    began: Instant,
+    bandwidth: Option<u64>,
+    copied: u64,
+    since_sync: u64,
+    last_sync: Instant,
+}
+
+impl Pace {
+    pub(super) fn new(bandwidth: Option<u64>) -> Self {
+        Self {
+            began: Instant::now(),
+            bandwidth: bandwidth.filter(|l| *l > 0),
+            copied: 0,
+            since_sync: 0,
+            last_sync: Instant::now(),
+        }
+    }
+
+    /// Counts `n` bytes moved; runs `sync` (flush and checkpoint) when one
+    /// is due, then waits as long as the bandwidth limit asks.
+    pub(super) fn moved(
+        &mut self,
+        n: u64,
+        cancel: &AtomicBool,
+        sync: impl FnOnce() -> Result<(), CopyError>,
+    ) -> Result<(), CopyError> {
+        self.copied += n;
+        self.since_sync += n;
+        if self.since_sync >= CHECKPOINT_BYTES || self.last_sync.elapsed() >= CHECKPOINT_INTERVAL {
+            sync()?;
+            self.last_sync = Instant::now();
+            self.since_sync = 0;
+        }
+        if let Some(limit) = self.bandwidth {
+            throttle(self.began, self.copied, limit, cancel);
+        }
+        Ok(())
+    }
 }
 
 /// Sleeps until `copied` bytes since `began` are within `limit` bytes/s,
@@ -251,6 +309,7 @@ mod tests {
             secrets: Default::default(),
             http_allow: Vec::new(),
             http_ca_file: None,
+            nbd_allow: Vec::new(),
         };
         let a = super::super::Array::open(dir.path(), &cfg).unwrap();
         let addr = |n: &str| LunAddress {

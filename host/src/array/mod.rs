@@ -4,6 +4,7 @@
 //! their own array.
 
 mod copy;
+mod device_copy;
 mod lun;
 mod trash;
 
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 pub use copy::{
     CopyCheckpoint, CopyError, CopyOptions, copy_lun, copy_range, copy_range_cancellable,
 };
+pub use device_copy::copy_device;
 pub use lun::{Extent, Lun};
 
 use crate::config::{ArrayConfig, Config};
@@ -178,6 +180,7 @@ pub struct Array {
     secrets: crate::secrets::Secrets,
     /// What the array's driver may reach over HTTP.
     outbound: crate::outbound::OutboundPolicy,
+    nbd_allow: crate::outbound::NbdAllow,
     /// Provisioned bytes: counted by one scan of the pools when first
     /// needed, then kept by `create_lun` and `delete_lun`, which hold this
     /// lock, so capacity checks cannot race and a create does not stat
@@ -205,6 +208,12 @@ impl Array {
                     message: format!("http_allow: {message}"),
                 })?
         };
+        let nbd_allow = crate::outbound::NbdAllow::new(&cfg.nbd_allow).map_err(|message| {
+            ArrayError::Configuration {
+                array: cfg.name.clone(),
+                message: format!("nbd_allow: {message}"),
+            }
+        })?;
         let dir = root.join(&cfg.name);
         for pool in &cfg.pools {
             validate_name(pool)?;
@@ -225,6 +234,7 @@ impl Array {
             settings: cfg.settings.clone(),
             secrets,
             outbound,
+            nbd_allow,
             provisioned: Mutex::new(None),
         })
     }
@@ -257,6 +267,11 @@ impl Array {
     /// What the array's driver may reach over HTTP.
     pub fn outbound(&self) -> &crate::outbound::OutboundPolicy {
         &self.outbound
+    }
+
+    /// The NBD servers the array's driver may send the host to.
+    pub fn nbd_allow(&self) -> &crate::outbound::NbdAllow {
+        &self.nbd_allow
     }
 
     /// The array's secrets; their `redact` keeps them out of messages.
@@ -576,6 +591,7 @@ mod tests {
             secrets: Default::default(),
             http_allow: Vec::new(),
             http_ca_file: None,
+            nbd_allow: Vec::new(),
         };
         Array::open(dir, &cfg).unwrap()
     }

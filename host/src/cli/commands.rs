@@ -550,6 +550,7 @@ mod tests {
             filesystem_free_bytes: Some(3 << 29),
             filesystem_total_bytes: Some(8 << 30),
             http_allow: Vec::new(),
+            nbd_allow: Vec::new(),
             settings: Default::default(),
             secrets: Vec::new(),
         };

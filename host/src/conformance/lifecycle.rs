@@ -19,7 +19,9 @@ pub(crate) fn exposed_lun(
     vol: &VolumeRef,
     info: &ConnectionInfo,
 ) -> Result<Lun, String> {
-    let at = &info.lun;
+    // The kit runs drivers on scratch arrays the host holds: a driver that
+    // answers an NBD export is checked against its own array instead.
+    let at = info.host_lun().map_err(|e| e.to_string())?;
     let lun = array.open_lun(at).map_err(|e| {
         format!(
             "initialize-connection named LUN {}/{}, which is not on array {} ({e})",
@@ -65,7 +67,7 @@ pub(crate) fn provision(
         .map_err(|e| format!("initialize-connection {}", describe(&e)))?;
     let lun = exposed_lun(&scope.array, &vol, &info)?;
     pattern.write(&lun)?;
-    Ok((vol, info.lun))
+    Ok((vol, lun.address().clone()))
 }
 
 fn lun_exists(array: &Array, at: &LunAddress) -> bool {
@@ -188,9 +190,9 @@ pub(crate) fn errors_not_traps(probe: &Probe<'_>, scratch: &Scratch) -> CheckRes
         )),
     }
     match probe.connect(&scope, &unknown) {
-        Ok(info) if lun_exists(&scope.array, &info.lun) => f.fail(format!(
-            "initialize-connection of an unknown volume named LUN {}/{}, which holds something else",
-            info.lun.pool, info.lun.name
+        Ok(info) if info.host_lun().is_ok_and(|l| lun_exists(&scope.array, l)) => f.fail(format!(
+            "initialize-connection of an unknown volume named {}, which holds something else",
+            info.data
         )),
         // Naming a LUN that does not exist is harmless: the host cannot
         // open it and refuses the attachment.

@@ -91,9 +91,9 @@ fn exposed_as_itself(
             "initialize-connection of the managed volume {}",
             describe(&e)
         )),
-        Ok(info) if &info.lun != at => f.fail(format!(
-            "the managed volume is exposed as {}/{}, not as the LUN it manages",
-            info.lun.pool, info.lun.name
+        Ok(info) if info.data.lun() != Some(at) => f.fail(format!(
+            "the managed volume is exposed as {}, not as the LUN it manages",
+            info.data
         )),
         Ok(info) => match exposed_lun(&scope.array, vol, &info).and_then(|l| pattern.verify(&l)) {
             Ok(()) => f.note("managed without a copy: exposed as the LUN itself, data intact"),

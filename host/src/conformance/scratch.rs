@@ -90,6 +90,7 @@ impl Scratch {
                 secrets: Default::default(),
                 http_allow: Vec::new(),
                 http_ca_file: None,
+                nbd_allow: Vec::new(),
             };
             Array::open(&arrays, &cfg)
                 .map(Arc::new)

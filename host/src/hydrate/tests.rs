@@ -45,6 +45,7 @@ fn setup(size: u64) -> (tempfile::TempDir, Arc<Lun>, Arc<Lun>, Vec<u8>) {
         secrets: Default::default(),
         http_allow: Vec::new(),
         http_ca_file: None,
+        nbd_allow: Vec::new(),
     };
     let a = Array::open(dir.path(), &cfg).unwrap();
     let addr = |n: &str| LunAddress {
@@ -243,6 +244,7 @@ fn mismatched_sizes_and_bad_regions_are_refused() {
         secrets: Default::default(),
         http_allow: Vec::new(),
         http_ca_file: None,
+        nbd_allow: Vec::new(),
     };
     let b = Array::open(d.path(), &cfg).unwrap();
     let small = b

@@ -22,6 +22,43 @@ pub struct LunAddress {
     pub name: String,
 }
 
+/// Where the host finds an exposed volume's data: a LUN of a host-held
+/// array, or an export the array serves over NBD (`nbd://host:port/name`).
+/// Stored untagged so that attachments recorded before NBD exports existed,
+/// a bare LUN address, still read.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum DataPath {
+    /// A LUN the host holds.
+    Lun(LunAddress),
+    /// An NBD export of the array.
+    Nbd {
+        /// The export's `nbd://` URI, as the driver named it.
+        nbd_uri: String,
+    },
+}
+
+impl DataPath {
+    /// The LUN, for the paths that need one the host holds.
+    pub fn lun(&self) -> Option<&LunAddress> {
+        match self {
+            DataPath::Lun(l) => Some(l),
+            DataPath::Nbd { .. } => None,
+        }
+    }
+}
+
+impl std::fmt::Display for DataPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DataPath::Lun(l) => write!(f, "LUN {}/{}", l.pool, l.name),
+            DataPath::Nbd { nbd_uri } => {
+                write!(f, "NBD export {}", crate::outbound::redact_uri(nbd_uri))
+            }
+        }
+    }
+}
+
 /// Life-cycle status of a volume (seed 003: `migrating` for a whole migration).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
@@ -66,8 +103,8 @@ pub struct Attachment {
     pub server: String,
     /// Access mode.
     pub mode: AttachMode,
-    /// The LUN the driver exposed for this attachment.
-    pub lun: LunAddress,
+    /// Where the driver exposed this attachment's data.
+    pub lun: DataPath,
     /// When it was made (RFC 3339).
     pub created_at: String,
 }

@@ -350,7 +350,7 @@ pub(super) fn capabilities(c: old::types::Capabilities) -> now::types::Capabilit
 
 pub(super) fn connection_info(c: old::types::ConnectionInfo) -> now::types::ConnectionInfo {
     now::types::ConnectionInfo {
-        lun: new_address(c.lun),
+        data: now::types::DataPath::Lun(new_address(c.lun)),
         read_only: c.read_only,
     }
 }

@@ -48,6 +48,7 @@ use self::state::StateOverlay;
 use crate::array::{Array, Lun, validate_name};
 use crate::config::DriverLimits;
 use crate::hydrate::Hydrations;
+use crate::model::DataPath;
 
 pub use self::compile::CompileStats;
 pub use self::contract::Contract;
@@ -418,29 +419,43 @@ impl DriverRuntime {
         let v = wit::Volume::from(vol);
         let c = wit::Connector::from(connector);
         let info = self.ask(scope, |g, s| g.call_initialize_connection(s, &v, &c))?;
-        let lun = crate::model::LunAddress::from(info.lun);
-        let usable = validate_name(&lun.pool)
-            .and_then(|()| validate_name(&lun.name))
-            .map_err(|e| e.to_string())
-            .and_then(|()| {
-                if scope.array.pools().contains(&lun.pool) {
-                    Ok(())
-                } else {
-                    Err(format!(
-                        "array {} has no pool {:?}",
-                        scope.array.name(),
-                        lun.pool
-                    ))
+        let data = match info.data {
+            wit::DataPath::Lun(lun) => {
+                let lun = crate::model::LunAddress::from(lun);
+                if let Err(why) = usable_lun(scope, &lun) {
+                    return Err(CallError::contract(scope.array.secrets().redact(&format!(
+                        "driver {} answered initialize-connection with an unusable LUN address: {why}",
+                        scope.driver
+                    ))));
                 }
-            });
-        if let Err(why) = usable {
-            return Err(CallError::contract(scope.array.secrets().redact(&format!(
-                "driver {} answered initialize-connection with an unusable LUN address: {why}",
-                scope.driver
-            ))));
-        }
+                DataPath::Lun(lun)
+            }
+            wit::DataPath::Nbd(export) => {
+                let listed = crate::outbound::NbdUri::parse(&export.uri).and_then(|u| {
+                    if scope.array.nbd_allow().lists(&u) {
+                        Ok(())
+                    } else {
+                        Err(format!(
+                            "nbd://{}:{} is not in array {}'s nbd_allow",
+                            u.host,
+                            u.port,
+                            scope.array.name()
+                        ))
+                    }
+                });
+                if let Err(why) = listed {
+                    return Err(CallError::contract(scope.array.secrets().redact(&format!(
+                        "driver {} answered initialize-connection with an unusable NBD export: {why}",
+                        scope.driver
+                    ))));
+                }
+                DataPath::Nbd {
+                    nbd_uri: export.uri,
+                }
+            }
+        };
         Ok(ConnectionInfo {
-            lun,
+            data,
             read_only: info.read_only,
         })
     }
@@ -724,6 +739,22 @@ impl Inner {
 }
 
 /// The largest memory any driver may use sizes the engine's memory slots.
+/// Whether a LUN address a driver answered names a pool of its array.
+fn usable_lun(scope: &CallScope, lun: &crate::model::LunAddress) -> Result<(), String> {
+    validate_name(&lun.pool)
+        .and_then(|()| validate_name(&lun.name))
+        .map_err(|e| e.to_string())?;
+    if scope.array.pools().contains(&lun.pool) {
+        Ok(())
+    } else {
+        Err(format!(
+            "array {} has no pool {:?}",
+            scope.array.name(),
+            lun.pool
+        ))
+    }
+}
+
 fn engine_limits(cfg: &RuntimeConfig) -> DriverLimits {
     let memory_bytes = cfg
         .driver_limits

@@ -30,6 +30,7 @@ pub(super) fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<
         secrets: Default::default(),
         http_allow: Vec::new(),
         http_ca_file: None,
+        nbd_allow: Vec::new(),
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }
@@ -121,6 +122,13 @@ fn example_drivers_install_once_per_digest_and_answer_capabilities() {
             ),
             "takeover" => assert!(caps.take_over && caps.async_target_migration),
             "vendor-copy" => assert!(caps.source_migration && !caps.take_over),
+            "ferry-remote" => assert_eq!(
+                caps,
+                Capabilities {
+                    sparse: true,
+                    ..Capabilities::default()
+                }
+            ),
             other => panic!("unexpected example driver {other}"),
         }
         let a = array(dir.path(), &format!("a-{name}"), name, 1 << 30);
@@ -152,7 +160,7 @@ fn plain_volume_round_trip_on_a_file_backed_array() {
 
     let server = Connector::Server("srv".into());
     let info = rt.initialize_connection(&scope, &v, &server).unwrap();
-    assert_eq!(info.lun, lun_of(&v));
+    assert_eq!(info.data, crate::model::DataPath::Lun(lun_of(&v)));
     assert!(!info.read_only);
     rt.terminate_connection(&scope, &v, &server).unwrap();
 

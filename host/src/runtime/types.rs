@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::bindings::ferry::driver::types as wit;
-use crate::model::LunAddress;
+use crate::model::{DataPath, LunAddress};
 
 /// A volume as a driver sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,14 +30,30 @@ pub enum Connector {
     Array(String),
 }
 
-/// Which LUN to expose for a connection.
+/// Where the data of an exposed volume is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
-    /// The LUN on the driver's array.
-    pub lun: LunAddress,
+    /// A LUN of the driver's array or an NBD export it serves.
+    pub data: DataPath,
     /// True when the connector must not write.
     pub read_only: bool,
 }
+
+impl ConnectionInfo {
+    /// The LUN, for the paths that need one the host holds (take-over,
+    /// hydration, the live switch, the conformance kit's checks).
+    pub fn host_lun(&self) -> Result<&LunAddress, NotHostLun> {
+        self.data
+            .lun()
+            .ok_or_else(|| NotHostLun(self.data.to_string()))
+    }
+}
+
+/// A path that needs a LUN the host holds met a driver that exposed an
+/// NBD export.
+#[derive(Debug, thiserror::Error)]
+#[error("the driver exposed {0}, and this path needs a LUN the host holds")]
+pub struct NotHostLun(String);
 
 /// What a driver supports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]

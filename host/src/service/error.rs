@@ -222,6 +222,15 @@ pub enum ServiceError {
         #[source]
         source: CallError,
     },
+    /// The NBD export an array's driver named cannot be used: not in the
+    /// array's `nbd_allow`, unreachable, or refused.
+    #[error("array {array}: the NBD export the driver named cannot be used: {message}")]
+    RemoteExport {
+        /// Array name.
+        array: String,
+        /// Why (never the export's name).
+        message: String,
+    },
     /// A file-backed array failed.
     #[error(transparent)]
     Array(#[from] ArrayError),
@@ -269,6 +278,7 @@ impl ServiceError {
             Self::DriverVersionInUse { .. } => "driver_version_in_use",
             Self::DriverRefused { source, .. } => source.code(),
             Self::Driver { source, .. } => source.code(),
+            Self::RemoteExport { .. } => "remote_export_unavailable",
             Self::Array(ArrayError::NoSpace { .. }) => "no_space",
             Self::Array(ArrayError::InsufficientSpace { .. }) => "insufficient_space",
             Self::Array(_) => "array_error",
@@ -317,6 +327,7 @@ impl ServiceError {
                 _ => ErrorKind::Unprocessable,
             },
             Self::Driver { source, .. } => source.kind(),
+            Self::RemoteExport { .. } => ErrorKind::BadGateway,
             Self::Array(_) | Self::Store(_) | Self::NbdTls(_) | Self::Internal(_) => {
                 ErrorKind::Internal
             }

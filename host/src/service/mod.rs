@@ -250,6 +250,7 @@ impl Service {
                     .iter()
                     .map(ToString::to_string)
                     .collect(),
+                nbd_allow: a.nbd_allow().entries(),
                 settings: a.settings().clone(),
                 secrets: a.secrets().names(),
             });
@@ -330,11 +331,9 @@ impl Service {
             return;
         };
         for a in &v.attachments {
-            match array.open_lun(&a.lun) {
-                Ok(lun) => {
-                    self.inner
-                        .exports
-                        .replace_device(&a.export_name(), Arc::new(lun));
+            match self.data_device(array, &a.lun) {
+                Ok(device) => {
+                    self.inner.exports.replace_device(&a.export_name(), device);
                 }
                 Err(e) => {
                     tracing::error!(volume = %v.id, attachment = %a.id, error = %e, "cannot serve the attachment's LUN")

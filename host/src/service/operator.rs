@@ -723,10 +723,12 @@ impl Service {
             }
         }
         for a in &v.attachments {
-            if self.inner.hydrations.device(&v.array, &a.lun).is_some() {
+            if let Some(lun) = a.lun.lun()
+                && self.inner.hydrations.device(&v.array, lun).is_some()
+            {
                 let hid = LunRef {
                     array: v.array.clone(),
-                    lun: a.lun.clone(),
+                    lun: lun.clone(),
                 }
                 .id();
                 if !ids.contains(&hid) {

@@ -136,6 +136,9 @@ pub struct ArrayView {
     /// The origins its driver may reach over HTTP (`http_allow`).
     #[serde(default)]
     pub http_allow: Vec<String>,
+    /// The NBD servers its driver may name in a connection (`nbd_allow`).
+    #[serde(default)]
+    pub nbd_allow: Vec<String>,
     /// The settings its driver reads.
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,

@@ -10,7 +10,8 @@ use super::events::NewEvent;
 use super::operator::locked_by_migration;
 use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
 use crate::model::{
-    AttachMode, Attachment, MigrationPhase, MigrationStatus, Volume, VolumeStatus, now_rfc3339,
+    AttachMode, Attachment, DataPath, MigrationPhase, MigrationStatus, Volume, VolumeStatus,
+    now_rfc3339,
 };
 use crate::nbd::Export;
 use crate::runtime::{Connector, VolumeRef};
@@ -425,7 +426,7 @@ impl Service {
                 rt.initialize_connection(&scope, &vref, &connector)
             })
             .await?;
-        let device = self.export_device(&array, &info.lun)?;
+        let device = self.open_data(&array, &info.data).await?;
         let mode = if info.read_only {
             AttachMode::Ro
         } else {
@@ -436,7 +437,7 @@ impl Service {
             export: Some(crate::model::new_export_secret()),
             server: req.server,
             mode,
-            lun: info.lun,
+            lun: info.data,
             created_at: now_rfc3339(),
         };
         let export_name = attachment.export_name();
@@ -520,16 +521,35 @@ impl Service {
     }
 
     /// What serves a LUN: its hydration while it hydrates (async
-    /// migration), else the LUN file itself.
-    pub(super) fn export_device(
+    /// migration), else the LUN file itself; for an NBD export the array
+    /// serves, the host's own client of it.
+    pub(super) fn data_device(
         &self,
         array: &crate::array::Array,
-        lun: &crate::model::LunAddress,
+        data: &DataPath,
     ) -> Result<Arc<dyn crate::block::BlockDevice>, ServiceError> {
-        if let Some(h) = self.inner.hydrations.device(array.name(), lun) {
-            return Ok(h);
+        match data {
+            DataPath::Lun(lun) => {
+                if let Some(h) = self.inner.hydrations.device(array.name(), lun) {
+                    return Ok(h);
+                }
+                Ok(Arc::new(array.open_lun(lun)?))
+            }
+            DataPath::Nbd { nbd_uri } => Ok(Arc::new(connect_export(array, nbd_uri)?)),
         }
-        Ok(Arc::new(array.open_lun(lun)?))
+    }
+
+    /// [`Self::data_device`] off the async runtime: connecting to an NBD
+    /// export waits on the network.
+    pub(super) async fn open_data(
+        &self,
+        array: &Arc<crate::array::Array>,
+        data: &DataPath,
+    ) -> Result<Arc<dyn crate::block::BlockDevice>, ServiceError> {
+        let (service, array, data) = (self.clone(), Arc::clone(array), data.clone());
+        tokio::task::spawn_blocking(move || service.data_device(&array, &data))
+            .await
+            .map_err(|e| ServiceError::Internal(format!("open task failed: {e}")))?
     }
 
     /// Detaches: flushes and closes the export, then tells the driver.
@@ -620,7 +640,7 @@ impl Service {
                 continue;
             };
             for a in &volume.attachments {
-                match self.export_device(array, &a.lun) {
+                match self.data_device(array, &a.lun) {
                     Ok(device) => self.inner.exports.add(
                         &a.export_name(),
                         Export {
@@ -636,4 +656,20 @@ impl Service {
         }
         Ok(())
     }
+}
+
+/// The host's client of an NBD export that `array`'s driver named: the
+/// server must be one the array's `nbd_allow` lists.
+fn connect_export(
+    array: &crate::array::Array,
+    uri: &str,
+) -> Result<crate::remote_nbd::RemoteDevice, ServiceError> {
+    let failed = |message: String| ServiceError::RemoteExport {
+        array: array.name().to_owned(),
+        message,
+    };
+    let parsed = crate::outbound::NbdUri::parse(uri).map_err(failed)?;
+    let addr = array.nbd_allow().resolve(&parsed).map_err(failed)?;
+    crate::remote_nbd::RemoteDevice::connect(addr, &parsed.export, Default::default())
+        .map_err(|e| failed(format!("{}: {e}", crate::outbound::redact_uri(uri))))
 }

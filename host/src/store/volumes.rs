@@ -129,7 +129,7 @@ mod tests {
 
     use super::*;
     use crate::model::{
-        AttachMode, Attachment, LunAddress, Migration, MigrationPath, MigrationPhase,
+        AttachMode, Attachment, DataPath, LunAddress, Migration, MigrationPath, MigrationPhase,
         MigrationStatus, Placement, VolumeStatus,
     };
 
@@ -165,9 +165,19 @@ mod tests {
             export: Some("secret-99".into()),
             server: "db-1".into(),
             mode: AttachMode::Ro,
-            lun: LunAddress {
+            lun: DataPath::Lun(LunAddress {
                 pool: "default".into(),
                 name: "exp-99".into(),
+            }),
+            created_at: "2024-01-02T00:00:00.000Z".into(),
+        });
+        v.attachments.push(Attachment {
+            id: Uuid::from_u128(100),
+            export: Some("secret-100".into()),
+            server: "db-2".into(),
+            mode: AttachMode::Rw,
+            lun: DataPath::Nbd {
+                nbd_uri: "nbd://192.0.2.1:10809/x".into(),
             },
             created_at: "2024-01-02T00:00:00.000Z".into(),
         });
@@ -216,6 +226,22 @@ mod tests {
         assert!(s.delete_volume(v.id).unwrap());
         assert!(!s.delete_volume(v.id).unwrap());
         assert_eq!(s.get_volume(v.id).unwrap(), None);
+    }
+
+    /// Attachments recorded before NBD exports existed hold a bare LUN
+    /// address; they still read, as a LUN.
+    #[test]
+    fn an_attachments_bare_lun_address_reads_as_a_lun() {
+        let old = r#"{"id":"00000000-0000-0000-0000-000000000063","server":"s","mode":"rw",
+            "lun":{"pool":"default","name":"volume-1"},"created_at":"2024-01-02T00:00:00.000Z"}"#;
+        let a: Attachment = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            a.lun,
+            DataPath::Lun(LunAddress {
+                pool: "default".into(),
+                name: "volume-1".into()
+            })
+        );
     }
 
     #[test]

@@ -189,7 +189,7 @@ impl Service {
                 }
                 for a in v.attachments.iter_mut() {
                     match luns.get(&a.id) {
-                        Some(lun) => a.lun = lun.clone(),
+                        Some(lun) => a.lun = crate::model::DataPath::Lun(lun.clone()),
                         None => {
                             new_attachment = Some(a.id);
                             return Err(ServiceError::Internal("a new attachment".into()));

@@ -8,8 +8,11 @@ use std::sync::atomic::AtomicBool;
 
 use super::failure::{Backoff, Failure, StepError};
 use super::run::{HOST_COPY_CONNECTOR, vref_at};
-use crate::array::{CopyError, CopyOptions, copy_lun};
-use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Placement, Volume};
+use crate::array::{CopyError, CopyOptions, Lun, copy_device, copy_lun};
+use crate::block::BlockDevice;
+use crate::model::{
+    DataPath, Migration, MigrationEnd, MigrationPath, MigrationPhase, Placement, Volume,
+};
 use crate::runtime::Connector;
 use crate::service::{Service, ServiceError};
 
@@ -23,6 +26,22 @@ enum Copied {
     Done,
     /// The cancel flag stopped it.
     Cancelled,
+}
+
+/// One end of a host copy: a LUN file (copied with its holes skipped and
+/// the kernel's help) or any other device (an array's NBD export).
+enum CopyEnd {
+    Lun(Lun),
+    Export(Arc<dyn BlockDevice>),
+}
+
+impl CopyEnd {
+    fn device(&self) -> &dyn BlockDevice {
+        match self {
+            CopyEnd::Lun(l) => l,
+            CopyEnd::Export(d) => d.as_ref(),
+        }
+    }
 }
 
 impl Service {
@@ -203,6 +222,18 @@ impl Service {
         Ok(())
     }
 
+    /// One end of a host copy, as its driver exposed it.
+    async fn copy_end(
+        &self,
+        array: &Arc<crate::array::Array>,
+        data: &DataPath,
+    ) -> Result<CopyEnd, ServiceError> {
+        match data {
+            DataPath::Lun(lun) => Ok(CopyEnd::Lun(array.open_lun(lun)?)),
+            DataPath::Nbd { .. } => Ok(CopyEnd::Export(self.open_data(array, data).await?)),
+        }
+    }
+
     /// Copies the volume natively from `from` to `to` (both exposed to the
     /// host by their drivers), persisting durable checkpoints as progress.
     async fn copy_between(
@@ -232,19 +263,21 @@ impl Service {
             })
             .await
             .map_err(|e| Failure::unreachable("destination LUN unavailable", e))?;
-        let src_lun = src
-            .open_lun(&src_info.lun)
-            .map_err(|e| Failure::unreachable("source LUN cannot be opened", e))?;
-        let dest_lun = dest
-            .open_lun(&dest_info.lun)
-            .map_err(|e| Failure::unreachable("destination LUN cannot be opened", e))?;
+        let src_end = self
+            .copy_end(&src, &src_info.data)
+            .await
+            .map_err(|e| Failure::unreachable("the source cannot be opened", e))?;
+        let dest_end = self
+            .copy_end(&dest, &dest_info.data)
+            .await
+            .map_err(|e| Failure::unreachable("the destination cannot be opened", e))?;
         let opts = CopyOptions {
             resume_from: m.checkpoint,
             bandwidth: self.inner.copy_bandwidth,
         };
         let (service, id, size) = (self.clone(), v.id, v.size_bytes);
         let copied = tokio::task::spawn_blocking(move || {
-            copy_lun(&src_lun, &dest_lun, opts, &cancel, |cp| {
+            let on_checkpoint = |cp: crate::array::CopyCheckpoint| {
                 // Progress is the offset the copy reached: it only grows and
                 // its total, the volume's size, never changes (the allocated
                 // bytes the copy counts would change meaning on a resume).
@@ -261,7 +294,27 @@ impl Service {
                     })
                     .map(|_| ())
                     .map_err(|e| format!("cannot persist the copy checkpoint: {e:?}"))
-            })
+            };
+            match (src_end, dest_end) {
+                (CopyEnd::Lun(s), CopyEnd::Lun(d)) => {
+                    copy_lun(&s, &d, opts, &cancel, on_checkpoint)
+                }
+                (s, d) => {
+                    // A LUN file knows its holes; an export is read whole.
+                    let allocated = match &s {
+                        CopyEnd::Lun(l) => Some(l.allocated_extents(0, l.size())?),
+                        CopyEnd::Export(_) => None,
+                    };
+                    copy_device(
+                        s.device(),
+                        d.device(),
+                        allocated,
+                        opts,
+                        &cancel,
+                        on_checkpoint,
+                    )
+                }
+            }
         })
         .await
         .map_err(|e| StepError::Host(ServiceError::Internal(format!("copy task failed: {e}"))))?;

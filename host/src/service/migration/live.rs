@@ -27,7 +27,7 @@ use super::run::{HOST_COPY_CONNECTOR, POLL_INTERVAL, vref_at};
 use crate::array::Lun;
 use crate::block::BlockDevice;
 use crate::hydrate::{HydrationError, LunRef};
-use crate::model::{Migration, MigrationEnd, MigrationPath, MigrationPhase, Volume};
+use crate::model::{DataPath, Migration, MigrationEnd, MigrationPath, MigrationPhase, Volume};
 use crate::nbd::Paused;
 use crate::runtime::Connector;
 use crate::service::events::NewEvent;
@@ -233,7 +233,7 @@ impl Service {
                         a.id
                     )));
                 };
-                a.lun = lun.clone();
+                a.lun = DataPath::Lun(lun.clone());
             }
             m.path = Some(moved.path);
             m.destination.provider_location = moved.update;
@@ -301,8 +301,10 @@ impl Service {
                     })
                     .await
                     .map_err(|e| Failure::unreachable(what, e))?;
-                let lun = array
-                    .open_lun(&info.lun)
+                let lun = info
+                    .host_lun()
+                    .map_err(|e| Failure::unreachable(what, e))
+                    .and_then(|l| array.open_lun(l).map_err(|e| Failure::unreachable(what, e)))
                     .map_err(|e| Failure::unreachable(what, e))?;
                 Ok::<_, StepError>(Arc::new(lun))
             }
@@ -399,7 +401,7 @@ impl Service {
                             a.id
                         )));
                     }
-                    a.lun = local.clone();
+                    a.lun = DataPath::Lun(local.clone());
                 }
                 m.path = Some(MigrationPath::HostLive);
                 m.remote = Some(remote);

@@ -274,9 +274,12 @@ impl Service {
             })
             .await
             .map_err(|e| Failure::unreachable("the source could not expose its LUN", e))?;
-        let remote_address = exposed.lun.clone();
+        let remote_address = exposed
+            .host_lun()
+            .map_err(|e| Failure::unreachable("the source cannot be taken over", e))?
+            .clone();
         let remote = Arc::new(
-            src.open_lun(&exposed.lun)
+            src.open_lun(&remote_address)
                 .map_err(|e| Failure::unreachable("the exposed LUN cannot be opened", e))?,
         );
         // Attached: the exports are held through the call, so the source

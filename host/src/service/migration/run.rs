@@ -261,7 +261,10 @@ impl Service {
                 })
                 .await
                 .map_err(|e| Failure::unreachable("the driver cannot expose the volume", e))?;
-            luns.insert(a.id, info.lun);
+            let lun = info
+                .host_lun()
+                .map_err(|e| Failure::unreachable("the volume cannot move live", e))?;
+            luns.insert(a.id, lun.clone());
         }
         Ok(luns)
     }

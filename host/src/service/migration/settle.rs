@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use super::failure::{Backoff, StepError};
 use super::run::{HOST_COPY_CONNECTOR, vref_at};
-use crate::block::BlockDevice;
 use crate::model::{Migration, MigrationEnd, Placement, SourceRemoval, Volume, VolumeStatus};
 use crate::runtime::Connector;
 use crate::service::{Service, ServiceError};
@@ -183,15 +182,14 @@ impl Service {
                     continue;
                 }
             };
-            let opened = src.open_lun(&info.lun);
+            let opened = self.open_data(&src, &info.data).await;
             self.terminate_at(v, &m.source, connector).await;
             return match opened {
-                Ok(lun) if lun.size() == v.size_bytes => Ok(()),
-                Ok(lun) => Err(format!(
-                    "LUN {}/{} holds {} bytes, the volume {}",
-                    info.lun.pool,
-                    info.lun.name,
-                    lun.size(),
+                Ok(device) if device.size() == v.size_bytes => Ok(()),
+                Ok(device) => Err(format!(
+                    "{} holds {} bytes, the volume {}",
+                    info.data,
+                    device.size(),
                     v.size_bytes
                 )),
                 Err(e) => Err(e.to_string()),

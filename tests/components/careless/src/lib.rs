@@ -14,8 +14,8 @@
 //! so the kit must tell exactly these faults apart.
 
 use ferry_sdk::{
-    Capabilities, ConnectionInfo, Connector, Destination, Driver, DriverError, Lun, MigrateOutcome,
-    PeerArray, Source, TargetOutcome, Volume, block, layout,
+    Capabilities, ConnectionInfo, Connector, DataPath, Destination, Driver, DriverError, Lun,
+    MigrateOutcome, PeerArray, Source, TargetOutcome, Volume, block, layout,
 };
 
 /// The driver.
@@ -53,7 +53,7 @@ impl Driver for Careless {
         _connector: Connector,
     ) -> Result<ConnectionInfo, DriverError> {
         Ok(ConnectionInfo {
-            lun: layout::volume_lun(&volume)?,
+            data: DataPath::Lun(layout::volume_lun(&volume)?),
             read_only: false,
         })
     }

@@ -24,8 +24,8 @@
 //! to create a migration's destination on `f2`.
 
 use ferry_sdk::{
-    Capabilities, ConnectionInfo, Connector, Destination, Driver, DriverError, Lun, MigrateOutcome,
-    PeerArray, Source, TargetOutcome, Volume, block, fabric, layout,
+    Capabilities, ConnectionInfo, Connector, DataPath, Destination, Driver, DriverError, Lun,
+    MigrateOutcome, PeerArray, Source, TargetOutcome, Volume, block, fabric, layout,
 };
 
 /// The driver.
@@ -186,7 +186,7 @@ impl Driver for Faulty {
     ) -> Result<ConnectionInfo, DriverError> {
         misbehave(&volume, "initialize-connection")?;
         Ok(ConnectionInfo {
-            lun: layout::volume_lun(&volume)?,
+            data: DataPath::Lun(layout::volume_lun(&volume)?),
             read_only: false,
         })
     }

@@ -20,13 +20,19 @@
 //! | `http-post-big:URL` | `POST URL` with a 5 MiB body, over the host's cap |
 //!
 //! Any other name creates a normal volume.
+//!
+//! When the array's settings hold `nbd_uri`, `initialize-connection` answers
+//! that NBD export for every volume instead of its LUN: a stand-in for an
+//! array's own export (an `nbdkit` with fault filters, a URI off the
+//! array's `nbd_allow`).
 
 mod hostile;
 mod outbound;
 mod secrets;
 
 use ferry_sdk::{
-    Capabilities, ConnectionInfo, Connector, Driver, DriverError, Volume, block, layout,
+    Capabilities, ConnectionInfo, Connector, DataPath, Driver, DriverError, NbdExport, Volume,
+    block, config, layout,
 };
 
 /// The driver.
@@ -77,8 +83,12 @@ impl Driver for Misbehave {
         volume: Volume,
         _connector: Connector,
     ) -> Result<ConnectionInfo, DriverError> {
+        let data = match config::setting("nbd_uri") {
+            Some(uri) => DataPath::Nbd(NbdExport { uri }),
+            None => DataPath::Lun(layout::volume_lun(&volume)?),
+        };
         Ok(ConnectionInfo {
-            lun: layout::volume_lun(&volume)?,
+            data,
             read_only: false,
         })
     }

@@ -1,6 +1,11 @@
-//! An array's outbound HTTP policy: the origins its driver may reach (its
-//! management endpoint), which addresses a name may resolve to, and the CA
-//! its HTTPS trusts. The driver runtime enforces it on every request.
+//! An array's outbound policy: the origins its driver may reach over HTTP
+//! (its management endpoint), which addresses a name may resolve to, and the
+//! CA its HTTPS trusts, enforced by the driver runtime on every request;
+//! and the NBD servers a driver may send the host to (`nbd`).
+
+mod nbd;
+
+pub use nbd::{NBD_PORT, NbdAllow, NbdUri};
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::Path;
@@ -215,6 +220,18 @@ fn load_roots(path: &Path) -> Result<rustls::RootCertStore, String> {
         ));
     }
     Ok(roots)
+}
+
+/// The URI as it may be shown: scheme and authority, the export name
+/// replaced by `…`.
+pub fn redact_uri(text: &str) -> String {
+    match text.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority = rest.split('/').next().unwrap_or("");
+            format!("{scheme}://{authority}/…")
+        }
+        None => "(not a URI)".into(),
+    }
 }
 
 #[cfg(test)]

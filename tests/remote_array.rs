@@ -1,0 +1,160 @@
+//! A second `ferry serve` as the first external array: host A manages an
+//! array of host B through the `ferry-remote` driver (B's HTTP API with B's
+//! admin token from a secret file, B's NBD exports for the data) and moves
+//! volumes onto it and back with its own copy; clients of A read and write
+//! the volume while it lives on B, through A's NBD server. Two real
+//! processes on loopback, qemu-io as the client.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::Server;
+use support::migrations::{
+    MIB, check_pattern, create, migrate, wait_end, with_attachment, write_pattern,
+};
+
+/// Host A's configuration: a local array and `far`, B's array `p1`. With
+/// `list_nbd` false B's NBD server is left out of `nbd_allow`.
+fn config_of_a(dir: &Path, b: &Server, list_nbd: bool) -> PathBuf {
+    let path = dir.join("a.toml");
+    let nbd_allow = if list_nbd {
+        format!("nbd_allow = [\"nbd://{}\"]\n", b.nbd)
+    } else {
+        String::new()
+    };
+    std::fs::write(
+        &path,
+        format!(
+            "[[array]]\nname = \"local\"\ndriver = \"plain\"\n\
+             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\n\
+             http_allow = [\"{url}\"]\n{nbd_allow}\
+             settings = {{ endpoint = \"{url}\", array = \"p1\" }}\n\
+             secrets = {{ token = {{ file = {token:?} }} }}\n",
+            url = b.url,
+            token = b.data_dir.join("admin.token"),
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// B's volume that holds A's volume `id`, if any.
+fn on_b(b: &Server, id: &str) -> Option<Value> {
+    let (status, list) = b.call("GET", "/v1/volumes", None);
+    assert_eq!(status, 200, "{list}");
+    list["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == format!("ferry-{id}"))
+        .cloned()
+}
+
+fn volume(server: &Server, id: &str) -> Value {
+    let (status, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 200, "{v}");
+    v
+}
+
+#[test]
+fn a_volume_moves_to_another_host_and_back_with_its_data() {
+    support::require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let b = Server::start(&dir.path().join("b"), None);
+    let a = Server::start(
+        &dir.path().join("a"),
+        Some(&config_of_a(dir.path(), &b, true)),
+    );
+    let far = a.array("far");
+    assert_eq!(
+        far["nbd_allow"],
+        json!([format!("nbd://{}", b.nbd)]),
+        "{far}"
+    );
+    assert_eq!(far["secrets"], json!(["token"]), "{far}");
+
+    let id = create(&a, "travels", "local", 256 * MIB);
+    with_attachment(&a, &id, write_pattern);
+
+    // Onto B: the host copy writes through B's NBD export.
+    let (status, answer) = migrate(&a, &id, json!({"array": "far"}));
+    assert_eq!(status, 202, "{answer}");
+    let (m, _) = wait_end(&a, &id, Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    assert_eq!(m["path"], "host-copy", "{m}");
+    let v = volume(&a, &id);
+    assert_eq!(v["array"], "far", "{v}");
+    let remote = on_b(&b, &id).expect("B holds the volume");
+    assert_eq!(remote["size_bytes"], 256 * MIB, "{remote}");
+    // The host copy's exposure on B ended with the copy.
+    assert_eq!(remote["attachments"], json!([]), "{remote}");
+
+    // B's own export holds the bytes; A's clients reach them through A.
+    let remote_id = remote["id"].as_str().unwrap().to_owned();
+    with_attachment(&b, &remote_id, check_pattern);
+    with_attachment(&a, &id, |uri| {
+        assert!(uri.contains(&a.nbd), "A serves its own address: {uri}");
+        check_pattern(uri);
+        support::qemu_io(uri, &["write -P 0x44 100M 2M", "flush"]);
+    });
+    assert_eq!(on_b(&b, &id).unwrap()["attachments"], json!([]));
+
+    // And back: the copy reads B's export.
+    let (status, answer) = migrate(&a, &id, json!({"array": "local"}));
+    assert_eq!(status, 202, "{answer}");
+    let (m, _) = wait_end(&a, &id, Duration::from_secs(120));
+    assert_eq!(m["migration_status"], "success", "{m}");
+    assert_eq!(volume(&a, &id)["array"], "local");
+    with_attachment(&a, &id, |uri| {
+        check_pattern_with_write(uri);
+    });
+    assert!(on_b(&b, &id).is_none(), "the source on B is removed");
+}
+
+/// The pattern with the 0x44 write made while the volume lived on B.
+fn check_pattern_with_write(uri: &str) {
+    support::qemu_io(
+        uri,
+        &[
+            "read -P 0x11 0 4M",
+            "read -P 0x22 40M 8M",
+            "read -P 0 48M 52M",
+            "read -P 0x44 100M 2M",
+            "read -P 0 102M 98M",
+            "read -P 0x33 200M 1M",
+        ],
+    );
+}
+
+#[test]
+fn an_export_off_the_arrays_nbd_allow_is_never_connected_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = Server::start(&dir.path().join("b"), None);
+    let a = Server::start(
+        &dir.path().join("a"),
+        Some(&config_of_a(dir.path(), &b, false)),
+    );
+    // Creating needs only HTTP, which is allowed.
+    let id = create(&a, "fenced", "far", 16 * MIB);
+    assert!(on_b(&b, &id).is_some());
+    let (status, body) = a.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "s1"})),
+    );
+    assert!(status >= 400, "{status} {body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("nbd_allow"), "{message}");
+    // The message names the server, never the export's secret name.
+    assert!(message.contains(&b.nbd), "{message}");
+    assert!(!message.contains(&id), "{message}");
+    assert_eq!(volume(&a, &id)["attachments"], json!([]));
+    assert_eq!(a.call("GET", "/healthz", None).0, 200);
+    // Deleting on A deletes on B, exposures included.
+    let (status, _) = a.call("DELETE", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 204);
+    assert!(on_b(&b, &id).is_none());
+}
