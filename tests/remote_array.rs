@@ -7,7 +7,6 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -15,43 +14,7 @@ use support::Server;
 use support::migrations::{
     MIB, check_pattern, create, migrate, wait_end, with_attachment, write_pattern,
 };
-
-/// Host A's configuration: a local array and `far`, B's array `p1`. With
-/// `list_nbd` false B's NBD server is left out of `nbd_allow`.
-fn config_of_a(dir: &Path, b: &Server, list_nbd: bool) -> PathBuf {
-    let path = dir.join("a.toml");
-    let nbd_allow = if list_nbd {
-        format!("nbd_allow = [\"nbd://{}\"]\n", b.nbd)
-    } else {
-        String::new()
-    };
-    std::fs::write(
-        &path,
-        format!(
-            "[[array]]\nname = \"local\"\ndriver = \"plain\"\n\
-             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\n\
-             http_allow = [\"{url}\"]\n{nbd_allow}\
-             settings = {{ endpoint = \"{url}\", array = \"p1\" }}\n\
-             secrets = {{ token = {{ file = {token:?} }} }}\n",
-            url = b.url,
-            token = b.data_dir.join("admin.token"),
-        ),
-    )
-    .unwrap();
-    path
-}
-
-/// B's volume that holds A's volume `id`, if any.
-fn on_b(b: &Server, id: &str) -> Option<Value> {
-    let (status, list) = b.call("GET", "/v1/volumes", None);
-    assert_eq!(status, 200, "{list}");
-    list["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == format!("ferry-{id}"))
-        .cloned()
-}
+use support::remote::{config_of_a, on_b};
 
 fn volume(server: &Server, id: &str) -> Value {
     let (status, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
@@ -66,7 +29,7 @@ fn a_volume_moves_to_another_host_and_back_with_its_data() {
     let b = Server::start(&dir.path().join("b"), None);
     let a = Server::start(
         &dir.path().join("a"),
-        Some(&config_of_a(dir.path(), &b, true)),
+        Some(&config_of_a(dir.path(), &b, "", true)),
     );
     let far = a.array("far");
     assert_eq!(
@@ -135,7 +98,7 @@ fn an_export_off_the_arrays_nbd_allow_is_never_connected_to() {
     let b = Server::start(&dir.path().join("b"), None);
     let a = Server::start(
         &dir.path().join("a"),
-        Some(&config_of_a(dir.path(), &b, false)),
+        Some(&config_of_a(dir.path(), &b, "", false)),
     );
     // Creating needs only HTTP, which is allowed.
     let id = create(&a, "fenced", "far", 16 * MIB);

@@ -8,13 +8,14 @@
 mod support;
 
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use support::Server;
 use support::migrations::{MIB, create, migrate, wait_end, with_attachment};
+use support::remote::config_of_a;
 
 const SIZE: u64 = 64 * MIB;
 
@@ -128,27 +129,6 @@ fn nbdkit_faults_of_a_remote_export_are_retried_or_fail_visibly() {
     assert_eq!(server.call("GET", "/healthz", None).0, 200);
 }
 
-/// Host A with a local array and `far`, the array `p1` of host `b`.
-fn config_of_a(dir: &Path, b: &Server) -> PathBuf {
-    let path = dir.join("a.toml");
-    std::fs::write(
-        &path,
-        format!(
-            "copy_bandwidth_bytes_per_sec = 67108864\n\
-             [[array]]\nname = \"local\"\ndriver = \"plain\"\n\
-             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\n\
-             http_allow = [\"{url}\"]\nnbd_allow = [\"nbd://{nbd}\"]\n\
-             settings = {{ endpoint = \"{url}\", array = \"p1\" }}\n\
-             secrets = {{ token = {{ file = {token:?} }} }}\n",
-            url = b.url,
-            nbd = b.nbd,
-            token = b.data_dir.join("admin.token"),
-        ),
-    )
-    .unwrap();
-    path
-}
-
 fn done_bytes(server: &Server, id: &str) -> u64 {
     let (_, m): (u16, Value) = server.call("GET", &format!("/v1/volumes/{id}/migration"), None);
     m["progress"]["done_bytes"].as_u64().unwrap_or(0)
@@ -159,7 +139,15 @@ fn kill_9_of_the_remote_host_during_copies_from_it_loses_nothing() {
     support::require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
     let mut b = Server::start(&dir.path().join("b"), None);
-    let a = Server::start(&dir.path().join("a"), Some(&config_of_a(dir.path(), &b)));
+    let a = Server::start(
+        &dir.path().join("a"),
+        Some(&config_of_a(
+            dir.path(),
+            &b,
+            "copy_bandwidth_bytes_per_sec = 67108864\n",
+            true,
+        )),
+    );
     let id = create(&a, "survivor", "far", 256 * MIB);
     with_attachment(&a, &id, |uri| {
         support::qemu_io(

@@ -18,4 +18,10 @@ pub trait BlockDevice: Send + Sync {
     fn write_zeroes(&self, offset: u64, len: u64) -> io::Result<()>;
     /// Releases `[offset, offset + len)`: it reads as zeroes afterwards.
     fn discard(&self, offset: u64, len: u64) -> io::Result<()>;
+    /// A hint from a copy: `[offset, offset + len)` was just written and a
+    /// flush will follow, so writing it back may start now. Only a hint;
+    /// durability still comes from `flush`.
+    fn start_writeback(&self, offset: u64, len: u64) {
+        let _ = (offset, len);
+    }
 }

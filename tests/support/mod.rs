@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod migrations;
+pub mod remote;
 pub mod sockets;
 pub mod tls;
 pub mod volume_model;

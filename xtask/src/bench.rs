@@ -27,6 +27,7 @@ const BENCHES: &[(&str, u64)] = &[
     ("api", 600),
     ("scale", 600),
     ("live_migration", 900),
+    ("remote_array", 600),
     // Three routes of five rounds, each a 1 GiB fill and two cold copies:
     // about 3 minutes here.
     ("end_to_end", 900),
@@ -74,6 +75,8 @@ enum Target {
 fn target(id: &str) -> Target {
     match id {
         "host-copy" => Target::RatioAtMost(1.0),
+        _ if id.starts_with("remote-copy-") => Target::RatioAtMost(1.0),
+        _ if id.starts_with("remote-rand") => Target::RatioAtLeast(0.8),
         _ if id.starts_with("nbd-") => Target::RatioAtLeast(1.0),
         _ if id.starts_with("migrating-") => Target::RatioAtLeast(0.95),
         _ if id.starts_with("attachable-") => Target::Below(100.0, "100 ms"),

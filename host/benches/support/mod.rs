@@ -100,6 +100,8 @@ pub struct Server {
     child: Option<Child>,
     pub data_dir: PathBuf,
     pub url: String,
+    /// `host:port` of its NBD server.
+    pub nbd: String,
     pub token: String,
     agent: ureq::Agent,
 }
@@ -155,6 +157,11 @@ impl Server {
             .expect("url in the serving line")
             .trim_end_matches('/')
             .to_owned();
+        let nbd = line
+            .split_once("(nbd ")
+            .and_then(|(_, rest)| rest.split([')', ' ', ',']).next())
+            .expect("nbd address in the serving line")
+            .to_owned();
         let token = std::fs::read_to_string(data_dir.join("admin.token"))
             .expect("admin.token")
             .trim()
@@ -168,6 +175,7 @@ impl Server {
             child: Some(child),
             data_dir: data_dir.to_owned(),
             url,
+            nbd,
             token,
             agent,
         };

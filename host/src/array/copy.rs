@@ -4,7 +4,6 @@
 //! resumes it instead of starting over.
 
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -76,24 +75,6 @@ fn copy_chunk(src: &Lun, from: u64, dst: &Lun, to: u64, buf: &mut [u8]) -> io::R
     }
     dst.file().write_all_at(buf, to)?;
     Ok(true)
-}
-
-/// Starts writing a just-copied chunk back to disk without waiting for it.
-/// Without this the dirty pages of a whole checkpoint interval wait in the
-/// page cache until the checkpoint's fdatasync, and the copy stalls there
-/// while the disk works alone; started early, writeback overlaps the reads
-/// of the next chunks and the checkpoint finds little left to sync. Only a
-/// hint: durability still comes from the fdatasync before each checkpoint,
-/// so a failure here is ignored.
-fn start_writeback(dst: &Lun, offset: u64, len: usize) {
-    let (Ok(off), Ok(n)) = (i64::try_from(offset), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: sync_file_range(2) on a file descriptor the LUN keeps open for
-    // the duration of the call; it reads no memory of ours.
-    unsafe {
-        libc::sync_file_range(dst.file().as_raw_fd(), off, n, libc::SYNC_FILE_RANGE_WRITE);
-    }
 }
 
 /// Whether every byte is zero, a word at a time.
@@ -180,7 +161,7 @@ pub fn copy_lun(
             }
             let n = chunk_len(end - pos);
             if copy_chunk(src, pos, dst, pos, &mut buf[..n])? {
-                start_writeback(dst, pos, n);
+                dst.start_writeback(pos, n as u64);
             }
             pos += n as u64;
             done_bytes += n as u64;
@@ -239,22 +220,31 @@ pub(super) fn finish(
     Ok(done)
 }
 
-/// The rhythm of a whole copy: a durable checkpoint every
-/// `CHECKPOINT_BYTES` or `CHECKPOINT_INTERVAL`, whichever comes first, and
-/// the bandwidth limit.
+/// The rhythm of a whole copy: a durable checkpoint every so many bytes or
+/// so much time, whichever comes first, and the bandwidth limit.
 pub(super) struct Pace {
     began: Instant,
     bandwidth: Option<u64>,
+    sync_bytes: u64,
+    sync_interval: Duration,
     copied: u64,
     since_sync: u64,
     last_sync: Instant,
 }
 
 impl Pace {
+    /// Checkpoints every `CHECKPOINT_BYTES` or `CHECKPOINT_INTERVAL`.
     pub(super) fn new(bandwidth: Option<u64>) -> Self {
+        Self::every(bandwidth, CHECKPOINT_BYTES, CHECKPOINT_INTERVAL)
+    }
+
+    /// Checkpoints every `sync_bytes` or `sync_interval`.
+    pub(super) fn every(bandwidth: Option<u64>, sync_bytes: u64, sync_interval: Duration) -> Self {
         Self {
             began: Instant::now(),
             bandwidth: bandwidth.filter(|l| *l > 0),
+            sync_bytes,
+            sync_interval,
             copied: 0,
             since_sync: 0,
             last_sync: Instant::now(),
@@ -271,7 +261,7 @@ impl Pace {
     ) -> Result<(), CopyError> {
         self.copied += n;
         self.since_sync += n;
-        if self.since_sync >= CHECKPOINT_BYTES || self.last_sync.elapsed() >= CHECKPOINT_INTERVAL {
+        if self.since_sync >= self.sync_bytes || self.last_sync.elapsed() >= self.sync_interval {
             sync()?;
             self.last_sync = Instant::now();
             self.since_sync = 0;

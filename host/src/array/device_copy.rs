@@ -6,6 +6,7 @@
 use std::io;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use super::copy::{Pace, counted, finish, is_zero, same_size};
 use super::{CopyCheckpoint, CopyError, CopyOptions, Extent};
@@ -13,14 +14,21 @@ use crate::block::BlockDevice;
 
 /// Bytes one request moves: large enough that a round trip is small
 /// beside it, small enough that several fit in a server's request limit.
-const CHUNK: u64 = 2 << 20;
+const CHUNK: u64 = 4 << 20;
 
 /// Chunks in flight at once.
-const WORKERS: usize = 4;
+const WORKERS: usize = 8;
 
 /// Bytes between two barriers: after a batch every chunk below its end is
 /// written, which is what a checkpoint may claim.
-const BATCH_BYTES: u64 = 32 << 20;
+const BATCH_BYTES: u64 = 64 << 20;
+
+/// A checkpoint makes the far side sync everything written since the last
+/// one, and the copy waits for it: over the network they come less often
+/// than between LUN files. A crash repeats at most this much.
+const CHECKPOINT_BYTES: u64 = 256 << 20;
+/// Longest time between two checkpoints.
+const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Copies all of `src` into `dst` (same size) from `opts.resume_from` on.
 /// `allocated` lists the source's allocated extents when it knows them
@@ -55,7 +63,7 @@ pub fn copy_device(
             .step_by(usize::try_from(CHUNK).unwrap_or(usize::MAX))
             .map(move |off| (off, CHUNK.min(end - off)))
     });
-    let mut pace = Pace::new(opts.bandwidth);
+    let mut pace = Pace::every(opts.bandwidth, CHECKPOINT_BYTES, CHECKPOINT_INTERVAL);
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Err(CopyError::Cancelled);
@@ -120,6 +128,7 @@ fn copy_batch(
                             Ok(())
                         } else {
                             dst.write_at(&buf, offset)
+                                .map(|()| dst.start_writeback(offset, buf.len() as u64))
                         }
                     });
                     if let Err(e) = moved {

@@ -31,6 +31,36 @@ pub(crate) struct Reply {
     pub(crate) data: Vec<u8>,
 }
 
+/// Read buffers that callers gave back, reused for later replies: a fresh
+/// multi-megabyte buffer per read costs a page fault per page.
+#[derive(Debug, Default)]
+pub(crate) struct Spares(Mutex<Vec<Vec<u8>>>);
+
+/// Spare buffers kept at most.
+const MAX_SPARES: usize = 32;
+
+impl Spares {
+    /// A buffer of `len` bytes, for the reader to overwrite whole: a spare
+    /// keeps its old bytes rather than be zeroed again.
+    fn take(&self, len: usize) -> Vec<u8> {
+        let mut data = lock(&self.0).pop().unwrap_or_default();
+        if data.len() >= len {
+            data.truncate(len);
+        } else {
+            data.resize(len, 0);
+        }
+        data
+    }
+
+    /// Gives a buffer back.
+    pub(crate) fn give(&self, data: Vec<u8>) {
+        let mut spares = lock(&self.0);
+        if spares.len() < MAX_SPARES {
+            spares.push(data);
+        }
+    }
+}
+
 /// Why a request has no answer: the connection broke.
 #[derive(Debug, Clone)]
 pub(crate) struct Broken(pub(crate) String);
@@ -65,6 +95,8 @@ pub(crate) struct Connection {
     next_handle: AtomicU64,
     /// The device's count of broken connections, raised when this breaks.
     breaks: Arc<AtomicU64>,
+    /// The device's spare read buffers.
+    spares: Arc<Spares>,
 }
 
 impl Connection {
@@ -74,6 +106,7 @@ impl Connection {
         addr: SocketAddr,
         export: &str,
         breaks: Arc<AtomicU64>,
+        spares: Arc<Spares>,
     ) -> Result<Arc<Self>, RemoteError> {
         let mut socket = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)?;
         socket.set_nodelay(true)?;
@@ -90,6 +123,7 @@ impl Connection {
             pending: Mutex::new(Pending::default()),
             next_handle: AtomicU64::new(1),
             breaks,
+            spares,
         });
         let reader = BufReader::with_capacity(256 << 10, socket);
         let shared = Arc::clone(&conn);
@@ -206,7 +240,7 @@ impl Connection {
             };
             let mut data = Vec::new();
             if error == 0 && call.expect > 0 {
-                data.resize(call.expect, 0);
+                data = self.spares.take(call.expect);
                 if let Err(e) = reader.read_exact(&mut data) {
                     call.complete(Err(Broken(format!("reading reply data failed: {e}"))));
                     break format!("reading reply data failed: {e}");

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::block::BlockDevice;
 use crate::nbd::proto::*;
-use conn::{Broken, Connection};
+use conn::{Broken, Connection, Spares};
 
 /// Why a remote export cannot be opened.
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +102,7 @@ pub struct RemoteDevice {
     next_slot: AtomicUsize,
     /// Connections that broke so far (counted by the connections).
     breaks: Arc<AtomicU64>,
+    spares: Arc<Spares>,
     /// `breaks` when the first write after the last flush was acknowledged.
     unflushed_since: Mutex<Option<u64>>,
 }
@@ -114,7 +115,8 @@ impl RemoteDevice {
         opts: RemoteOptions,
     ) -> Result<RemoteDevice, RemoteError> {
         let breaks = Arc::new(AtomicU64::new(0));
-        let first = Connection::open(addr, export, Arc::clone(&breaks))?;
+        let spares = Arc::new(Spares::default());
+        let first = Connection::open(addr, export, Arc::clone(&breaks), Arc::clone(&spares))?;
         let info = first.info;
         let slots = if info.flags & TFLAG_CAN_MULTI_CONN != 0 {
             opts.connections.max(1)
@@ -132,6 +134,7 @@ impl RemoteDevice {
             slots,
             next_slot: AtomicUsize::new(0),
             breaks,
+            spares,
             unflushed_since: Mutex::new(None),
         })
     }
@@ -163,7 +166,12 @@ impl RemoteDevice {
         slot.take();
         let mut pause = Duration::from_millis(50);
         loop {
-            match Connection::open(self.addr, &self.export, Arc::clone(&self.breaks)) {
+            match Connection::open(
+                self.addr,
+                &self.export,
+                Arc::clone(&self.breaks),
+                Arc::clone(&self.spares),
+            ) {
                 Ok(c) if c.info.size != self.size => {
                     c.close();
                     let e = RemoteError::Changed {
@@ -296,6 +304,7 @@ impl BlockDevice for RemoteDevice {
             let at = offset + (i * MAX_REQUEST) as u64;
             let data = self.request(CMD_READ, at, chunk.len() as u32, &[])?;
             chunk.copy_from_slice(&data);
+            self.spares.give(data);
         }
         Ok(())
     }
