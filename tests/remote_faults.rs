@@ -207,3 +207,56 @@ fn check(uri: &str) {
         ],
     );
 }
+
+/// Host A restarts while B, which holds an attached volume, is down: A
+/// serves the attachment again, under its old export name, once B is back.
+#[test]
+fn an_attachment_on_a_remote_array_returns_when_its_host_does() {
+    support::require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let b = Server::start(&dir.path().join("b"), None);
+    let a = Server::start(
+        &dir.path().join("a"),
+        Some(&config_of_a(dir.path(), &b, "", true)),
+    );
+    let id = create(&a, "kept", "far", 16 * MIB);
+    let (status, att) = a.call(
+        "POST",
+        &format!("/v1/volumes/{id}/attachments"),
+        Some(json!({"server": "db"})),
+    );
+    assert_eq!(status, 201, "{att}");
+    let export = support::export_of(att["uri"].as_str().unwrap()).to_owned();
+    support::qemu_io(
+        att["uri"].as_str().unwrap(),
+        &["write -P 0x77 0 1M", "flush"],
+    );
+
+    let addresses = Some((b.http_addr(), b.nbd.clone()));
+    let b_dir = b.kill();
+    let a = a.restart();
+    // A is up without B; its attachment waits for B.
+    assert_eq!(a.call("GET", "/healthz", None).0, 200);
+    let b = Server::launch(
+        &b_dir,
+        None,
+        &support::Launch {
+            addresses,
+            ..support::Launch::default()
+        },
+    );
+    let uri = format!("nbd://{}/{export}", a.nbd);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new("qemu-io")
+            .args(["-f", "raw", "-c", "read -P 0x77 0 1M", &uri])
+            .output()
+            .unwrap();
+        if out.status.success() && !String::from_utf8_lossy(&out.stdout).contains("fail") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the export never came back");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    drop(b);
+}

@@ -595,6 +595,55 @@ impl Service {
         Ok(())
     }
 
+    /// Retries, on a thread of its own and with backoff, to serve the
+    /// attachment `a` of `volume` from its array's NBD export, for as long
+    /// as the attachment exists unchanged.
+    fn restore_export_later(&self, volume: Uuid, a: Attachment) {
+        let (service, attachment) = (self.clone(), a.id);
+        let current = move |service: &Service, a: &Attachment| {
+            service
+                .volume(volume)
+                .ok()
+                .filter(|v| v.attachments.iter().any(|x| x.id == a.id && x.lun == a.lun))
+        };
+        let spawned = std::thread::Builder::new()
+            .name("export-restore".into())
+            .spawn(move || {
+                let mut pause = std::time::Duration::from_millis(500);
+                loop {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_secs(10));
+                    let Some(v) = current(&service, &a) else {
+                        return;
+                    };
+                    let Some(array) = service.inner.arrays.get(&v.array) else {
+                        return;
+                    };
+                    match service.data_device(array, &a.lun) {
+                        // Detached while it connected: nothing to serve.
+                        Ok(_) if current(&service, &a).is_none() => return,
+                        Ok(device) => {
+                            service.inner.exports.add(
+                                &a.export_name(),
+                                Export {
+                                    device,
+                                    read_only: a.mode == AttachMode::Ro,
+                                },
+                            );
+                            tracing::info!(volume = %volume, attachment = %a.id, "export restored");
+                            return;
+                        }
+                        Err(e) => {
+                            tracing::debug!(volume = %volume, attachment = %a.id, error = %e, "the array's export is still unreachable")
+                        }
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(volume = %volume, %attachment, error = %e, "cannot retry restoring the export");
+        }
+    }
+
     /// Brings the host back to where it was: re-exports attached volumes and
     /// settles life-cycle calls a crash interrupted.
     pub(super) fn recover(&self) -> Result<(), ServiceError> {
@@ -648,6 +697,12 @@ impl Service {
                             read_only: a.mode == AttachMode::Ro,
                         },
                     ),
+                    // An array's export may be down for a while (its host
+                    // restarting): keep trying, so clients find it again.
+                    Err(e) if matches!(a.lun, DataPath::Nbd { .. }) => {
+                        tracing::warn!(volume = %volume.id, attachment = %a.id, error = %e, "the array's export is unreachable; retrying in the background");
+                        self.restore_export_later(volume.id, a.clone());
+                    }
                     Err(e) => {
                         tracing::error!(volume = %volume.id, attachment = %a.id, error = %e, "cannot restore export")
                     }
