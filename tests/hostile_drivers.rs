@@ -39,6 +39,7 @@ fn array(dir: &Path, name: &str, driver: &str) -> Arc<Array> {
         http_allow: Vec::new(),
         http_ca_file: None,
         nbd_allow: Vec::new(),
+        lun_files: true,
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

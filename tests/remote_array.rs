@@ -38,6 +38,9 @@ fn a_volume_moves_to_another_host_and_back_with_its_data() {
         "{far}"
     );
     assert_eq!(far["secrets"], json!(["token"]), "{far}");
+    // Its storage is B's: no local file system is measured for it.
+    assert_eq!(far["lun_files"], false, "{far}");
+    assert_eq!(far["filesystem_free_bytes"], Value::Null, "{far}");
 
     let id = create(&a, "travels", "local", 256 * MIB);
     with_attachment(&a, &id, write_pattern);
@@ -50,6 +53,7 @@ fn a_volume_moves_to_another_host_and_back_with_its_data() {
     assert_eq!(m["path"], "host-copy", "{m}");
     let v = volume(&a, &id);
     assert_eq!(v["array"], "far", "{v}");
+    assert_eq!(a.array("far")["used_bytes"], 256 * MIB);
     let remote = on_b(&b, &id).expect("B holds the volume");
     assert_eq!(remote["size_bytes"], 256 * MIB, "{remote}");
     // The host copy's exposure on B ended with the copy.

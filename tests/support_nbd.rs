@@ -37,6 +37,7 @@ impl Fixture {
             http_allow: Vec::new(),
             http_ca_file: None,
             nbd_allow: Vec::new(),
+            lun_files: true,
         };
         let array = Array::open(dir.path(), &cfg).unwrap();
         Fixture { dir, array }

@@ -50,6 +50,7 @@ fn main() {
         http_allow: Vec::new(),
         http_ca_file: None,
         nbd_allow: Vec::new(),
+        lun_files: true,
     };
     let array = Arc::new(Array::open(dir.path(), &cfg).expect("array"));
     let scope = CallScope::new(array, Vec::new());

@@ -54,6 +54,7 @@ fn main() {
         http_allow: Vec::new(),
         http_ca_file: None,
         nbd_allow: Vec::new(),
+        lun_files: true,
     };
     let array = Array::open(dir.path(), &cfg).expect("array");
     let src = array.create_lun(&addr("src"), SIZE).expect("src");

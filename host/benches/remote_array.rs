@@ -33,7 +33,7 @@ fn config_of_a(dir: &Path, b: &Server) -> PathBuf {
         &path,
         format!(
             "[[array]]\nname = \"local\"\ndriver = \"plain\"\n\
-             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\n\
+             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\nlun_files = false\n\
              http_allow = [\"{url}\"]\nnbd_allow = [\"nbd://{nbd}\"]\n\
              settings = {{ endpoint = \"{url}\", array = \"p1\" }}\n\
              secrets = {{ token = {{ file = {token:?} }} }}\n",

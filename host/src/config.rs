@@ -64,6 +64,16 @@ pub struct ArrayConfig {
     /// a connection: the array's own exports. Empty: none.
     #[serde(default)]
     pub nbd_allow: Vec<String>,
+    /// Whether the array's LUNs are files in the host's data directory.
+    /// False for an array whose driver answers its own NBD exports (its
+    /// storage lives elsewhere): the host then checks no local file system
+    /// space for it and counts what it provisioned from the volumes on it.
+    #[serde(default = "default_lun_files")]
+    pub lun_files: bool,
+}
+
+fn default_lun_files() -> bool {
+    true
 }
 
 /// A driver component loaded from a file at start (in addition to the

@@ -23,7 +23,7 @@ pub fn config_of_a(dir: &Path, b: &Server, prelude: &str, list_nbd: bool) -> Pat
         format!(
             "{prelude}\
              [[array]]\nname = \"local\"\ndriver = \"plain\"\n\
-             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\n\
+             [[array]]\nname = \"far\"\ndriver = \"ferry-remote\"\nlun_files = false\n\
              http_allow = [\"{url}\"]\n{nbd_allow}\
              settings = {{ endpoint = \"{url}\", array = \"p1\" }}\n\
              secrets = {{ token = {{ file = {token:?} }} }}\n",

@@ -300,6 +300,7 @@ mod tests {
             http_allow: Vec::new(),
             http_ca_file: None,
             nbd_allow: Vec::new(),
+            lun_files: true,
         };
         let a = super::super::Array::open(dir.path(), &cfg).unwrap();
         let addr = |n: &str| LunAddress {

@@ -181,6 +181,7 @@ pub struct Array {
     /// What the array's driver may reach over HTTP.
     outbound: crate::outbound::OutboundPolicy,
     nbd_allow: crate::outbound::NbdAllow,
+    lun_files: bool,
     /// Provisioned bytes: counted by one scan of the pools when first
     /// needed, then kept by `create_lun` and `delete_lun`, which hold this
     /// lock, so capacity checks cannot race and a create does not stat
@@ -235,6 +236,7 @@ impl Array {
             secrets,
             outbound,
             nbd_allow,
+            lun_files: cfg.lun_files,
             provisioned: Mutex::new(None),
         })
     }
@@ -272,6 +274,12 @@ impl Array {
     /// The NBD servers the array's driver may send the host to.
     pub fn nbd_allow(&self) -> &crate::outbound::NbdAllow {
         &self.nbd_allow
+    }
+
+    /// Whether its LUNs are files in the host's data directory (false: its
+    /// storage lives elsewhere, behind its driver's NBD exports).
+    pub fn lun_files(&self) -> bool {
+        self.lun_files
     }
 
     /// The array's secrets; their `redact` keeps them out of messages.
@@ -380,6 +388,9 @@ impl Array {
     /// full, and arrays may share the file system); the start-up warning of
     /// [`Array::filesystem_shortfall`] speaks of that.
     pub fn check_filesystem_fits(&self, size: u64) -> Result<(), ArrayError> {
+        if !self.lun_files {
+            return Ok(());
+        }
         let fs = self.filesystem_space()?;
         if size > fs.free_bytes {
             return Err(ArrayError::InsufficientSpace {
@@ -396,6 +407,9 @@ impl Array {
     /// occupy already. Counts the LUNs once (and keeps the count for
     /// capacity checks).
     pub fn filesystem_shortfall(&self) -> Result<Option<Shortfall>, ArrayError> {
+        if !self.lun_files {
+            return Ok(None);
+        }
         let mut guard = self.lock_provisioned();
         let (provisioned, allocated) = self.scan()?;
         *guard = Some(provisioned);
@@ -592,6 +606,7 @@ mod tests {
             http_allow: Vec::new(),
             http_ca_file: None,
             nbd_allow: Vec::new(),
+            lun_files: true,
         };
         Array::open(dir, &cfg).unwrap()
     }

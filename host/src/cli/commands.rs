@@ -551,6 +551,7 @@ mod tests {
             filesystem_total_bytes: Some(8 << 30),
             http_allow: Vec::new(),
             nbd_allow: Vec::new(),
+            lun_files: true,
             settings: Default::default(),
             secrets: Vec::new(),
         };

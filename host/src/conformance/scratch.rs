@@ -91,6 +91,7 @@ impl Scratch {
                 http_allow: Vec::new(),
                 http_ca_file: None,
                 nbd_allow: Vec::new(),
+                lun_files: true,
             };
             Array::open(&arrays, &cfg)
                 .map(Arc::new)

@@ -46,6 +46,7 @@ fn setup(size: u64) -> (tempfile::TempDir, Arc<Lun>, Arc<Lun>, Vec<u8>) {
         http_allow: Vec::new(),
         http_ca_file: None,
         nbd_allow: Vec::new(),
+        lun_files: true,
     };
     let a = Array::open(dir.path(), &cfg).unwrap();
     let addr = |n: &str| LunAddress {
@@ -245,6 +246,7 @@ fn mismatched_sizes_and_bad_regions_are_refused() {
         http_allow: Vec::new(),
         http_ca_file: None,
         nbd_allow: Vec::new(),
+        lun_files: true,
     };
     let b = Array::open(d.path(), &cfg).unwrap();
     let small = b

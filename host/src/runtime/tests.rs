@@ -31,6 +31,7 @@ pub(super) fn array(dir: &Path, name: &str, driver: &str, capacity: u64) -> Arc<
         http_allow: Vec::new(),
         http_ca_file: None,
         nbd_allow: Vec::new(),
+        lun_files: true,
     };
     Arc::new(Array::open(dir, &cfg).unwrap())
 }

@@ -224,6 +224,22 @@ impl Service {
         self.inner.hydrations.stop_all();
     }
 
+    /// Bytes provisioned on `array`: its LUN files' sizes, or for an array
+    /// whose storage lives elsewhere the sizes of the volumes on it.
+    pub(crate) fn provisioned(&self, array: &Array) -> Result<u64, ServiceError> {
+        if array.lun_files() {
+            return Ok(array.used_bytes()?);
+        }
+        Ok(self
+            .inner
+            .store
+            .list_volumes()?
+            .iter()
+            .filter(|v| v.array == array.name())
+            .map(|v| v.size_bytes)
+            .sum())
+    }
+
     /// Every array with its capacity use and the space of the file system
     /// beneath it.
     pub fn arrays(&self) -> Result<Vec<ArrayView>, ServiceError> {
@@ -232,16 +248,19 @@ impl Service {
             // A file system that cannot be measured shows as null, not as
             // a failed listing.
             let fs = a
-                .filesystem_space()
+                .lun_files()
+                .then(|| a.filesystem_space())
+                .transpose()
                 .inspect_err(|e| tracing::warn!(array = a.name(), error = %e, "cannot measure the file system"))
-                .ok();
+                .ok()
+                .flatten();
             out.push(ArrayView {
                 name: a.name().to_owned(),
                 driver: a.driver().to_owned(),
                 pools: a.pools().to_vec(),
                 zoned_with: self.inner.arrays.zoned_with(a.name()),
                 capacity_bytes: a.capacity_bytes(),
-                used_bytes: a.used_bytes()?,
+                used_bytes: self.provisioned(a)?,
                 filesystem_free_bytes: fs.map(|f| f.free_bytes),
                 filesystem_total_bytes: fs.map(|f| f.total_bytes),
                 http_allow: a
@@ -251,6 +270,7 @@ impl Service {
                     .map(ToString::to_string)
                     .collect(),
                 nbd_allow: a.nbd_allow().entries(),
+                lun_files: a.lun_files(),
                 settings: a.settings().clone(),
                 secrets: a.secrets().names(),
             });

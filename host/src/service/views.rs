@@ -139,6 +139,11 @@ pub struct ArrayView {
     /// The NBD servers its driver may name in a connection (`nbd_allow`).
     #[serde(default)]
     pub nbd_allow: Vec<String>,
+    /// Whether its LUNs are files in the host's data directory; false for
+    /// an array whose storage lives elsewhere (its file system fields are
+    /// then null, and `used_bytes` sums the volumes on it).
+    #[serde(default)]
+    pub lun_files: bool,
     /// The settings its driver reads.
     #[serde(default)]
     pub settings: std::collections::BTreeMap<String, String>,

@@ -156,7 +156,9 @@ impl Service {
         }
         let array = self.array(&req.array)?.clone();
         let pool = choose_pool(&array, req.pool)?;
-        let free = array.capacity_bytes().saturating_sub(array.used_bytes()?);
+        let free = array
+            .capacity_bytes()
+            .saturating_sub(self.provisioned(&array)?);
         if req.size_bytes > free {
             return Err(ServiceError::NoSpace(format!(
                 "array {} has {free} bytes free, {} wanted",
