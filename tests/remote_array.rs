@@ -125,3 +125,50 @@ fn an_export_off_the_arrays_nbd_allow_is_never_connected_to() {
     assert_eq!(status, 204);
     assert!(on_b(&b, &id).is_none());
 }
+
+/// Cinder's manage existing across hosts: a volume B made on its own
+/// becomes A's volume without a copy, serves B's bytes through A, and
+/// unmanaging gives it back to B untouched.
+#[test]
+fn a_volume_of_the_remote_host_is_managed_and_given_back() {
+    support::require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let b = Server::start(&dir.path().join("b"), None);
+    let a = Server::start(
+        &dir.path().join("a"),
+        Some(&config_of_a(dir.path(), &b, "", true)),
+    );
+    let legacy = create(&b, "legacy", "p1", 32 * MIB);
+    with_attachment(&b, &legacy, |uri| {
+        support::qemu_io(uri, &["write -P 0x6b 1M 2M", "flush"]);
+    });
+    // Neither an unknown name nor an unknown id is taken.
+    for reference in ["nothing-here", "00000000-0000-0000-0000-000000000000"] {
+        let (status, body) = a.call(
+            "POST",
+            "/v1/volumes/manage",
+            Some(json!({"name": "x", "array": "far", "reference": reference})),
+        );
+        assert_eq!(status, 404, "{body}");
+    }
+    let (status, managed) = a.call(
+        "POST",
+        "/v1/volumes/manage",
+        Some(json!({"name": "imported", "array": "far", "reference": "legacy"})),
+    );
+    assert_eq!(status, 201, "{managed}");
+    assert_eq!(managed["size_bytes"], 32 * MIB, "{managed}");
+    let id = managed["id"].as_str().unwrap().to_owned();
+    with_attachment(&a, &id, |uri| {
+        support::qemu_io(uri, &["read -P 0x6b 1M 2M", "read -P 0 3M 29M"]);
+    });
+    let (status, body) = a.call("POST", &format!("/v1/volumes/{id}/unmanage"), None);
+    assert!(status < 300, "{status} {body}");
+    assert_eq!(a.call("GET", &format!("/v1/volumes/{id}"), None).0, 404);
+    let (_, back) = b.call("GET", &format!("/v1/volumes/{legacy}"), None);
+    assert_eq!(back["status"], "available", "{back}");
+    assert_eq!(back["attachments"], json!([]), "{back}");
+    with_attachment(&b, &legacy, |uri| {
+        support::qemu_io(uri, &["read -P 0x6b 1M 2M"]);
+    });
+}
