@@ -187,12 +187,32 @@ fn main() {
     let (_, proxied) = a.attach(&id);
     let remote = on_b(&b, &id);
     let (_, direct) = b.attach(&remote);
+    // CPU seconds per million requests: both hosts' for the proxied path,
+    // the remote's alone for the direct one.
+    let cpu = || a.cpu_seconds() + b.cpu_seconds();
     for (rw, label) in [("randread", "read"), ("randwrite", "write")] {
         let (mut ferry, mut peer) = (vec![], vec![]);
+        let (mut ferry_cpu, mut peer_cpu) = (vec![], vec![]);
         for _ in 0..runs {
-            ferry.push(support::fio(&proxied, rw, "4k", 16, GIB, fio_secs).iops);
-            peer.push(support::fio(&direct, rw, "4k", 16, GIB, fio_secs).iops);
+            let before = cpu();
+            let r = support::fio(&proxied, rw, "4k", 16, GIB, fio_secs);
+            ferry.push(r.iops);
+            ferry_cpu.push((cpu() - before) / (r.requests.max(1.0) / 1e6));
+            let before = cpu();
+            let r = support::fio(&direct, rw, "4k", 16, GIB, fio_secs);
+            peer.push(r.iops);
+            peer_cpu.push((cpu() - before) / (r.requests.max(1.0) / 1e6));
         }
+        support::report(
+            &format!("cpu-remote-{rw}-4k"),
+            &format!(
+                "CPU seconds per million 4k random {label}s: both hosts through the proxy; \
+                 peer: the remote host alone, fio straight at its export"
+            ),
+            "s",
+            support::summary(&ferry_cpu),
+            Some(support::summary(&peer_cpu)),
+        );
         support::report(
             &format!("remote-{rw}-4k"),
             &format!(
