@@ -119,6 +119,8 @@ fn an_export_off_the_arrays_nbd_allow_is_never_connected_to() {
     assert!(message.contains(&b.nbd), "{message}");
     assert!(!message.contains(&id), "{message}");
     assert_eq!(volume(&a, &id)["attachments"], json!([]));
+    // The exposure the driver made on B before the refusal is gone too.
+    assert_eq!(on_b(&b, &id).unwrap()["attachments"], json!([]));
     assert_eq!(a.call("GET", "/healthz", None).0, 200);
     // Deleting on A deletes on B, exposures included.
     let (status, _) = a.call("DELETE", &format!("/v1/volumes/{id}"), None);

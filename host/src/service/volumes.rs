@@ -427,8 +427,21 @@ impl Service {
             .call(array.driver(), move |rt| {
                 rt.initialize_connection(&scope, &vref, &connector)
             })
-            .await?;
-        let device = self.open_data(&array, &info.data).await?;
+            .await;
+        // The driver may have exposed the volume before its answer was
+        // refused (an export off `nbd_allow`) or could not be reached:
+        // the exposure ends with the attach (terminate is idempotent).
+        let opened = match info {
+            Ok(info) => self.open_data(&array, &info.data).await.map(|d| (info, d)),
+            Err(e) => Err(e),
+        };
+        let (info, device) = match opened {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.terminate(&volume, &req.server).await;
+                return Err(e);
+            }
+        };
         let mode = if info.read_only {
             AttachMode::Ro
         } else {
