@@ -174,3 +174,34 @@ fn a_volume_of_the_remote_host_is_managed_and_given_back() {
         support::qemu_io(uri, &["read -P 0x6b 1M 2M"]);
     });
 }
+
+/// An attached volume on the remote array cannot move yet (the live path
+/// needs LUNs the host holds): the migration ends `error` with the reason,
+/// and the volume stays where it was, attached and whole.
+#[test]
+fn an_attached_volume_on_the_remote_array_stays_put_with_a_reason() {
+    support::require_tool("qemu-io", "qemu-utils");
+    let dir = tempfile::tempdir().unwrap();
+    let b = Server::start(&dir.path().join("b"), None);
+    let a = Server::start(
+        &dir.path().join("a"),
+        Some(&config_of_a(dir.path(), &b, "", true)),
+    );
+    let id = create(&a, "busy", "far", 16 * MIB);
+    with_attachment(&a, &id, |uri| {
+        support::qemu_io(uri, &["write -P 0x19 0 1M", "flush"]);
+        let (status, answer) = migrate(&a, &id, json!({"array": "local"}));
+        assert_eq!(status, 202, "{answer}");
+        let (m, _) = wait_end(&a, &id, Duration::from_secs(60));
+        assert_eq!(m["migration_status"], "error", "{m}");
+        let error = m["error"].as_str().unwrap_or_default();
+        assert!(error.contains("needs a LUN the host holds"), "{error}");
+        let v = volume(&a, &id);
+        assert_eq!(
+            (v["array"].as_str(), v["status"].as_str()),
+            (Some("far"), Some("in-use")),
+            "{v}"
+        );
+        support::qemu_io(uri, &["read -P 0x19 0 1M", "write -P 0x1a 1M 1M", "flush"]);
+    });
+}
