@@ -14,7 +14,7 @@ use support::Server;
 use support::migrations::{
     MIB, check_pattern, create, migrate, wait_end, with_attachment, write_pattern,
 };
-use support::remote::{config_of_a, on_b};
+use support::remote::{on_b, two_hosts};
 
 fn volume(server: &Server, id: &str) -> Value {
     let (status, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
@@ -26,11 +26,7 @@ fn volume(server: &Server, id: &str) -> Value {
 fn a_volume_moves_to_another_host_and_back_with_its_data() {
     support::require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
-    let b = Server::start(&dir.path().join("b"), None);
-    let a = Server::start(
-        &dir.path().join("a"),
-        Some(&config_of_a(dir.path(), &b, "", true)),
-    );
+    let (a, b) = two_hosts(dir.path(), true);
     let far = a.array("far");
     assert_eq!(
         far["nbd_allow"],
@@ -99,11 +95,7 @@ fn check_pattern_with_write(uri: &str) {
 #[test]
 fn an_export_off_the_arrays_nbd_allow_is_never_connected_to() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Server::start(&dir.path().join("b"), None);
-    let a = Server::start(
-        &dir.path().join("a"),
-        Some(&config_of_a(dir.path(), &b, "", false)),
-    );
+    let (a, b) = two_hosts(dir.path(), false);
     // Creating needs only HTTP, which is allowed.
     let id = create(&a, "fenced", "far", 16 * MIB);
     assert!(on_b(&b, &id).is_some());
@@ -135,11 +127,7 @@ fn an_export_off_the_arrays_nbd_allow_is_never_connected_to() {
 fn a_volume_of_the_remote_host_is_managed_and_given_back() {
     support::require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
-    let b = Server::start(&dir.path().join("b"), None);
-    let a = Server::start(
-        &dir.path().join("a"),
-        Some(&config_of_a(dir.path(), &b, "", true)),
-    );
+    let (a, b) = two_hosts(dir.path(), true);
     let legacy = create(&b, "legacy", "p1", 32 * MIB);
     with_attachment(&b, &legacy, |uri| {
         support::qemu_io(uri, &["write -P 0x6b 1M 2M", "flush"]);
@@ -182,11 +170,7 @@ fn a_volume_of_the_remote_host_is_managed_and_given_back() {
 fn an_attached_volume_on_the_remote_array_stays_put_with_a_reason() {
     support::require_tool("qemu-io", "qemu-utils");
     let dir = tempfile::tempdir().unwrap();
-    let b = Server::start(&dir.path().join("b"), None);
-    let a = Server::start(
-        &dir.path().join("a"),
-        Some(&config_of_a(dir.path(), &b, "", true)),
-    );
+    let (a, _b) = two_hosts(dir.path(), true);
     let id = create(&a, "busy", "far", 16 * MIB);
     with_attachment(&a, &id, |uri| {
         support::qemu_io(uri, &["write -P 0x19 0 1M", "flush"]);

@@ -46,3 +46,11 @@ pub fn on_b(b: &Server, id: &str) -> Option<Value> {
         .find(|v| v["name"] == format!("ferry-{id}"))
         .cloned()
 }
+
+/// Starts host B (the embedded default arrays) in `dir/b`, then host A in
+/// `dir/a` with `far` on B (`list_nbd` as in [`config_of_a`]).
+pub fn two_hosts(dir: &Path, list_nbd: bool) -> (Server, Server) {
+    let b = Server::start(&dir.join("b"), None);
+    let a = Server::start(&dir.join("a"), Some(&config_of_a(dir, &b, "", list_nbd)));
+    (a, b)
+}
