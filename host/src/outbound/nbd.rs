@@ -130,11 +130,20 @@ impl NbdAllow {
             .collect()
     }
 
-    /// Whether `uri`'s server is listed.
-    pub fn lists(&self, uri: &NbdUri) -> bool {
-        self.endpoints
+    /// Refuses `uri` unless its server is listed.
+    pub fn check(&self, uri: &NbdUri) -> Result<(), String> {
+        if self
+            .endpoints
             .iter()
             .any(|(h, p)| *h == uri.host && *p == uri.port)
+        {
+            Ok(())
+        } else {
+            Err(format!(
+                "nbd://{}:{} is not in the array's nbd_allow",
+                uri.host, uri.port
+            ))
+        }
     }
 
     /// The address to connect to for `uri`: it must be listed; a listed
@@ -142,12 +151,7 @@ impl NbdAllow {
     /// literally to reach it), so DNS can never point the host at its own
     /// services.
     pub fn resolve(&self, uri: &NbdUri) -> Result<SocketAddr, String> {
-        if !self.lists(uri) {
-            return Err(format!(
-                "nbd://{}:{} is not in the array's nbd_allow",
-                uri.host, uri.port
-            ));
-        }
+        self.check(uri)?;
         if let Ok(ip) = uri.host.parse::<IpAddr>() {
             return Ok(SocketAddr::new(ip, uri.port));
         }

@@ -419,41 +419,32 @@ impl DriverRuntime {
         let v = wit::Volume::from(vol);
         let c = wit::Connector::from(connector);
         let info = self.ask(scope, |g, s| g.call_initialize_connection(s, &v, &c))?;
-        let data = match info.data {
+        let (data, usable) = match info.data {
             wit::DataPath::Lun(lun) => {
                 let lun = crate::model::LunAddress::from(lun);
-                if let Err(why) = usable_lun(scope, &lun) {
-                    return Err(CallError::contract(scope.array.secrets().redact(&format!(
-                        "driver {} answered initialize-connection with an unusable LUN address: {why}",
-                        scope.driver
-                    ))));
-                }
-                DataPath::Lun(lun)
+                let usable = usable_lun(scope, &lun);
+                (DataPath::Lun(lun), usable)
             }
             wit::DataPath::Nbd(export) => {
-                let listed = crate::outbound::NbdUri::parse(&export.uri).and_then(|u| {
-                    if scope.array.nbd_allow().lists(&u) {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "nbd://{}:{} is not in array {}'s nbd_allow",
-                            u.host,
-                            u.port,
-                            scope.array.name()
-                        ))
-                    }
-                });
-                if let Err(why) = listed {
-                    return Err(CallError::contract(scope.array.secrets().redact(&format!(
-                        "driver {} answered initialize-connection with an unusable NBD export: {why}",
-                        scope.driver
-                    ))));
-                }
-                DataPath::Nbd {
+                let usable = crate::outbound::NbdUri::parse(&export.uri)
+                    .and_then(|u| scope.array.nbd_allow().check(&u));
+                let data = DataPath::Nbd {
                     nbd_uri: export.uri,
-                }
+                };
+                (data, usable)
             }
         };
+        if let Err(why) = usable {
+            let what = match data {
+                DataPath::Lun(_) => "LUN address",
+                DataPath::Nbd { .. } => "NBD export",
+            };
+            return Err(CallError::contract(scope.array.secrets().redact(&format!(
+                "driver {} answered initialize-connection with an unusable {what} on array {}: {why}",
+                scope.driver,
+                scope.array.name()
+            ))));
+        }
         Ok(ConnectionInfo {
             data,
             read_only: info.read_only,
@@ -738,7 +729,6 @@ impl Inner {
     }
 }
 
-/// The largest memory any driver may use sizes the engine's memory slots.
 /// Whether a LUN address a driver answered names a pool of its array.
 fn usable_lun(scope: &CallScope, lun: &crate::model::LunAddress) -> Result<(), String> {
     validate_name(&lun.pool)
@@ -755,6 +745,7 @@ fn usable_lun(scope: &CallScope, lun: &crate::model::LunAddress) -> Result<(), S
     }
 }
 
+/// The largest memory any driver may use sizes the engine's memory slots.
 fn engine_limits(cfg: &RuntimeConfig) -> DriverLimits {
     let memory_bytes = cfg
         .driver_limits
