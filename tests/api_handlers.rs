@@ -32,12 +32,23 @@ struct Answer {
     body: Value,
 }
 
+/// The detail of an error body: the native `{"error": {...}}`, or on `/v3`
+/// Cinder's `{"<faultName>": {"code", "message", "ferry_code"}}`.
+fn error_detail(body: &Value) -> Option<(&str, &str)> {
+    if let Some(e) = body.get("error") {
+        return Some((e["code"].as_str()?, e["message"].as_str()?));
+    }
+    let fields = body.as_object()?;
+    let (_, detail) = fields.iter().next().filter(|_| fields.len() == 1)?;
+    Some((detail["ferry_code"].as_str()?, detail["message"].as_str()?))
+}
+
 impl Answer {
     fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("<none>")
+        error_detail(&self.body).map_or("<none>", |(code, _)| code)
     }
     fn message(&self) -> &str {
-        self.body["error"]["message"].as_str().unwrap_or("")
+        error_detail(&self.body).map_or("", |(_, message)| message)
     }
 }
 
@@ -100,8 +111,7 @@ impl Harness {
                     .starts_with("application/json"),
                 "{status} without JSON"
             );
-            assert!(body["error"]["code"].is_string(), "{status}: {body}");
-            assert!(body["error"]["message"].is_string(), "{status}: {body}");
+            assert!(error_detail(&body).is_some(), "{status}: {body}");
         }
         Answer {
             status,
@@ -375,7 +385,7 @@ async fn every_bad_input_gets_its_status_and_code() {
         (Method::POST, vols.clone(), r, create(512, "t1", ""), 403, "forbidden", "admin"),
         (Method::DELETE, one(&existing), r, None, 403, "forbidden", "admin"),
         (Method::GET, "/v1/nothing-here".into(), a, None, 404, "not_found", "/v1/nothing-here"),
-        (Method::GET, "/".into(), None, None, 404, "not_found", ""),
+        (Method::GET, "/v2".into(), None, None, 404, "not_found", ""),
         (Method::PATCH, vols.clone(), a, None, 405, "method_not_allowed", "PATCH"),
         (Method::POST, "/healthz".into(), None, None, 405, "method_not_allowed", ""),
         (Method::POST, vols.clone(), a, huge, 413, "body_too_large", ""),
@@ -1050,4 +1060,313 @@ async fn reset_and_forced_delete_of_a_volume_at_rest() {
     let withdrawn = &events[events.len() - 2];
     assert_eq!(withdrawn["attachment"], att_id.as_str());
     assert_eq!(withdrawn["server"], "web1");
+}
+
+/// A `/v3` request with `X-Auth-Token` (when given) and a microversion
+/// header (when given).
+async fn v3(
+    h: &Harness,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    version: Option<&str>,
+    body: Option<Value>,
+) -> Answer {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = token {
+        req = req.header("x-auth-token", t);
+    }
+    if let Some(v) = version {
+        req = req.header("openstack-api-version", v);
+    }
+    let req = match body {
+        Some(b) => req
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(b.to_string())),
+        None => req.body(Body::empty()),
+    };
+    h.send(req.unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_block_storage_api_answers_as_cinder_does() {
+    let h = Harness::start().await;
+    let a = Some(h.admin.clone());
+    let a = a.as_deref();
+    let vols = "/v3/demo/volumes";
+
+    // Version discovery, without a token.
+    let root = v3(&h, Method::GET, "/", None, None, None).await;
+    assert_eq!(root.status, StatusCode::MULTIPLE_CHOICES);
+    let v = &root.body["versions"][0];
+    assert_eq!(
+        (&v["id"], &v["version"], &v["min_version"]),
+        (&json!("v3.0"), &json!("3.66"), &json!("3.0"))
+    );
+    let v3doc = v3(&h, Method::GET, "/v3", None, None, None).await;
+    assert_eq!(v3doc.body["versions"][0]["status"], "CURRENT");
+
+    // The microversion served is said on each answer; one outside the
+    // range is refused with Cinder's words and fault body.
+    let list = v3(&h, Method::GET, vols, a, None, None).await;
+    assert_eq!(list.status, StatusCode::OK);
+    assert_eq!(list.headers["openstack-api-version"], "volume 3.0");
+    assert_eq!(list.headers[header::VARY], "OpenStack-API-Version");
+    let list = v3(&h, Method::GET, vols, a, Some("volume 3.50"), None).await;
+    assert_eq!(list.headers["openstack-api-version"], "volume 3.50");
+    let refused = v3(&h, Method::GET, vols, a, Some("volume 3.67"), None).await;
+    assert_eq!(refused.status, StatusCode::NOT_ACCEPTABLE);
+    let fault = &refused.body["notAcceptable"];
+    assert_eq!(fault["code"], 406, "{}", refused.body);
+    assert_eq!(fault["ferry_code"], "unsupported_api_version");
+    assert!(
+        fault["message"]
+            .as_str()
+            .unwrap()
+            .ends_with("Minimum is 3.0 and maximum is 3.66.")
+    );
+
+    // Authentication: X-Auth-Token with a Ferry token; a reader may only read.
+    let none = v3(&h, Method::GET, vols, None, None, None).await;
+    assert_eq!(
+        (none.status, none.code()),
+        (StatusCode::UNAUTHORIZED, "unauthorized")
+    );
+    assert!(
+        none.body["unauthorized"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("X-Auth-Token")
+    );
+    let read = v3(&h, Method::GET, vols, Some(READER), None, None).await;
+    assert_eq!(read.status, StatusCode::OK);
+    let new = |body: Value| Some(json!({"volume": body}));
+    let denied = v3(
+        &h,
+        Method::POST,
+        vols,
+        Some(READER),
+        None,
+        new(json!({"size": 1, "name": "r"})),
+    )
+    .await;
+    assert_eq!(
+        (denied.status, denied.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
+    assert!(denied.body.get("forbidden").is_some(), "{}", denied.body);
+
+    // Bad input: each with its status, fault and code; nothing is created.
+    type Case = (
+        Method,
+        String,
+        Option<Value>,
+        u16,
+        &'static str,
+        &'static str,
+    );
+    #[rustfmt::skip]
+    let cases: Vec<Case> = vec![
+        (Method::POST, vols.into(), new(json!({"size": 1, "name": "s", "snapshot_id": "x"})), 400, "invalid_argument", "snapshot_id is not supported"),
+        (Method::POST, vols.into(), new(json!({"size": 1, "name": "s", "availability_zone": "az9"})), 400, "invalid_argument", "nova"),
+        (Method::POST, vols.into(), new(json!({"size": 1, "name": "s", "volume_type": "gold"})), 404, "volume_type_not_found", "gold"),
+        (Method::POST, vols.into(), new(json!({"size": 1})), 400, "invalid_name", "required"),
+        (Method::POST, vols.into(), new(json!({"size": 0, "name": "s"})), 400, "invalid_size", ""),
+        (Method::POST, vols.into(), new(json!({"size": -1, "name": "s"})), 400, "invalid_body", "size"),
+        (Method::POST, vols.into(), new(json!({"size": 1, "name": "s", "colour": "red"})), 400, "invalid_body", "colour"),
+        (Method::GET, format!("{vols}/not-a-uuid"), None, 404, "volume_not_found", "not-a-uuid"),
+        (Method::GET, format!("{vols}/{}", uuid::Uuid::new_v4()), None, 404, "volume_not_found", ""),
+        (Method::GET, format!("{vols}?colour=red"), None, 400, "invalid_query", "colour"),
+        (Method::GET, format!("{vols}/detail?sort=size:sideways"), None, 400, "invalid_query", "sideways"),
+        (Method::GET, "/v3/demo/types/gold".into(), None, 404, "volume_type_not_found", "gold"),
+        (Method::GET, "/v3/demo/nothing".into(), None, 404, "not_found", ""),
+    ];
+    for (method, uri, body, status, code, words) in cases {
+        let what = format!("{method} {uri}");
+        let ans = v3(&h, method, &uri, a, Some("volume 3.66"), body).await;
+        assert_eq!(
+            (ans.status.as_u16(), ans.code()),
+            (status, code),
+            "{what}: {}",
+            ans.body
+        );
+        assert!(ans.message().contains(words), "{what}: {}", ans.body);
+        let (name, detail) = ans.body.as_object().unwrap().iter().next().unwrap();
+        assert_eq!(detail["code"], status, "{what}: {name}");
+    }
+    let (_, listed) = (0, v3(&h, Method::GET, vols, a, None, None).await);
+    assert_eq!(listed.body["volumes"], json!([]));
+
+    // A volume's life through the v3 API, checked against /v1.
+    let mut ids = Vec::new();
+    for name in ["b-vol", "a-vol", "c-vol"] {
+        let made = v3(
+            &h,
+            Method::POST,
+            vols,
+            a,
+            None,
+            new(json!({"size": 1, "name": name, "volume_type": "v1"})),
+        )
+        .await;
+        assert_eq!(made.status, StatusCode::ACCEPTED, "{}", made.body);
+        assert_eq!(
+            made.body["volume"]["os-vol-host-attr:host"],
+            "ferry@v1#default"
+        );
+        ids.push(made.body["volume"]["id"].as_str().unwrap().to_owned());
+    }
+    let native = h
+        .admin(Method::GET, &format!("/v1/volumes/{}", ids[0]), None)
+        .await;
+    assert_eq!(
+        (
+            native.body["size_bytes"].as_u64(),
+            native.body["array"].as_str()
+        ),
+        (Some(1 << 30), Some("v1"))
+    );
+    let names = |ans: &Answer| -> Vec<String> {
+        ans.body["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let sorted = v3(
+        &h,
+        Method::GET,
+        &format!("{vols}/detail?sort=name:asc&limit=2"),
+        a,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(names(&sorted), ["a-vol", "b-vol"]);
+    let after = sorted.body["volumes"][1]["id"].as_str().unwrap().to_owned();
+    let next = v3(
+        &h,
+        Method::GET,
+        &format!("{vols}?sort=name:asc&marker={after}"),
+        a,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(names(&next), ["c-vol"]);
+    let named = v3(
+        &h,
+        Method::GET,
+        &format!("{vols}/detail?name=c-vol"),
+        a,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(names(&named), ["c-vol"]);
+
+    let one = format!("{vols}/{}", ids[0]);
+    let renamed = v3(
+        &h,
+        Method::PUT,
+        &one,
+        a,
+        None,
+        new(json!({"name": "renamed", "description": "kept"})),
+    )
+    .await;
+    assert_eq!(
+        (renamed.status, &renamed.body["volume"]["description"]),
+        (StatusCode::OK, &json!("kept"))
+    );
+    let native = h
+        .admin(Method::GET, &format!("/v1/volumes/{}", ids[0]), None)
+        .await;
+    assert_eq!(
+        (&native.body["name"], &native.body["description"]),
+        (&json!("renamed"), &json!("kept"))
+    );
+
+    let action = format!("{one}/action");
+    let act = |body: Value| Some(body);
+    #[rustfmt::skip]
+    let actions = [
+        (json!({"os-migrate_volume": {"host": "elsewhere@t1#default"}}), 400, "invalid_host"),
+        (json!({"os-migrate_volume": {"host": "ferry@v1#default"}}), 400, "same_location"),
+        (json!({"os-migrate_volume": {"host": "ferry@nope#default"}}), 404, "array_not_found"),
+        (json!({"os-migrate_volume": {"host": "ferry@t1", "force_host_copy": "perhaps"}}), 400, "invalid_argument"),
+        (json!({"os-retype": {"new_type": "t1"}}), 400, "invalid_argument"),
+        (json!({"os-retype": {"new_type": "t1", "migration_policy": "sometimes"}}), 400, "invalid_argument"),
+        (json!({"os-reset_status": {"status": "creating"}}), 400, "invalid_status"),
+        (json!({"os-reset_status": {"status": "available", "attach_status": "attached"}}), 400, "invalid_argument"),
+        (json!({"os-migrate_volume_completion": {"new_volume": uuid::Uuid::new_v4()}}), 400, "invalid_argument"),
+        (json!({"os-force_delete": {"now": true}}), 400, "invalid_argument"),
+        (json!({"os-extend": {"new_size": 2}}), 400, "invalid_body"),
+    ];
+    for (body, status, code) in actions {
+        let ans = v3(&h, Method::POST, &action, a, None, act(body.clone())).await;
+        assert_eq!(
+            (ans.status.as_u16(), ans.code()),
+            (status, code),
+            "{body}: {}",
+            ans.body
+        );
+    }
+    // Nothing above moved it.
+    let native = h
+        .admin(Method::GET, &format!("/v1/volumes/{}", ids[0]), None)
+        .await;
+    assert_eq!(
+        (&native.body["array"], &native.body["migration_status"]),
+        (&json!("v1"), &Value::Null)
+    );
+
+    // Attach and detach as Nova does; initializing again reuses the
+    // attachment.
+    let connector = json!({"connector": {"host": "web-1", "initiator": "iqn.x"}});
+    let initialize = || {
+        let body = act(json!({"os-initialize_connection": connector}));
+        v3(&h, Method::POST, &action, a, None, body)
+    };
+    let first = initialize().await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.body);
+    let data = &first.body["connection_info"]["data"];
+    assert_eq!(first.body["connection_info"]["driver_volume_type"], "nbd");
+    let again = initialize().await;
+    assert_eq!(
+        again.body["connection_info"]["data"]["attachment_id"],
+        data["attachment_id"]
+    );
+    let shown = v3(&h, Method::GET, &one, a, None, None).await;
+    assert_eq!(shown.body["volume"]["status"], "in-use");
+    assert_eq!(shown.body["volume"]["attachments"][0]["server_id"], "web-1");
+    let done = v3(
+        &h,
+        Method::POST,
+        &action,
+        a,
+        None,
+        act(json!({"os-terminate_connection": connector})),
+    )
+    .await;
+    assert_eq!(done.status, StatusCode::ACCEPTED);
+    let shown = v3(&h, Method::GET, &one, a, None, None).await;
+    assert_eq!(
+        (
+            &shown.body["volume"]["status"],
+            &shown.body["volume"]["attachments"]
+        ),
+        (&json!("available"), &json!([]))
+    );
+
+    let gone = v3(&h, Method::DELETE, &one, a, None, None).await;
+    assert_eq!(gone.status, StatusCode::ACCEPTED);
+    let missing = v3(&h, Method::GET, &one, a, None, None).await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
+    assert!(
+        missing.body.get("itemNotFound").is_some(),
+        "{}",
+        missing.body
+    );
 }

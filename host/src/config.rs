@@ -158,6 +158,61 @@ impl Default for HttpConfig {
     }
 }
 
+/// The Block Storage v3 compatible API (`[cinder]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CinderConfig {
+    /// How `/v3` authenticates.
+    #[serde(default)]
+    pub auth: CinderAuth,
+    /// The host part of each pool's name, `HOST@ARRAY#POOL`, as
+    /// `cinder get-pools` lists it and `os-migrate_volume` takes it.
+    #[serde(default = "default_cinder_host")]
+    pub host: String,
+}
+
+impl CinderConfig {
+    /// Refuses `auth = "none"` on an API that listens beyond loopback:
+    /// anyone who reaches it would act as admin on `/v3`.
+    pub fn check_listen(&self, addr: std::net::SocketAddr) -> Result<(), String> {
+        if self.auth == CinderAuth::None && !addr.ip().is_loopback() {
+            return Err(format!(
+                "[cinder] auth = \"none\" lets anyone who reaches the API act as admin on /v3; \
+                 the API listens on {addr}, beyond this host: listen on loopback or use \
+                 auth = \"token\""
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn default_cinder_host() -> String {
+    "ferry".into()
+}
+
+impl Default for CinderConfig {
+    fn default() -> Self {
+        Self {
+            auth: CinderAuth::default(),
+            host: default_cinder_host(),
+        }
+    }
+}
+
+/// How the Block Storage v3 API authenticates (`[cinder] auth`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CinderAuth {
+    /// `X-Auth-Token` (or `Authorization: Bearer`) with a Ferry token, as
+    /// on `/v1`.
+    #[default]
+    Token,
+    /// No token: every request acts as admin, whatever `X-Auth-Token` says
+    /// (clients' `--os-auth-type none` / `noauth`). Only for an API that
+    /// listens on loopback: `ferry serve` refuses it on any other address.
+    None,
+}
+
 /// Whether the NBD server speaks TLS (`[nbd] tls`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -327,6 +382,9 @@ pub struct Config {
     /// Limits of the HTTP API's connections.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The Block Storage v3 compatible API (`/v3`).
+    #[serde(default)]
+    pub cinder: CinderConfig,
     /// Event log retention.
     #[serde(default)]
     pub events: EventsConfig,
@@ -471,6 +529,9 @@ impl Config {
         let invalid = |m: String| Err(ConfigError::Invalid(m));
         if self.arrays.is_empty() {
             return invalid("no arrays configured".into());
+        }
+        if let Err(e) = crate::model::check_name(&self.cinder.host) {
+            return invalid(format!("[cinder] host {:?}: {e}", self.cinder.host));
         }
         let mut names = std::collections::BTreeSet::new();
         for a in &self.arrays {
@@ -621,6 +682,47 @@ mod tests {
         assert_eq!(c.http, HttpConfig::default());
         assert_eq!(c.driver_versions_kept, 5);
         assert_eq!(c.max_compile_wait_ms, 10_000);
+    }
+
+    #[test]
+    fn the_cinder_table_is_read_checked_and_no_auth_stays_on_loopback() {
+        let c = Config::embedded_default();
+        assert_eq!(
+            (c.cinder.auth, c.cinder.host.as_str()),
+            (CinderAuth::Token, "ferry")
+        );
+        let text = "[cinder]\nauth = 'none'\nhost = 'lab-7'\n[[array]]\nname='a'\ndriver='d'\n";
+        let c = Config::parse(text, Path::new("x.toml")).unwrap();
+        assert_eq!(
+            (c.cinder.auth, c.cinder.host.as_str()),
+            (CinderAuth::None, "lab-7")
+        );
+        assert!(
+            c.cinder
+                .check_listen("127.0.0.1:7070".parse().unwrap())
+                .is_ok()
+        );
+        assert!(c.cinder.check_listen("[::1]:7070".parse().unwrap()).is_ok());
+        let e = c
+            .cinder
+            .check_listen("0.0.0.0:7070".parse().unwrap())
+            .unwrap_err();
+        assert!(e.contains("beyond this host"), "{e}");
+        assert!(
+            Config::embedded_default()
+                .cinder
+                .check_listen("0.0.0.0:7070".parse().unwrap())
+                .is_ok()
+        );
+        for bad in [
+            "host = 'a@b'",
+            "host = 'x#y'",
+            "auth = 'keystone'",
+            "colour = 'red'",
+        ] {
+            let text = format!("[cinder]\n{bad}\n[[array]]\nname='a'\ndriver='d'\n");
+            assert!(Config::parse(&text, Path::new("x.toml")).is_err(), "{bad}");
+        }
     }
 
     #[test]

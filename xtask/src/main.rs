@@ -56,9 +56,14 @@ fn on_path(tool: &str) -> bool {
 
 /// Peer tools from PyPI: the command, and the pinned requirement it comes
 /// from. schemathesis fuzzes the API against its OpenAPI document
-/// (`tests/api_fuzz.rs`); pinned because its checks and options change
-/// between releases.
-const PYPI_TOOLS: &[(&str, &str)] = &[("st", "schemathesis==4.32.5")];
+/// (`tests/api_fuzz.rs`); OpenStack's clients drive the Block Storage v3
+/// API (`tests/openstack_clients.rs`). Pinned because their options and
+/// output change between releases.
+const PYPI_TOOLS: &[(&str, &str)] = &[
+    ("st", "schemathesis==4.32.5"),
+    ("openstack", "python-openstackclient==10.5.0"),
+    ("cinder", "python-cinderclient==9.10.0"),
+];
 
 /// Installs the PyPI tools that are missing from PATH, with pip.
 fn install_pypi_tools() -> Result<(), String> {

@@ -68,6 +68,11 @@ pub enum ErrorCode {
     NotFound,
     Unauthorized,
     UnsupportedMediaType,
+    // The Block Storage v3 API's own.
+    InvalidApiVersion,
+    InvalidHost,
+    UnsupportedApiVersion,
+    VolumeTypeNotFound,
     // The service's.
     AbortNotPossible,
     AbortTooLate,

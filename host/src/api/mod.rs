@@ -8,6 +8,7 @@
 
 mod arrays;
 pub mod auth;
+mod cinder;
 pub mod clip;
 mod drivers;
 pub mod error;
@@ -31,10 +32,10 @@ use axum::middleware;
 
 pub use auth::{Role, TokenError, Tokens};
 pub use error::ApiError;
-pub use routes::{Access, RouteInfo};
+pub use routes::{Access, Family, RouteInfo};
 pub use server::HttpLimits;
 
-use crate::config::MetricsAccess;
+use crate::config::{CinderConfig, MetricsAccess};
 use crate::service::Service;
 
 /// Largest JSON request body accepted.
@@ -51,10 +52,13 @@ pub struct AppState {
 
 /// How the API behaves beyond its service and tokens, from the host's
 /// configuration.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ApiOptions {
     /// Who may read `/metrics` (`[http] metrics`).
     pub metrics: MetricsAccess,
+    /// The Block Storage v3 API's authentication and host name
+    /// (`[cinder]`).
+    pub cinder: CinderConfig,
 }
 
 impl ApiOptions {
@@ -62,6 +66,7 @@ impl ApiOptions {
     pub fn from_config(config: &crate::config::Config) -> Self {
         Self {
             metrics: config.http.metrics,
+            cinder: config.cinder.clone(),
         }
     }
 }
@@ -80,7 +85,8 @@ fn all_routes() -> routes::Routes {
     let r = migrations::register(r);
     let r = events::register(r);
     let r = metrics::register(r);
-    drivers::register(r)
+    let r = drivers::register(r);
+    cinder::register(r)
 }
 
 /// Every route the API serves, with its access rule.
@@ -107,14 +113,19 @@ pub fn app_with(service: Service, tokens: Tokens, options: ApiOptions) -> Router
         state.tokens.clone(),
         auth::require_token,
     ));
+    let cinder = cinder::layered(Router::from(routes.cinder), &state);
     Router::new()
         .merge(protected)
+        .merge(cinder)
         .merge(Router::from(routes.public))
         // Applies to the routes above, so it must come after them.
         .method_not_allowed_fallback(method_not_allowed)
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(JSON_BODY_LIMIT))
         .layer(middleware::map_response(error::normalize))
+        // Outside `normalize`, so that every error of a `/v3` request,
+        // the router's own included, leaves as Cinder's fault body.
+        .layer(middleware::from_fn(cinder::faults))
         .layer(middleware::from_fn_with_state(
             state.http.clone(),
             metrics::observe,

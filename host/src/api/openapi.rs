@@ -7,9 +7,10 @@
 //! scheme.
 
 use utoipa::openapi::OpenApi as Document;
-use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::cinder::{CinderFault, X_AUTH_TOKEN};
 use super::error::{BEARER, ErrorBody, ErrorCode};
 
 /// What the handlers do not say: the API as a whole.
@@ -21,15 +22,21 @@ use super::error::{BEARER, ErrorBody, ErrorCode};
             they stay usable. Reads need any valid bearer token; every call that changes state \
             needs an admin token; `/metrics` is as the host's `[http] metrics` setting says (by \
             default any valid token). Every error is \
-            `{\"error\": {\"code\": ..., \"message\": ...}}` with a stable `code`."
+            `{\"error\": {\"code\": ..., \"message\": ...}}` with a stable `code`.\n\n\
+            Beside it, under `/v3/{project_id}/` (tag `block-storage-v3`), a Block Storage v3 \
+            compatible API for OpenStack's own clients: volumes, their actions, pools and \
+            types, with microversions 3.0 to 3.66 (`OpenStack-API-Version: volume 3.N`), \
+            `X-Auth-Token` (or no token with `[cinder] auth = \"none\"`), and Cinder's error \
+            body `{\"itemNotFound\": {\"code\": 404, \"message\": ..., \"ferry_code\": ...}}`."
     ),
     security(("bearer" = [])),
-    components(schemas(ErrorBody, ErrorCode)),
+    components(schemas(ErrorBody, ErrorCode, CinderFault)),
     modifiers(&BearerScheme)
 )]
 struct Base;
 
-/// Adds the bearer token scheme every protected route names.
+/// Adds the token schemes: the bearer token every protected route names,
+/// and `X-Auth-Token`, which the Block Storage v3 routes take as well.
 struct BearerScheme;
 
 impl Modify for BearerScheme {
@@ -40,9 +47,17 @@ impl Modify for BearerScheme {
              `DATA/reader.token`."
                 .to_owned(),
         );
-        doc.components
-            .get_or_insert_with(Default::default)
-            .add_security_scheme(BEARER, SecurityScheme::Http(http));
+        let mut header = ApiKeyValue::new("X-Auth-Token");
+        header.description = Some(
+            "A Ferry token, as OpenStack clients send it (`--os-auth-type admin_token \
+             --os-token TOKEN`). With `[cinder] auth = \"none\"` the `/v3` routes take no \
+             token (`--os-auth-type none` / `noauth`)."
+                .to_owned(),
+        );
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(BEARER, SecurityScheme::Http(http));
+        components
+            .add_security_scheme(X_AUTH_TOKEN, SecurityScheme::ApiKey(ApiKey::Header(header)));
     }
 }
 
@@ -53,6 +68,7 @@ pub fn document() -> Document {
     let mut doc = Base::openapi();
     doc.merge(routes.protected.into_openapi());
     doc.merge(routes.public.into_openapi());
+    doc.merge(routes.cinder.into_openapi());
     doc
 }
 
@@ -72,7 +88,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::api::routes::Access;
+    use crate::api::routes::{Access, Family};
 
     fn doc() -> Value {
         serde_json::from_str(&document_json()).unwrap()
@@ -140,6 +156,16 @@ mod tests {
                     assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
                     assert!(responses.contains_key("404"), "{} {}", r.method, r.path);
                 }
+                Access::Read | Access::Admin if r.family == Family::Cinder => {
+                    assert_eq!(
+                        op["security"],
+                        json!([{"x_auth_token": []}, {"bearer": []}, {}]),
+                        "{}",
+                        r.path
+                    );
+                    assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
+                    assert!(responses.contains_key("500"), "{} {}", r.method, r.path);
+                }
                 Access::Read | Access::Admin => {
                     assert!(op.get("security").is_none(), "{}", r.path);
                     assert!(responses.contains_key("401"), "{} {}", r.method, r.path);
@@ -153,15 +179,17 @@ mod tests {
                 r.method,
                 r.path
             );
-            // Every error answer carries the one error body.
+            // Every error answer carries the one error body of its API.
+            let body = match r.family {
+                Family::Native => "#/components/schemas/ErrorBody",
+                Family::Cinder => "#/components/schemas/CinderFault",
+            };
             for (status, res) in responses {
-                if !status.starts_with('2') {
+                if status.starts_with('4') || status.starts_with('5') {
                     assert_eq!(
-                        res["content"]["application/json"]["schema"]["$ref"],
-                        "#/components/schemas/ErrorBody",
+                        res["content"]["application/json"]["schema"]["$ref"], body,
                         "{} {} {status}",
-                        r.method,
-                        r.path
+                        r.method, r.path
                     );
                 }
             }

@@ -37,6 +37,16 @@ impl Access {
     }
 }
 
+/// Which of the two APIs a route belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// Ferry's own API: bearer tokens, `{"error": {"code", "message"}}`.
+    Native,
+    /// The Block Storage v3 compatible API: `X-Auth-Token` (or none, by
+    /// `[cinder] auth`), microversions, Cinder's fault bodies.
+    Cinder,
+}
+
 /// One registered route.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteInfo {
@@ -46,13 +56,17 @@ pub struct RouteInfo {
     pub path: String,
     /// Who may call it.
     pub access: Access,
+    /// Which API it belongs to.
+    pub family: Family,
 }
 
-/// Routes being registered: the public ones, the token-protected ones, and
-/// the table of both. Each router carries the document of its routes.
+/// Routes being registered: the public ones, the token-protected ones, the
+/// Block Storage v3 ones, and the table of all. Each router carries the
+/// document of its routes.
 pub struct Routes {
     pub(super) public: OpenApiRouter<AppState>,
     pub(super) protected: OpenApiRouter<AppState>,
+    pub(super) cinder: OpenApiRouter<AppState>,
     pub(super) table: Vec<RouteInfo>,
 }
 
@@ -61,6 +75,7 @@ impl Routes {
         Self {
             public: OpenApiRouter::default(),
             protected: OpenApiRouter::default(),
+            cinder: OpenApiRouter::default(),
             table: Vec::new(),
         }
     }
@@ -70,6 +85,27 @@ impl Routes {
     pub fn protected(mut self, routes: UtoipaMethodRouter<AppState>) -> Self {
         let routes = self.record(routes, None);
         self.protected = self.protected.routes(routes);
+        self
+    }
+
+    /// Block Storage v3 routes, behind its own authentication and
+    /// microversion layers: `GET` needs any valid token, every other method
+    /// an admin token (or, with `[cinder] auth = "none"`, nothing).
+    pub fn cinder(mut self, routes: UtoipaMethodRouter<AppState>) -> Self {
+        let (schemas, mut paths, router) = routes;
+        for (path, item) in paths.paths.iter_mut() {
+            for (method, op) in operations_mut(item) {
+                let access = Access::required_for(&method);
+                super::cinder::document_access(op, access);
+                self.table.push(RouteInfo {
+                    method,
+                    path: path.clone(),
+                    access,
+                    family: Family::Cinder,
+                });
+            }
+        }
+        self.cinder = self.cinder.routes((schemas, paths, router));
         self
     }
 
@@ -98,6 +134,7 @@ impl Routes {
                     method,
                     path: path.clone(),
                     access,
+                    family: Family::Native,
                 });
             }
         }

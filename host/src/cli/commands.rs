@@ -487,6 +487,7 @@ mod tests {
         VolumeView {
             id: Uuid::nil(),
             name: "db".into(),
+            description: None,
             size_bytes: 1 << 30,
             status: VolumeStatus::InUse,
             migration_status: None,

@@ -124,6 +124,10 @@ async fn serve_async(
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let http_addr = listener.local_addr().context("listener address")?;
+    config
+        .cinder
+        .check_listen(http_addr)
+        .map_err(anyhow::Error::msg)?;
     let api_options = api::ApiOptions::from_config(&config);
     let opts = ServiceOptions {
         data_dir: data_dir.to_owned(),

@@ -132,6 +132,10 @@ pub struct Volume {
     pub id: Uuid,
     /// Display name.
     pub name: String,
+    /// Free text an operator keeps with the volume; absent in records
+    /// written before hosts kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
     /// Size in bytes, a positive multiple of 512.
     pub size_bytes: u64,
     /// Life-cycle status.
@@ -187,6 +191,7 @@ impl Volume {
         Self {
             id: Uuid::new_v4(),
             name,
+            description: None,
             size_bytes,
             status: VolumeStatus::Creating,
             migration_status: None,

@@ -26,7 +26,8 @@ pub use events::Event;
 pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
 pub use operator::{ForceDeleted, ResetOutcome, ResetStatus};
 pub use views::{
-    ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, ManageVolume, VolumeView,
+    ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, ManageVolume, UpdateVolume,
+    VolumeView,
 };
 
 use crate::array::{Array, Arrays};

@@ -21,6 +21,25 @@ pub struct CreateVolume {
     /// Pool (the array's first pool when absent).
     #[serde(default)]
     pub pool: Option<String>,
+    /// Free text kept with the volume (at most 255 bytes).
+    #[serde(default)]
+    #[schema(max_length = 255)]
+    pub description: Option<String>,
+}
+
+/// A change of a volume's name or description; an absent field stays as
+/// it is.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVolume {
+    /// New display name.
+    #[serde(default)]
+    #[schema(min_length = 1)]
+    pub name: Option<String>,
+    /// New description; empty removes it.
+    #[serde(default)]
+    #[schema(max_length = 255)]
+    pub description: Option<String>,
 }
 
 /// A request to make an existing LUN a volume, without copying.
@@ -91,6 +110,9 @@ pub struct VolumeView {
     pub id: Uuid,
     /// Display name.
     pub name: String,
+    /// Free text kept with the volume, null when none was given.
+    #[schema(required = true)]
+    pub description: Option<String>,
     /// Size in bytes.
     pub size_bytes: u64,
     /// Life-cycle status.
@@ -217,6 +239,7 @@ pub(crate) fn volume_view(v: &crate::model::Volume, nbd: NbdEndpoint) -> VolumeV
     VolumeView {
         id: v.id,
         name: v.name.clone(),
+        description: v.description.clone(),
         size_bytes: v.size_bytes,
         status: v.status,
         migration_status: v.migration_status,

@@ -8,7 +8,9 @@ use uuid::Uuid;
 
 use super::events::NewEvent;
 use super::operator::locked_by_migration;
-use super::{AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, VolumeView};
+use super::{
+    AttachVolume, AttachmentView, CreateVolume, Service, ServiceError, UpdateVolume, VolumeView,
+};
 use crate::model::{
     AttachMode, Attachment, DataPath, MigrationPhase, MigrationStatus, Volume, VolumeStatus,
     now_rfc3339,
@@ -66,6 +68,29 @@ pub(super) fn validate_display_name(
              zero-width), separator and private-use characters could disguise it when printed",
             crate::display_text::code_point(c)
         ));
+    }
+    Ok(())
+}
+
+/// Longest description kept with a volume, in bytes (Cinder's limit).
+const MAX_DESCRIPTION: usize = 255;
+
+/// Checks a volume's description: free text, so it may be empty and hold
+/// line breaks, but no other character that could disguise it when
+/// printed.
+fn validate_description(text: &str) -> Result<(), ServiceError> {
+    if text.len() > MAX_DESCRIPTION {
+        return Err(ServiceError::InvalidName(format!(
+            "volume description (field \"description\") must be at most {MAX_DESCRIPTION} bytes"
+        )));
+    }
+    let without_breaks: String = text.chars().filter(|c| *c != '\n').collect();
+    if let Some((at, c, kind)) = crate::display_text::first_hidden(&without_breaks) {
+        return Err(ServiceError::InvalidName(format!(
+            "volume description (field \"description\") contains {} ({kind}) near character \
+             {at}: only line breaks may stand beside visible text",
+            crate::display_text::code_point(c)
+        )));
     }
     Ok(())
 }
@@ -151,6 +176,9 @@ impl Service {
     /// Creates a volume on an array through its driver.
     pub async fn create_volume(&self, req: CreateVolume) -> Result<VolumeView, ServiceError> {
         validate_display_name("volume name", "name", &req.name)?;
+        if let Some(d) = &req.description {
+            validate_description(d)?;
+        }
         if req.size_bytes == 0 || !req.size_bytes.is_multiple_of(512) {
             return Err(ServiceError::InvalidSize(req.size_bytes));
         }
@@ -171,6 +199,7 @@ impl Service {
         array.check_filesystem_fits(req.size_bytes)?;
         let scope = self.scope(&array)?;
         let mut volume = Volume::creating(req.name, req.size_bytes, array.name().to_owned(), pool);
+        volume.description = req.description.filter(|d| !d.is_empty());
         // Persist first: a crash during the driver call leaves a record that
         // recovery can clean up, never an orphan LUN nobody knows about.
         self.inner.store.insert_volume(&volume)?;
@@ -259,6 +288,32 @@ impl Service {
                 false
             }
         }
+    }
+
+    /// Renames a volume or changes its description, in any status: neither
+    /// reaches the driver, so a migration running meanwhile is not
+    /// disturbed. An empty description removes it.
+    pub fn update_volume(&self, id: Uuid, req: UpdateVolume) -> Result<VolumeView, ServiceError> {
+        if let Some(name) = &req.name {
+            validate_display_name("volume name", "name", name)?;
+        }
+        if let Some(d) = &req.description {
+            validate_description(d)?;
+        }
+        let volume = self
+            .inner
+            .store
+            .update_volume(id, |v| {
+                if let Some(name) = req.name {
+                    v.name = name;
+                }
+                if let Some(d) = req.description {
+                    v.description = Some(d).filter(|d| !d.is_empty());
+                }
+                Ok::<(), ServiceError>(())
+            })
+            .map_err(|e| from_update(id, e))?;
+        Ok(self.view(&volume))
     }
 
     /// Every volume (never a migration's hidden destination).

@@ -57,6 +57,7 @@ fn volume_of(round: u64, i: u64) -> Volume {
     Volume {
         id: Uuid::from_u128((u128::from(round) << 64) | u128::from(i)),
         name: format!("crash-{round}-{i}"),
+        description: None,
         size_bytes: 512 * (i + 1),
         status: VolumeStatus::Available,
         migration_status: None,

@@ -137,6 +137,7 @@ mod tests {
         Volume {
             id: Uuid::from_u128(n),
             name: format!("vol-{n}"),
+            description: None,
             size_bytes: 512 * (n as u64 + 1),
             status: VolumeStatus::Available,
             migration_status: None,
