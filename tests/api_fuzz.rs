@@ -18,23 +18,24 @@ const SCHEMATHESIS: &str = "st";
 /// Arrays far smaller than any file system the tests run on: a volume
 /// that does not fit is refused by the array (422 `no_space`), never by
 /// the file system beneath (507), which is a server-side status by design.
+/// 4 GiB each, so that the Block Storage API's whole-GiB volumes fit.
 const CONFIG: &str = r#"
 zoning = [["t1", "p1"], ["t1", "v1"]]
 
 [[array]]
 name = "t1"
 driver = "takeover"
-capacity_bytes = 268435456
+capacity_bytes = 4294967296
 
 [[array]]
 name = "v1"
 driver = "vendor-copy"
-capacity_bytes = 268435456
+capacity_bytes = 4294967296
 
 [[array]]
 name = "p1"
 driver = "plain"
-capacity_bytes = 268435456
+capacity_bytes = 4294967296
 "#;
 
 #[test]

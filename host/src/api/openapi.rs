@@ -76,9 +76,46 @@ pub fn document() -> Document {
 pub fn document_json() -> String {
     // Serializing plain data structures cannot fail; should it, the
     // client gets an error body rather than a panic.
-    serde_json::to_string(&document()).unwrap_or_else(|e| {
-        serde_json::json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()
-    })
+    serde_json::to_value(document())
+        .map(|mut doc| {
+            camel_case_links(&mut doc);
+            doc.to_string()
+        })
+        .unwrap_or_else(|e| {
+            serde_json::json!({"error": {"code": "internal", "message": e.to_string()}}).to_string()
+        })
+}
+
+/// Renames the fields of every response link to OpenAPI's spelling
+/// (`operationId`, `operationRef`, `requestBody`): utoipa 5.5 writes them
+/// in snake case, which clients that follow links reject.
+fn camel_case_links(doc: &mut serde_json::Value) {
+    let Some(paths) = doc.get_mut("paths").and_then(|p| p.as_object_mut()) else {
+        return;
+    };
+    let operations = paths
+        .values_mut()
+        .filter_map(|item| item.as_object_mut())
+        .flat_map(|item| item.values_mut());
+    let responses = operations
+        .filter_map(|op| op.get_mut("responses").and_then(|r| r.as_object_mut()))
+        .flat_map(|r| r.values_mut());
+    for response in responses {
+        let Some(links) = response.get_mut("links").and_then(|l| l.as_object_mut()) else {
+            continue;
+        };
+        for link in links.values_mut().filter_map(|l| l.as_object_mut()) {
+            for (snake, camel) in [
+                ("operation_id", "operationId"),
+                ("operation_ref", "operationRef"),
+                ("request_body", "requestBody"),
+            ] {
+                if let Some(v) = link.remove(snake) {
+                    link.insert(camel.to_owned(), v);
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -129,6 +166,31 @@ mod tests {
         }
         assert_eq!(registered, documented);
         assert!(registered.len() >= 19, "{registered:?}");
+    }
+
+    #[test]
+    fn every_link_names_an_operation_that_exists() {
+        let doc = doc();
+        let mut ids = BTreeSet::new();
+        let mut links = Vec::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for op in item.as_object().unwrap().values() {
+                ids.insert(op["operationId"].as_str().unwrap().to_owned());
+                for res in op["responses"].as_object().unwrap().values() {
+                    if let Some(l) = res.get("links").and_then(|l| l.as_object()) {
+                        links.extend(l.values().cloned());
+                    }
+                }
+            }
+        }
+        assert!(links.len() >= 4, "{links:?}");
+        for link in links {
+            let target = link["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{link}"));
+            assert!(ids.contains(target), "{link}");
+            assert!(link.get("operation_id").is_none(), "{link}");
+        }
     }
 
     #[test]

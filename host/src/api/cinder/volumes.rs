@@ -332,7 +332,16 @@ async fn detail(
     Ok(Json(VolumeDetails { volumes }))
 }
 
-/// A volume to create.
+/// An object with no members: what Ferry accepts where Cinder takes
+/// metadata or hints.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // only its schema is used
+pub(super) struct EmptyObject {}
+
+/// A volume to create. Cinder's `snapshot_id`, `source_volid`,
+/// `imageRef`, `backup_id`, `consistencygroup_id` and `group_id` are
+/// accepted only as null: Ferry has none of those things.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(super) struct NewVolume {
@@ -340,9 +349,11 @@ pub(super) struct NewVolume {
     #[schema(minimum = 1)]
     size: u64,
     /// Display name (Ferry needs one).
+    #[schema(required = true, min_length = 1, max_length = 255)]
     name: Option<String>,
     /// Free text, at most 255 bytes.
     #[serde(default)]
+    #[schema(max_length = 255)]
     description: Option<String>,
     /// Where it goes: a type's name or id (`GET .../types`); the first
     /// array's first pool when absent.
@@ -350,9 +361,11 @@ pub(super) struct NewVolume {
     volume_type: Option<String>,
     /// `nova` or absent.
     #[serde(default)]
+    #[schema(pattern = "^nova$")]
     availability_zone: Option<String>,
     /// Must be empty: Ferry keeps no metadata.
     #[serde(default)]
+    #[schema(value_type = Option<EmptyObject>)]
     metadata: Option<BTreeMap<String, String>>,
     /// Accepted: every Ferry volume takes several attachments.
     #[serde(default)]
@@ -360,21 +373,27 @@ pub(super) struct NewVolume {
     multiattach: Option<bool>,
     /// Must be null: Ferry makes no snapshots.
     #[serde(default)]
+    #[schema(ignore)]
     snapshot_id: Option<String>,
     /// Must be null: Ferry does not clone.
     #[serde(default)]
+    #[schema(ignore)]
     source_volid: Option<String>,
     /// Must be null: Ferry keeps no images.
     #[serde(default, rename = "imageRef")]
+    #[schema(ignore)]
     image_ref: Option<String>,
     /// Must be null: Ferry keeps no backups.
     #[serde(default)]
+    #[schema(ignore)]
     backup_id: Option<String>,
     /// Must be null: no groups.
     #[serde(default)]
+    #[schema(ignore)]
     consistencygroup_id: Option<String>,
     /// Must be null: no groups.
     #[serde(default)]
+    #[schema(ignore)]
     group_id: Option<String>,
 }
 
@@ -385,6 +404,7 @@ pub(super) struct CreateRequest {
     volume: NewVolume,
     /// Must be empty: Ferry places volumes by type alone.
     #[serde(default, rename = "OS-SCH-HNT:scheduler_hints")]
+    #[schema(value_type = Option<EmptyObject>)]
     scheduler_hints: Option<BTreeMap<String, Value>>,
 }
 
@@ -451,7 +471,16 @@ impl NewVolume {
 /// creates it before answering.
 #[utoipa::path(post, path = "/v3/{project_id}/volumes", operation_id = "cinderCreateVolume",
     tag = "block-storage-v3", params(ProjectParams), request_body = CreateRequest, responses(
-    (status = 202, description = "The new volume.", body = VolumeBody),
+    (status = 202, description = "The new volume.", body = VolumeBody, links(
+        ("show" = (operation_id = "cinderShowVolume", parameters(
+            ("project_id" = "$request.path.project_id"), ("volume_id" = "$response.body#/volume/id")))),
+        ("update" = (operation_id = "cinderUpdateVolume", parameters(
+            ("project_id" = "$request.path.project_id"), ("volume_id" = "$response.body#/volume/id")))),
+        ("act" = (operation_id = "cinderVolumeAction", parameters(
+            ("project_id" = "$request.path.project_id"), ("volume_id" = "$response.body#/volume/id")))),
+        ("delete" = (operation_id = "cinderDeleteVolume", parameters(
+            ("project_id" = "$request.path.project_id"), ("volume_id" = "$response.body#/volume/id")))),
+    )),
     (status = 400, description = "No name, a size of 0, a bad name or description \
         (`invalid_name`), or a field Ferry does not support set (`invalid_argument`: snapshot, \
         source volume, image, backup, group, metadata, scheduler hints, a zone other than `nova`).", body = ErrorBody),
@@ -516,12 +545,15 @@ async fn show(State(state): State<AppState>, target: Target) -> Result<Json<Volu
 pub(super) struct VolumeChanges {
     /// New display name.
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 255)]
     name: Option<String>,
     /// New description; empty removes it.
     #[serde(default)]
+    #[schema(max_length = 255)]
     description: Option<String>,
     /// Must be empty: Ferry keeps no metadata.
     #[serde(default)]
+    #[schema(value_type = Option<EmptyObject>)]
     metadata: Option<BTreeMap<String, String>>,
 }
 
