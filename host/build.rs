@@ -70,6 +70,25 @@ const GUESTS: &[Guest] = &[
     },
 ];
 
+/// A driver written in Python, componentized by componentize-py (from
+/// PyPI) with the Python SDK. Optional: where componentize-py is missing
+/// its constant is `None` and the tests that need it say how to install it.
+struct PythonGuest {
+    /// The driver's directory, relative to the workspace root; its module
+    /// `app` defines the `Driver` class.
+    dir: &'static str,
+    /// Name of the generated constant (the component's path).
+    constant: &'static str,
+}
+
+const PYTHON_GUESTS: &[PythonGuest] = &[PythonGuest {
+    dir: "drivers/python-plain",
+    constant: "PYTHON_PLAIN_PATH",
+}];
+
+/// The componentize-py command.
+const COMPONENTIZE_PY: &str = "componentize-py";
+
 /// What the components are built from, relative to the workspace root:
 /// directories are watched with everything in them.
 const SOURCES: &[&str] = &[
@@ -101,7 +120,8 @@ fn main() {
 
     let artifacts = target_dir.join(TARGET).join("release");
     let out_dir = PathBuf::from(required_env("OUT_DIR"));
-    let source = generate(&artifacts);
+    let mut source = generate(&artifacts);
+    source.push_str(&build_python(&workspace, &target_dir.join("python")));
     if let Err(e) = fs::write(out_dir.join("guests.rs"), source) {
         fail(&format!(
             "cannot write guests.rs into {}: {e}",
@@ -304,6 +324,76 @@ fn generate(artifacts: &Path) -> String {
         let _ = writeln!(source, "    ({driver:?}, {constant}),");
     }
     source.push_str("];\n");
+    source
+}
+
+/// Componentizes the Python drivers into `out`; returns the Rust source of
+/// their path constants (`None` each when componentize-py is missing).
+fn build_python(workspace: &Path, out: &Path) -> String {
+    let mut source = String::new();
+    let available = Command::new(COMPONENTIZE_PY)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !available {
+        println!(
+            "cargo:warning=componentize-py is not installed: the Python example drivers are \
+             not built (cargo xtask install-peers installs it)"
+        );
+        // Installing it adds a file to a directory of PATH: build again then.
+        println!("cargo:rerun-if-env-changed=PATH");
+        for dir in env::split_paths(&env::var_os("PATH").unwrap_or_default()) {
+            if dir.is_dir() {
+                println!("cargo:rerun-if-changed={}", dir.display());
+            }
+        }
+    }
+    if let Err(e) = fs::create_dir_all(out) {
+        fail(&format!("cannot create {}: {e}", out.display()));
+    }
+    for guest in PYTHON_GUESTS {
+        let name = guest.dir.rsplit('/').next().unwrap_or(guest.dir);
+        let file = out.join(format!("{}.wasm", name.replace('-', "_")));
+        let built = available && {
+            let status = Command::new(COMPONENTIZE_PY)
+                .current_dir(workspace)
+                .arg("--wit-path")
+                .arg(workspace.join("wit"))
+                .args(["--world", "driver-world", "componentize", "app"])
+                .arg("--python-path")
+                .arg(workspace.join(guest.dir))
+                .arg("--python-path")
+                .arg(workspace.join("sdk/python"))
+                .arg("--output")
+                .arg(&file)
+                // No __pycache__ in the watched sources: it would make
+                // every build look changed.
+                .env("PYTHONDONTWRITEBYTECODE", "1")
+                .stdout(Stdio::from(std::io::stderr()))
+                .status()
+                .unwrap_or_else(|e| fail(&format!("cannot run {COMPONENTIZE_PY}: {e}")));
+            if !status.success() {
+                fail(&format!(
+                    "componentize-py failed on {} ({status}); its errors are above",
+                    guest.dir
+                ));
+            }
+            true
+        };
+        let constant = guest.constant;
+        let value = match file.to_str() {
+            Some(path) if built => format!("Some({path:?})"),
+            _ => "None".to_owned(),
+        };
+        let _ = writeln!(
+            source,
+            "/// Path of the `{name}` example driver component, written in Python;\n\
+             /// `None` where componentize-py was not installed at build time.\n\
+             pub const {constant}: Option<&str> = {value};\n"
+        );
+    }
     source
 }
 

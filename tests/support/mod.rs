@@ -63,6 +63,9 @@ pub struct Launch {
     /// `host:port` of the HTTP API and of the NBD server (any free ports
     /// on loopback when absent).
     pub addresses: Option<(String, String)>,
+    /// The server's working directory (the test's when absent): relative
+    /// paths in its configuration are read from there.
+    pub current_dir: Option<PathBuf>,
 }
 
 /// The lines a server wrote to stderr so far.
@@ -127,6 +130,9 @@ impl Server {
             });
         if let Some(c) = config {
             cmd.arg("--config").arg(c);
+        }
+        if let Some(d) = &how.current_dir {
+            cmd.current_dir(d);
         }
         cmd.envs(how.env.iter().map(|(k, v)| (k, v)));
         if let Some(soft) = how.nofile_soft_limit {

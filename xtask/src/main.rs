@@ -19,6 +19,7 @@ const PEER_TOOLS: &[(&str, &str)] = &[
     ("fio", "fio"),
     ("nbdkit", "nbdkit"),
     ("openssl", "openssl"),
+    ("curl", "curl"),
 ];
 
 /// Peer tools only the benchmarks need: the HTTP load generator, and
@@ -57,12 +58,14 @@ fn on_path(tool: &str) -> bool {
 /// Peer tools from PyPI: the command, and the pinned requirement it comes
 /// from. schemathesis fuzzes the API against its OpenAPI document
 /// (`tests/api_fuzz.rs`); OpenStack's clients drive the Block Storage v3
-/// API (`tests/openstack_clients.rs`). Pinned because their options and
+/// API (`tests/openstack_clients.rs`); componentize-py builds the Python
+/// example drivers (`host/build.rs`). Pinned because their options and
 /// output change between releases.
 const PYPI_TOOLS: &[(&str, &str)] = &[
     ("st", "schemathesis==4.32.5"),
     ("openstack", "python-openstackclient==10.5.0"),
     ("cinder", "python-cinderclient==9.10.0"),
+    ("componentize-py", "componentize-py==0.25.0"),
 ];
 
 /// Installs the PyPI tools that are missing from PATH, with pip.

@@ -1,0 +1,228 @@
+//! Drivers written in Python: the `python-plain` example, componentized by
+//! componentize-py with the Python SDK (`sdk/python`), passes the
+//! conformance kit, serves and migrates volumes as a driver of its own
+//! arrays, and replaces its Rust twin on a running host.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::json;
+use support::Server;
+use support::migrations::{check_data, migrate, volume_with_data, wait_end};
+
+/// The Python example's component, built by `host/build.rs`.
+fn python_plain() -> &'static str {
+    ferry::guests::PYTHON_PLAIN_PATH.expect(
+        "the Python example driver was not built: componentize-py (from PyPI) was missing \
+         when the host was built; run cargo xtask install-peers, then build again",
+    )
+}
+
+#[test]
+fn ferry_driver_check_passes_the_python_example() {
+    let out = Command::new(support::ferry_bin())
+        .args(["driver", "check", python_plain()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("7 passed, 0 failed, 1 skipped"), "{text}");
+    for check in [
+        "life-cycle",
+        "idempotent-retries",
+        "manage-existing",
+        "errors-not-traps",
+    ] {
+        let row = text
+            .lines()
+            .find(|l| l.starts_with(check))
+            .unwrap_or_default();
+        assert!(row.contains(" pass "), "{check}: {text}");
+    }
+}
+
+#[test]
+fn a_python_driver_serves_volumes_and_both_migration_directions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+zoning = [["t1", "py1"]]
+
+[[driver]]
+name = "python-plain"
+path = "{}"
+
+[[array]]
+name = "py1"
+driver = "python-plain"
+
+[[array]]
+name = "t1"
+driver = "takeover"
+"#,
+            python_plain()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    let (_, drivers) = server.call("GET", "/v1/drivers", None);
+    assert!(drivers.to_string().contains("python-plain"), "{drivers}");
+
+    // Created, written and read through the Python driver's LUN.
+    let id = volume_with_data(&server, "py-vol", "py1");
+    check_data(&server, &id);
+    // To the takeover array (its driver takes the Python driver's LUN
+    // over), and back by the host's copy (the Python driver declines).
+    for to in ["t1", "py1"] {
+        let (status, body) = migrate(&server, &id, json!({"array": to}));
+        assert_eq!(status, 202, "{body}");
+        let (m, _) = wait_end(&server, &id, Duration::from_secs(120));
+        assert_eq!(m["migration_status"], "success", "{m}");
+        let (_, v) = server.call("GET", &format!("/v1/volumes/{id}"), None);
+        assert_eq!(v["array"], to);
+        check_data(&server, &id);
+    }
+    let (status, _) = server.call("DELETE", &format!("/v1/volumes/{id}"), None);
+    assert_eq!(status, 204);
+}
+
+#[test]
+fn a_rust_driver_is_replaced_by_its_python_twin_on_a_running_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"), None);
+    // A volume made by the Rust `plain` driver...
+    let id = volume_with_data(&server, "before", "p1");
+    let bytes = std::fs::read(python_plain()).unwrap();
+    assert!(
+        bytes.len() > 10 << 20,
+        "a Python component is large: {}",
+        bytes.len()
+    );
+    // ...stays readable after the Python component is installed over it
+    // (uploaded like any driver, at its size, with the default limits).
+    let (status, version) = server.send_bytes("PUT", "/v1/drivers/plain", &bytes);
+    assert_eq!(status, 201, "{version}");
+    let (_, drivers) = server.call("GET", "/v1/drivers", None);
+    let plain = drivers["drivers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "plain")
+        .unwrap();
+    assert_eq!(plain["active_digest"], version["digest"]);
+    check_data(&server, &id);
+    // New volumes are the Python driver's from the start, and both go away.
+    let fresh = volume_with_data(&server, "after", "p1");
+    check_data(&server, &fresh);
+    for v in [&id, &fresh] {
+        let (status, _) = server.call("DELETE", &format!("/v1/volumes/{v}"), None);
+        assert_eq!(status, 204);
+    }
+}
+
+/// Runs a command; fails the test with its output unless it succeeds.
+fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .current_dir(dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
+    let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path();
+    // 1. The tool.
+    support::require_tool("componentize-py", "componentize-py (from PyPI)");
+    // 2. app.py, started from the example.
+    std::fs::create_dir(work.join("my-driver")).unwrap();
+    std::fs::copy(
+        format!("{repo}/drivers/python-plain/app.py"),
+        work.join("my-driver/app.py"),
+    )
+    .unwrap();
+    // 3. The component, with the contract and the SDK on the paths.
+    let (wit, sdk) = (format!("{repo}/wit"), format!("{repo}/sdk/python"));
+    run_in(
+        work,
+        "componentize-py",
+        &[
+            "--wit-path",
+            &wit,
+            "--world",
+            "driver-world",
+            "componentize",
+            "app",
+            "--python-path",
+            "my-driver",
+            "--python-path",
+            &sdk,
+            "--output",
+            "my-driver.wasm",
+        ],
+    );
+    // 4. The contract's checks.
+    let report = run_in(
+        work,
+        support::ferry_bin(),
+        &["driver", "check", "my-driver.wasm"],
+    );
+    assert!(report.contains(", 0 failed"), "{report}");
+    // 5. Named in the configuration with an array that uses it...
+    let config = work.join("ferry.toml");
+    std::fs::write(
+        &config,
+        "[[driver]]\nname = \"my-driver\"\npath = \"my-driver.wasm\"\n\n\
+         [[array]]\nname = \"mine\"\ndriver = \"my-driver\"\n",
+    )
+    .unwrap();
+    let server = Server::launch(
+        &work.join("ferry-data"),
+        Some(&config),
+        &support::Launch {
+            current_dir: Some(work.to_owned()),
+            ..Default::default()
+        },
+    );
+    let id = volume_with_data(&server, "first", "mine");
+    check_data(&server, &id);
+    // ...and a version put onto the running host, as the guide shows.
+    let url = format!("{}/v1/drivers/my-driver", server.url);
+    let token = format!("Authorization: Bearer {}", server.token);
+    let answer = run_in(
+        work,
+        "curl",
+        &[
+            "-sS",
+            "-X",
+            "PUT",
+            "--data-binary",
+            "@my-driver.wasm",
+            "-H",
+            &token,
+            &url,
+        ],
+    );
+    assert!(answer.contains("\"name\":\"my-driver\""), "{answer}");
+    check_data(&server, &id);
+}
