@@ -2,7 +2,9 @@
 //! example driver) through `ferry::runtime::DriverRuntime`, in process, with
 //! the pooling allocator. Each call gets a fresh, limited store, so this is
 //! the fixed price of every driver call the host makes. No peer: the target
-//! is absolute (under 50 µs).
+//! is absolute (under 50 µs). Then the same call of `python-plain`, its
+//! Python twin (an interpreter in the component), beside the Rust figure
+//! (target: under 1 ms).
 //!
 //! Run: `cargo bench -p ferry --bench driver_call` (FERRY_BENCH_RUNS=N
 //! batches, default 5).
@@ -19,6 +21,8 @@ use ferry::runtime::{AllocatorKind, CallScope, DriverRuntime, MemoryStateStore, 
 
 /// Calls per batch; each batch gives one median and one p99.
 const CALLS: usize = 5_000;
+/// Calls per batch of the Python driver, whose calls are slower.
+const PYTHON_CALLS: usize = 1_000;
 const WARMUP: usize = 500;
 
 fn main() {
@@ -40,35 +44,7 @@ fn main() {
     eprintln!("driver_call: allocator {:?}", rt.allocator());
     rt.install("plain", ferry::guests::PLAIN)
         .expect("install plain");
-    let cfg = ArrayConfig {
-        name: "p1".into(),
-        driver: "plain".into(),
-        pools: vec!["default".into()],
-        capacity_bytes: 1 << 30,
-        settings: Default::default(),
-        secrets: Default::default(),
-        http_allow: Vec::new(),
-        http_ca_file: None,
-        nbd_allow: Vec::new(),
-        lun_files: true,
-    };
-    let array = Arc::new(Array::open(dir.path(), &cfg).expect("array"));
-    let scope = CallScope::new(array, Vec::new());
-    for _ in 0..WARMUP {
-        rt.capabilities(&scope).expect("capabilities");
-    }
-    let mut medians = Vec::new();
-    let mut p99s = Vec::new();
-    for _ in 0..runs {
-        let mut us = Vec::with_capacity(CALLS);
-        for _ in 0..CALLS {
-            let t = Instant::now();
-            rt.capabilities(&scope).expect("capabilities");
-            us.push(t.elapsed().as_secs_f64() * 1e6);
-        }
-        medians.push(support::quantile(&us, 0.5));
-        p99s.push(support::quantile(&us, 0.99));
-    }
+    let (medians, p99s) = measure(&rt, &scope_for(dir.path(), "plain"), runs, CALLS);
     support::report(
         "driver-call-median",
         &format!("no-op driver call (`capabilities`), median of {CALLS} calls"),
@@ -83,4 +59,83 @@ fn main() {
         support::summary(&p99s),
         None,
     );
+
+    // The same call answered by the Python twin of `plain`, beside it.
+    let Some(path) = ferry::guests::PYTHON_PLAIN_PATH else {
+        eprintln!("driver_call: componentize-py was missing at build time; no Python rows");
+        return;
+    };
+    let bytes = std::fs::read(path).expect("read the Python component");
+    rt.install("python-plain", &bytes)
+        .expect("install python-plain");
+    let (py_medians, py_p99s) = measure(
+        &rt,
+        &scope_for(dir.path(), "python-plain"),
+        runs,
+        PYTHON_CALLS,
+    );
+    support::report(
+        "driver-call-python-median",
+        &format!(
+            "no-op driver call (`capabilities`), median of {PYTHON_CALLS} calls, Python driver; \
+             peer: the Rust driver"
+        ),
+        "µs",
+        support::summary(&py_medians),
+        Some(support::summary(&medians)),
+    );
+    support::report(
+        "driver-call-python-p99",
+        &format!(
+            "no-op driver call (`capabilities`), p99 of {PYTHON_CALLS} calls, Python driver; \
+             peer: the Rust driver"
+        ),
+        "µs",
+        support::summary(&py_p99s),
+        Some(support::summary(&p99s)),
+    );
+}
+
+/// A call scope on a fresh array of `driver` under `dir`.
+fn scope_for(dir: &std::path::Path, driver: &str) -> CallScope {
+    let cfg = ArrayConfig {
+        name: format!("a-{driver}"),
+        driver: driver.into(),
+        pools: vec!["default".into()],
+        capacity_bytes: 1 << 30,
+        settings: Default::default(),
+        secrets: Default::default(),
+        http_allow: Vec::new(),
+        http_ca_file: None,
+        nbd_allow: Vec::new(),
+        lun_files: true,
+    };
+    let array = Arc::new(Array::open(dir, &cfg).expect("array"));
+    CallScope::new(array, Vec::new())
+}
+
+/// Medians and p99s, in µs, of `runs` batches of `calls` calls, after a
+/// warm-up.
+fn measure(
+    rt: &DriverRuntime,
+    scope: &CallScope,
+    runs: usize,
+    calls: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    for _ in 0..WARMUP.min(calls) {
+        rt.capabilities(scope).expect("capabilities");
+    }
+    let mut medians = Vec::new();
+    let mut p99s = Vec::new();
+    for _ in 0..runs {
+        let mut us = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t = Instant::now();
+            rt.capabilities(scope).expect("capabilities");
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        medians.push(support::quantile(&us, 0.5));
+        p99s.push(support::quantile(&us, 0.99));
+    }
+    (medians, p99s)
 }

@@ -81,6 +81,7 @@ fn target(id: &str) -> Target {
         _ if id.starts_with("migrating-") => Target::RatioAtLeast(0.95),
         _ if id.starts_with("attachable-") => Target::Below(100.0, "100 ms"),
         "driver-call-median" => Target::Below(50.0, "50 µs"),
+        "driver-call-python-median" => Target::Below(1000.0, "1 ms"),
         "scale-50" => Target::Asserted("all `success`, none refused or stuck"),
         _ if id.starts_with("live-stall-") => Target::RatioAtMostAndBelow(1.0, 50.0, "50 ms"),
         // A whole migration, request to done, at least as fast as qemu-img.

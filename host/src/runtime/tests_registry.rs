@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::tests::{array, volume};
+use super::tests::{array, runtime_with, volume};
 use super::*;
 use crate::guests;
 
@@ -291,4 +291,21 @@ fn a_version_a_call_runs_on_is_counted_and_not_forgotten() {
     // The active version is never forgotten.
     assert!(!rt.forget(&new));
     assert!(rt.is_prepared(&new));
+}
+
+#[test]
+fn every_call_starts_from_the_components_own_image() {
+    // The pooling allocator resets a slot's dirtied pages in place for the
+    // next instance; whatever a call left in memory must be gone.
+    let misbehave = std::fs::read(guests::MISBEHAVE_PATH).unwrap();
+    let rt = runtime_with(Arc::new(MemoryStateStore::default()));
+    rt.install("m", &misbehave).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let scope = CallScope::new(array(dir.path(), "m1", "m", 1 << 30), vec![]);
+    for _ in 0..20 {
+        let answer = rt
+            .create_volume(&scope, &volume("remember", 1 << 20))
+            .unwrap();
+        assert_eq!(answer.as_deref(), Some("calls:1 heap:none"));
+    }
 }

@@ -196,3 +196,22 @@ pub fn write_state_then_trap() -> ! {
     let _ = state::set(STATE_KEY, b"written by a call that trapped");
     std::process::abort()
 }
+
+/// What an earlier call left in this instance's memory: a counter in a
+/// static and a 4 MiB buffer on the heap. Answers `calls:N heap:SEEN`; a
+/// host that gives every call a fresh instance answers `calls:1 heap:none`
+/// every time.
+pub fn remember() -> String {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static CALLS: AtomicU64 = AtomicU64::new(0);
+    static HEAP: Mutex<Option<Vec<u8>>> = Mutex::new(None);
+    let calls = CALLS.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut heap = HEAP.lock().unwrap_or_else(|e| e.into_inner());
+    let seen = match heap.as_ref() {
+        Some(buf) => format!("{}", buf.iter().filter(|b| **b == 0xa5).count()),
+        None => "none".to_owned(),
+    };
+    *heap = Some(vec![0xa5; 4 << 20]);
+    format!("calls:{calls} heap:{seen}")
+}

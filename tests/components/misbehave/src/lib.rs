@@ -54,6 +54,7 @@ impl Driver for Misbehave {
             "panic" => panic!("volume {} asked for a panic", volume.id),
             "escape" => hostile::escape(&volume),
             "state" => hostile::write_state_then_trap(),
+            "remember" => Ok(Some(hostile::remember())),
             "settings" => secrets::report(),
             "leak" | "leak-update" | "leak-panic" => secrets::leak(&volume.name),
             name if name.starts_with("http-get:")
