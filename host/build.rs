@@ -81,10 +81,16 @@ struct PythonGuest {
     constant: &'static str,
 }
 
-const PYTHON_GUESTS: &[PythonGuest] = &[PythonGuest {
-    dir: "drivers/python-plain",
-    constant: "PYTHON_PLAIN_PATH",
-}];
+const PYTHON_GUESTS: &[PythonGuest] = &[
+    PythonGuest {
+        dir: "drivers/python-plain",
+        constant: "PYTHON_PLAIN_PATH",
+    },
+    PythonGuest {
+        dir: "drivers/python-takeover",
+        constant: "PYTHON_TAKEOVER_PATH",
+    },
+];
 
 /// The componentize-py command.
 const COMPONENTIZE_PY: &str = "componentize-py";

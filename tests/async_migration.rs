@@ -1,7 +1,8 @@
 //! Seed 000's asynchronous migration through a real `ferry serve`: the
 //! target array takes over the source LUN, the volume is attachable at once,
 //! reads and writes are right while it hydrates and after, and kill -9 at
-//! random moments loses no flushed write.
+//! random moments loses no flushed write. Each test runs with the Rust
+//! `takeover` driver and with its Python twin, `python-takeover`.
 
 mod support;
 
@@ -9,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use support::volume_model::{
-    Model, Rng, attach, config, create_with_pattern, io, migration, random_write_cmds, verify,
-    wait_for,
+    Model, Rng, Takeover, attach, config_with, create_with_pattern, io, migration,
+    random_write_cmds, verify, wait_for,
 };
 use support::{Server, require_tool, run};
 
@@ -27,8 +28,17 @@ fn random_writes(uri: &str, model: &mut Model, rng: &mut Rng, count: usize) {
 /// source LUN gone, the volume in use after.
 #[test]
 fn attachable_at_once_and_correct_during_and_after() {
+    attachable_at_once(Takeover::Rust);
+}
+
+#[test]
+fn python_attachable_at_once_and_correct_during_and_after() {
+    attachable_at_once(Takeover::Python);
+}
+
+fn attachable_at_once(takeover: Takeover) {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 1024 * MIB);
+    let config = config_with(dir.path(), 1024 * MIB, takeover);
     let data = dir.path().join("data");
     let server = Server::start(&data, Some(&config));
     let size = 4096 * MIB;
@@ -89,9 +99,18 @@ fn attachable_at_once_and_correct_during_and_after() {
 /// connection that stays open while the migration completes under it.
 #[test]
 fn fio_verifies_across_the_whole_migration() {
+    fio_verifies(Takeover::Rust);
+}
+
+#[test]
+fn python_fio_verifies_across_the_whole_migration() {
+    fio_verifies(Takeover::Python);
+}
+
+fn fio_verifies(takeover: Takeover) {
     require_tool("fio", "fio");
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 256 * MIB);
+    let config = config_with(dir.path(), 256 * MIB, takeover);
     let server = Server::start(&dir.path().join("data"), Some(&config));
     let size = 1024 * MIB;
     let mut model = Model::new(size);
@@ -134,8 +153,24 @@ fn fio_verifies_across_the_whole_migration() {
 /// in success.
 #[test]
 fn kill_9_loop_loses_no_flushed_write() {
+    kill_9_loop(Takeover::Rust);
+}
+
+#[test]
+fn python_kill_9_loop_loses_no_flushed_write() {
+    kill_9_loop(Takeover::Python);
+}
+
+fn kill_9_loop(takeover: Takeover) {
     let dir = tempfile::tempdir().unwrap();
-    let config = config(dir.path(), 64 * MIB);
+    // A Python driver's host takes longer to start (its component is
+    // larger), and hydration resumes meanwhile: slower hydration keeps the
+    // migration running through every kill.
+    let bandwidth = match takeover {
+        Takeover::Rust => 64 * MIB,
+        Takeover::Python => 24 * MIB,
+    };
+    let config = config_with(dir.path(), bandwidth, takeover);
     let data = dir.path().join("data");
     let mut server = Server::start(&data, Some(&config));
     let size = 2048 * MIB;

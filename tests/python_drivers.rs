@@ -20,31 +20,45 @@ fn python_plain() -> &'static str {
     )
 }
 
-#[test]
-fn ferry_driver_check_passes_the_python_example() {
+/// `ferry driver check` on `path`, which must pass with `summary` and
+/// each of `passing` passed.
+fn check(path: &str, summary: &str, passing: &[&str]) {
     let out = Command::new(support::ferry_bin())
-        .args(["driver", "check", python_plain()])
+        .args(["driver", "check", path])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(text.contains("7 passed, 0 failed, 1 skipped"), "{text}");
-    for check in [
-        "life-cycle",
-        "idempotent-retries",
-        "manage-existing",
-        "errors-not-traps",
-    ] {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}\n{err}");
+    assert!(text.contains(summary), "{text}");
+    for check in passing {
         let row = text
             .lines()
             .find(|l| l.starts_with(check))
             .unwrap_or_default();
         assert!(row.contains(" pass "), "{check}: {text}");
     }
+}
+
+#[test]
+fn ferry_driver_check_passes_the_python_examples() {
+    check(
+        python_plain(),
+        "7 passed, 0 failed, 1 skipped",
+        &[
+            "life-cycle",
+            "idempotent-retries",
+            "manage-existing",
+            "errors-not-traps",
+        ],
+    );
+    // The takeover port moves a volume asynchronously with its data.
+    let takeover = ferry::guests::PYTHON_TAKEOVER_PATH.expect("built with python-plain");
+    check(
+        takeover,
+        "8 passed, 0 failed, 0 skipped",
+        &["migration-data", "within-limits"],
+    );
 }
 
 #[test]
@@ -225,4 +239,50 @@ fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
     );
     assert!(answer.contains("\"name\":\"my-driver\""), "{answer}");
     check_data(&server, &id);
+}
+
+#[test]
+fn a_hydration_started_by_the_rust_takeover_is_finished_by_its_python_twin() {
+    use support::volume_model::{
+        Model, attach, config_with, create_with_pattern, migration, verify, wait_for,
+    };
+    const MIB: u64 = 1 << 20;
+    let python = ferry::guests::PYTHON_TAKEOVER_PATH.expect("built with python-plain");
+    let dir = tempfile::tempdir().unwrap();
+    // Slow enough that the swap lands while the volume still hydrates.
+    let config = config_with(dir.path(), 8 * MIB, support::volume_model::Takeover::Rust);
+    let server = Server::start(&dir.path().join("data"), Some(&config));
+    // The Python component is installed beside the Rust one, not active:
+    // its compile takes seconds, the swap itself none.
+    let bytes = std::fs::read(python).unwrap();
+    let (status, version) = server.send_bytes("PUT", "/v1/drivers/takeover?activate=false", &bytes);
+    assert_eq!(status, 201, "{version}");
+    assert_eq!(version["capabilities"]["async_target_migration"], true);
+    let size = 512 * MIB;
+    let mut model = Model::new(size);
+    let id = create_with_pattern(&server, "swap", size, 64 * MIB, &mut model);
+    let (status, body) = server.call(
+        "POST",
+        &format!("/v1/volumes/{id}/migrate"),
+        Some(json!({"array": "t1"})),
+    );
+    assert_eq!(status, 202, "{body}");
+    wait_for(&server, &id, "migrating_attachable", Duration::from_secs(5));
+    let (_, uri) = attach(&server, &id);
+    // The polls that follow run in Python, on the state the Rust driver
+    // kept.
+    let (status, active) = server.call(
+        "POST",
+        "/v1/drivers/takeover/activate",
+        Some(json!({"digest": version["digest"]})),
+    );
+    assert_eq!(status, 200, "{active}");
+    let during = migration(&server, &id);
+    assert_eq!(
+        during["migration_status"], "migrating_attachable",
+        "the hydration ended before the swap: {during}"
+    );
+    let m = wait_for(&server, &id, "success", Duration::from_secs(120));
+    assert_eq!(m["progress"]["percent"], 100.0, "{m}");
+    verify(&uri, &model, 0, size);
 }

@@ -12,12 +12,15 @@
 #[path = "support/mod.rs"]
 mod support;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use ferry::array::Array;
 use ferry::config::ArrayConfig;
-use ferry::runtime::{AllocatorKind, CallScope, DriverRuntime, MemoryStateStore, RuntimeConfig};
+use ferry::runtime::{
+    AllocatorKind, ArtifactCache, CallScope, DriverRuntime, MemoryStateStore, RuntimeConfig,
+};
 
 /// Calls per batch; each batch gives one median and one p99.
 const CALLS: usize = 5_000;
@@ -66,6 +69,10 @@ fn main() {
         return;
     };
     let bytes = std::fs::read(path).expect("read the Python component");
+    install_and_restart(
+        &[("rust", ferry::guests::PLAIN), ("python", &bytes)],
+        runs.min(3),
+    );
     rt.install("python-plain", &bytes)
         .expect("install python-plain");
     let (py_medians, py_p99s) = measure(
@@ -94,6 +101,86 @@ fn main() {
         support::summary(&py_p99s),
         Some(support::summary(&p99s)),
     );
+}
+
+/// An artifact cache in memory: what a host's database keeps between runs.
+#[derive(Default)]
+struct MemoryArtifacts(Mutex<HashMap<String, Vec<u8>>>);
+
+impl ArtifactCache for MemoryArtifacts {
+    fn get(&self, key: &str) -> Result<Option<Vec<u8>>, String> {
+        Ok(self.0.lock().map_err(|e| e.to_string())?.get(key).cloned())
+    }
+
+    fn put(&self, key: &str, artifact: &[u8]) -> Result<(), String> {
+        self.0
+            .lock()
+            .map_err(|e| e.to_string())?
+            .insert(key.to_owned(), artifact.to_vec());
+        Ok(())
+    }
+}
+
+/// Install time (validate, compile, first call) of each component on a
+/// fresh runtime, and restart time (the same install on a new runtime that
+/// finds the artifact in its cache), `runs` times each; the Python rows
+/// have the Rust ones as their peer.
+fn install_and_restart(components: &[(&str, &[u8])], runs: usize) {
+    let mut install = HashMap::new();
+    let mut restart = HashMap::new();
+    for (language, bytes) in components {
+        for _ in 0..runs {
+            let cache: Arc<MemoryArtifacts> = Arc::default();
+            let runtime = || {
+                let cfg = RuntimeConfig {
+                    artifacts: Some(cache.clone()),
+                    ..RuntimeConfig::default()
+                };
+                DriverRuntime::new(cfg, Arc::new(MemoryStateStore::default())).expect("runtime")
+            };
+            let cold = runtime();
+            let t = Instant::now();
+            cold.install("d", bytes).expect("install");
+            install
+                .entry(*language)
+                .or_insert_with(Vec::new)
+                .push(t.elapsed().as_secs_f64() * 1e3);
+            drop(cold);
+            let warm = runtime();
+            let t = Instant::now();
+            warm.install("d", bytes).expect("install from the cache");
+            restart
+                .entry(*language)
+                .or_insert_with(Vec::new)
+                .push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    for (id, what, figures) in [
+        (
+            "driver-install-python",
+            "install (validate, compile, first call)",
+            &install,
+        ),
+        (
+            "driver-restart-python",
+            "restart: install from the cached artifact",
+            &restart,
+        ),
+    ] {
+        let (Some(python), Some(rust)) = (figures.get("python"), figures.get("rust")) else {
+            continue;
+        };
+        support::report(
+            id,
+            &format!(
+                "{what}, Python driver ({} MiB); peer: the Rust driver",
+                components[1].1.len() >> 20
+            ),
+            "ms",
+            support::summary(python),
+            Some(support::summary(rust)),
+        );
+    }
 }
 
 /// A call scope on a fresh array of `driver` under `dir`.

@@ -18,13 +18,41 @@ pub const BLOCK: u64 = 64 << 10;
 /// hydration (and the abort's copy-back) paced at `hydration_bps`, so that
 /// I/O lands while they run.
 pub fn config(dir: &Path, hydration_bps: u64) -> PathBuf {
+    config_with(dir, hydration_bps, Takeover::Rust)
+}
+
+/// Which `takeover` driver array `t1` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Takeover {
+    /// The Rust example, embedded in the host.
+    Rust,
+    /// Its Python twin, `python-takeover`, from its component file.
+    Python,
+}
+
+/// [`config`] with `t1` run by `takeover`.
+pub fn config_with(dir: &Path, hydration_bps: u64, takeover: Takeover) -> PathBuf {
+    let (driver, section) = match takeover {
+        Takeover::Rust => ("takeover", String::new()),
+        Takeover::Python => {
+            let path = ferry::guests::PYTHON_TAKEOVER_PATH.expect(
+                "the Python example drivers were not built: componentize-py (from PyPI) was \
+                 missing when the host was built; run cargo xtask install-peers",
+            );
+            (
+                "python-takeover",
+                format!("[[driver]]\nname = \"python-takeover\"\npath = {path:?}\n"),
+            )
+        }
+    };
     let config = dir.join("ferry.toml");
     std::fs::write(
         &config,
         format!(
             "zoning = [[\"t1\", \"p1\"]]\n\
              hydration_bandwidth_bytes_per_sec = {hydration_bps}\n\
-             [[array]]\nname = \"t1\"\ndriver = \"takeover\"\n\
+             {section}\
+             [[array]]\nname = \"t1\"\ndriver = \"{driver}\"\n\
              [[array]]\nname = \"p1\"\ndriver = \"plain\"\n"
         ),
     )

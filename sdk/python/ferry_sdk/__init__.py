@@ -1,6 +1,8 @@
 """Ferry's driver SDK for Python: the conveniences the Rust SDK offers,
 over the bindings componentize-py generates from the same `wit/` files.
 
+- `driver`: `OneLunPerVolume`, a base for the `Driver` class that answers
+  every call the usual way (override what differs).
 - `errors`: raise a driver error by its case (`errors.invalid_argument(...)`).
 - `layout`: the one-LUN-per-volume layout every example driver uses.
 - `block`: idempotent LUN create and delete.
@@ -9,4 +11,4 @@ over the bindings componentize-py generates from the same `wit/` files.
 - `state`: typed driver state (JSON values).
 """
 
-from . import block, errors, layout, log, outcome, state  # noqa: F401
+from . import block, driver, errors, layout, log, outcome, state  # noqa: F401

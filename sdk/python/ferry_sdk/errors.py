@@ -33,3 +33,27 @@ def backend_error(message: str) -> Err:
 def is_not_found(error: BaseException) -> bool:
     """Whether a host call failed with `not-found`."""
     return isinstance(error, Err) and isinstance(error.value, t.DriverError_NotFound)
+
+
+def _case(error: BaseException):
+    return error.value if isinstance(error, Err) else None
+
+
+def is_unsupported(error: BaseException) -> bool:
+    """Whether a host call failed with `unsupported`."""
+    return isinstance(_case(error), t.DriverError_Unsupported)
+
+
+def message(error: BaseException) -> str:
+    """The text of a driver error (or of any other exception)."""
+    case = _case(error)
+    return case.value if case is not None else str(error)
+
+
+def context(error: BaseException, what: str) -> Err:
+    """The same error case, its message prefixed with what was being done;
+    a Python exception that is no driver error becomes a backend error."""
+    case = _case(error)
+    if case is None:
+        return backend_error(f"{what}: {error}")
+    return Err(type(case)(f"{what}: {case.value}"))

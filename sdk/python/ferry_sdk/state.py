@@ -24,6 +24,26 @@ def set(key: str, value: Any) -> None:  # noqa: A001 - the contract's name
         raise errors.invalid_argument(f"state {key!r}: {e.value}")
 
 
+def get_string(key: str) -> Optional[str]:
+    """The text under `key` (UTF-8, as the Rust SDK's `get_string` keeps
+    it), or None: drivers of both languages read each other's state."""
+    raw = _state.get(key)
+    if raw is None:
+        return None
+    try:
+        return bytes(raw).decode()
+    except UnicodeDecodeError:
+        raise errors.backend_error(f"state {key!r} is not UTF-8 text")
+
+
+def set_string(key: str, value: str) -> None:
+    """Sets `key` to `value` as UTF-8 text."""
+    try:
+        _state.set(key, value.encode())
+    except Err as e:
+        raise errors.invalid_argument(f"state {key!r}: {e.value}")
+
+
 def remove(key: str) -> None:
     """Removes `key`; a missing key is removed already."""
     _state.remove(key)
