@@ -359,24 +359,30 @@ fn build_python(workspace: &Path, out: &Path) -> String {
     if let Err(e) = fs::create_dir_all(out) {
         fail(&format!("cannot create {}: {e}", out.display()));
     }
+    // componentize-py writes `__pycache__` beside the sources it reads
+    // (whatever PYTHONDONTWRITEBYTECODE says): it reads copies, so the
+    // watched sources stay as they are and the script does not rerun.
+    let sdk = out.join("src/sdk");
+    if available {
+        stage_python(&workspace.join("sdk/python"), &sdk);
+    }
     for guest in PYTHON_GUESTS {
         let name = guest.dir.rsplit('/').next().unwrap_or(guest.dir);
         let file = out.join(format!("{}.wasm", name.replace('-', "_")));
+        let staged = out.join("src").join(name);
         let built = available && {
+            stage_python(&workspace.join(guest.dir), &staged);
             let status = Command::new(COMPONENTIZE_PY)
                 .current_dir(workspace)
                 .arg("--wit-path")
                 .arg(workspace.join("wit"))
                 .args(["--world", "driver-world", "componentize", "app"])
                 .arg("--python-path")
-                .arg(workspace.join(guest.dir))
+                .arg(&staged)
                 .arg("--python-path")
-                .arg(workspace.join("sdk/python"))
+                .arg(&sdk)
                 .arg("--output")
                 .arg(&file)
-                // No __pycache__ in the watched sources: it would make
-                // every build look changed.
-                .env("PYTHONDONTWRITEBYTECODE", "1")
                 .stdout(Stdio::from(std::io::stderr()))
                 .status()
                 .unwrap_or_else(|e| fail(&format!("cannot run {COMPONENTIZE_PY}: {e}")));
@@ -401,6 +407,36 @@ fn build_python(workspace: &Path, out: &Path) -> String {
         );
     }
     source
+}
+
+/// Copies the `.py` files under `from` to `to`, which is emptied first.
+fn stage_python(from: &Path, to: &Path) {
+    let _ = fs::remove_dir_all(to);
+    let copy = |from: &Path, to: &Path| -> std::io::Result<()> {
+        let mut dirs = vec![(from.to_path_buf(), to.to_path_buf())];
+        while let Some((src, dst)) = dirs.pop() {
+            fs::create_dir_all(&dst)?;
+            for entry in fs::read_dir(&src)? {
+                let entry = entry?;
+                let path = entry.path();
+                if entry.file_type()?.is_dir() {
+                    if entry.file_name() != "__pycache__" {
+                        dirs.push((path, dst.join(entry.file_name())));
+                    }
+                } else if path.extension().is_some_and(|e| e == "py") {
+                    fs::copy(&path, dst.join(entry.file_name()))?;
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = copy(from, to) {
+        fail(&format!(
+            "cannot copy {} to {}: {e}",
+            from.display(),
+            to.display()
+        ));
+    }
 }
 
 fn required_env(key: &str) -> OsString {
