@@ -90,6 +90,10 @@ const PYTHON_GUESTS: &[PythonGuest] = &[
         dir: "drivers/python-takeover",
         constant: "PYTHON_TAKEOVER_PATH",
     },
+    PythonGuest {
+        dir: "tests/components/python-careless",
+        constant: "PYTHON_CARELESS_PATH",
+    },
 ];
 
 /// The componentize-py command.
@@ -401,7 +405,7 @@ fn build_python(workspace: &Path, out: &Path) -> String {
         };
         let _ = writeln!(
             source,
-            "/// Path of the `{name}` example driver component, written in Python;\n\
+            "/// Path of the `{name}` component, written in Python;\n\
              /// `None` where componentize-py was not installed at build time.\n\
              pub const {constant}: Option<&str> = {value};\n"
         );

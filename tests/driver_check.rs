@@ -303,3 +303,53 @@ fn the_limits_given_on_the_command_line_are_the_ones_checked() {
         assert!(out.stdout.is_empty());
     }
 }
+
+#[test]
+fn a_careless_python_driver_fails_the_same_checks_for_the_same_reasons() {
+    let python = ferry::guests::PYTHON_CARELESS_PATH.expect(
+        "the Python components were not built: componentize-py (from PyPI) was missing when \
+         the host was built; run cargo xtask install-peers",
+    );
+    let verdicts = |path: &Path| {
+        let out = ferry_check(path, true);
+        assert_eq!(out.status.code(), Some(1));
+        checks(&report(&out))
+    };
+    let rust = verdicts(Path::new(ferry::guests::CARELESS_PATH));
+    let py = verdicts(Path::new(python));
+    let statuses = |all: &[(String, String, String)]| -> Vec<(String, String)> {
+        all.iter().map(|(n, s, _)| (n.clone(), s.clone())).collect()
+    };
+    assert_eq!(statuses(&py), statuses(&rust), "{py:#?}");
+    let reason = |name| check(&py, name).1;
+    for (name, words) in [
+        ("idempotent-retries", "a second create-volume lost data"),
+        (
+            "idempotent-retries",
+            "a second delete-volume (of a deleted volume) trapped",
+        ),
+        ("declines-unsupported", "take-over-remote-lun trapped"),
+        (
+            "declines-unsupported",
+            "migrate-volume-target ran past its 5000 ms deadline",
+        ),
+        (
+            "migration-data",
+            "migrate-volume answered moved=true but on check-b",
+        ),
+        (
+            "errors-not-traps",
+            "delete-volume of an unknown volume trapped",
+        ),
+        (
+            "within-limits",
+            "delete-volume (idempotent-retries) trapped",
+        ),
+    ] {
+        assert!(
+            reason(name).contains(words),
+            "{name}: {words:?} not in {:?}",
+            reason(name)
+        );
+    }
+}

@@ -143,6 +143,22 @@ fn a_rust_driver_is_replaced_by_its_python_twin_on_a_running_host() {
     }
 }
 
+/// Copies the tree at `from` to `to`, leaving out `__pycache__`.
+fn copy_tree(from: &str, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path();
+        if entry.file_type().unwrap().is_dir() {
+            if entry.file_name() != "__pycache__" {
+                copy_tree(path.to_str().unwrap(), &to.join(entry.file_name()));
+            }
+        } else {
+            std::fs::copy(&path, to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
 /// Runs a command; fails the test with its output unless it succeeds.
 fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
     let out = Command::new(program)
@@ -175,14 +191,17 @@ fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
         work.join("my-driver/app.py"),
     )
     .unwrap();
-    // 3. The component, with the contract and the SDK on the paths.
-    let (wit, sdk) = (format!("{repo}/wit"), format!("{repo}/sdk/python"));
+    // 3. The component, with the contract and the SDK on the paths, run
+    // as the guide writes it: from a directory holding `wit` and
+    // `sdk/python` (copies here, so the checkout stays as it is).
+    copy_tree(&format!("{repo}/wit"), &work.join("wit"));
+    copy_tree(&format!("{repo}/sdk/python"), &work.join("sdk/python"));
     run_in(
         work,
         "componentize-py",
         &[
             "--wit-path",
-            &wit,
+            "wit",
             "--world",
             "driver-world",
             "componentize",
@@ -190,7 +209,7 @@ fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
             "--python-path",
             "my-driver",
             "--python-path",
-            &sdk,
+            "sdk/python",
             "--output",
             "my-driver.wasm",
         ],
