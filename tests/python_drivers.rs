@@ -159,24 +159,6 @@ fn copy_tree(from: &str, to: &std::path::Path) {
     }
 }
 
-/// Runs a command; fails the test with its output unless it succeeds.
-fn run_in(dir: &std::path::Path, program: &str, args: &[&str]) -> String {
-    let out = Command::new(program)
-        .current_dir(dir)
-        .env("PYTHONDONTWRITEBYTECODE", "1")
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{program} {args:?}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
 #[test]
 fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
     let repo = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -196,7 +178,7 @@ fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
     // `sdk/python` (copies here, so the checkout stays as it is).
     copy_tree(&format!("{repo}/wit"), &work.join("wit"));
     copy_tree(&format!("{repo}/sdk/python"), &work.join("sdk/python"));
-    run_in(
+    support::run_in(
         work,
         "componentize-py",
         &[
@@ -215,7 +197,7 @@ fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
         ],
     );
     // 4. The contract's checks.
-    let report = run_in(
+    let report = support::run_in(
         work,
         support::ferry_bin(),
         &["driver", "check", "my-driver.wasm"],
@@ -242,7 +224,7 @@ fn the_python_guide_leads_from_an_empty_directory_to_a_served_volume() {
     // ...and a version put onto the running host, as the guide shows.
     let url = format!("{}/v1/drivers/my-driver", server.url);
     let token = format!("Authorization: Bearer {}", server.token);
-    let answer = run_in(
+    let answer = support::run_in(
         work,
         "curl",
         &[

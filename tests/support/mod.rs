@@ -496,7 +496,13 @@ pub fn array_named<'a>(list: &'a Value, name: &str) -> &'a Value {
 
 /// Runs a peer tool; panics with its output when it fails.
 pub fn run(tool: &str, args: &[&str]) -> String {
+    run_in(Path::new("."), tool, args)
+}
+
+/// Runs a tool in `dir`; panics with its output when it fails.
+pub fn run_in(dir: &Path, tool: &str, args: &[&str]) -> String {
     let out = Command::new(tool)
+        .current_dir(dir)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("{tool}: {e}"));

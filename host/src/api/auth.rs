@@ -245,6 +245,18 @@ pub fn authenticate(tokens: &Tokens, headers: &HeaderMap) -> Result<Role, ApiErr
         .ok_or_else(|| ApiError::unauthorized("the bearer token is not valid", CHALLENGE_INVALID))
 }
 
+/// Whether `role` may call `method`: reads need any role, everything that
+/// may change state needs admin.
+pub fn authorize(method: &axum::http::Method, role: Role) -> Result<(), ApiError> {
+    if Access::required_for(method) == Access::Admin && role != Role::Admin {
+        return Err(ApiError::forbidden(format!(
+            "{} needs an admin token; this token may only read",
+            super::clip::echo(method.as_str())
+        )));
+    }
+    Ok(())
+}
+
 /// Middleware: the request must carry a token whose role allows its method.
 pub async fn require_token(
     State(tokens): State<Arc<Tokens>>,
@@ -252,12 +264,7 @@ pub async fn require_token(
     next: Next,
 ) -> Result<Response, ApiError> {
     let role = authenticate(&tokens, req.headers())?;
-    if Access::required_for(req.method()) == Access::Admin && role != Role::Admin {
-        return Err(ApiError::forbidden(format!(
-            "{} needs an admin token; this token may only read",
-            super::clip::echo(req.method().as_str())
-        )));
-    }
+    authorize(req.method(), role)?;
     // Handlers that answer differently per role (a reader never sees an
     // attachment's URI) read it from here.
     let mut req = req;

@@ -10,6 +10,8 @@ mod metrics;
 mod migration;
 mod operator;
 mod views;
+
+pub(crate) use views::wire_name;
 mod volumes;
 
 use std::collections::HashMap;
@@ -26,8 +28,8 @@ pub use events::Event;
 pub use migration::{MigrateVolume, MigrationAccepted, MigrationView, Progress};
 pub use operator::{ForceDeleted, ResetOutcome, ResetStatus};
 pub use views::{
-    ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, ManageVolume, UpdateVolume,
-    VolumeView,
+    ArrayPools, ArrayView, AttachVolume, AttachmentView, CreateVolume, DriverView, ManageVolume,
+    UpdateVolume, VolumeView,
 };
 
 use crate::array::{Array, Arrays};
@@ -239,6 +241,19 @@ impl Service {
             .filter(|v| v.array == array.name())
             .map(|v| v.size_bytes)
             .sum())
+    }
+
+    /// Every array's name and pools, in the configuration's order: what
+    /// naming a location needs, without measuring anything.
+    pub fn array_pools(&self) -> Vec<ArrayPools> {
+        self.inner
+            .arrays
+            .iter()
+            .map(|a| ArrayPools {
+                name: a.name().to_owned(),
+                pools: a.pools().to_vec(),
+            })
+            .collect()
     }
 
     /// Every array with its capacity use and the space of the file system

@@ -133,6 +133,16 @@ pub struct VolumeView {
     pub created_at: String,
 }
 
+/// An array's name and pools: where volumes can live, without the
+/// capacity figures [`ArrayView`] measures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArrayPools {
+    /// The array.
+    pub name: String,
+    /// Its pools, the first one the default.
+    pub pools: Vec<String>,
+}
+
 /// An array as clients see it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ArrayView {

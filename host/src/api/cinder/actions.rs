@@ -26,6 +26,7 @@ use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::routes::Routes;
 use crate::model::AttachMode;
+use crate::service::wire_name;
 use crate::service::{AttachVolume, AttachmentView, MigrateVolume, ResetStatus, ServiceError};
 
 pub(super) fn register(r: Routes) -> Routes {
@@ -341,10 +342,7 @@ async fn reset(state: &AppState, id: Uuid, args: ResetArgs) -> Result<(), ApiErr
         // Only the migration status changes: keep the volume's own, as
         // Cinder does. A volume in the middle of something has no status
         // to keep; the service names what it accepts.
-        None => serde_json::to_value(volume.status)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_owned))
-            .unwrap_or_default(),
+        None => wire_name(volume.status),
     };
     let migration_status = match args.migration_status.as_deref() {
         None => None,
@@ -376,7 +374,7 @@ async fn retype(state: &AppState, id: Uuid, args: RetypeArgs) -> Result<(), ApiE
             )));
         }
     };
-    let arrays = state.service.arrays()?;
+    let arrays = state.service.array_pools();
     let kind = location::find_type(&arrays, &args.new_type)?;
     let volume = state.service.get_volume(id)?;
     if volume.array == kind.location.array && volume.pool == kind.location.pool {

@@ -97,7 +97,7 @@ async fn list_types(
         Some("none") => None,
         other => Some(flag("is_public", other)?),
     };
-    let arrays = state.service.arrays()?;
+    let arrays = state.service.array_pools();
     // Every type is public: asking for private ones finds none.
     let volume_types = if public_only == Some(false) && q.is_public.is_some() {
         Vec::new()
@@ -131,7 +131,7 @@ async fn show_type(
     State(state): State<AppState>,
     Path(path): Path<TypePath>,
 ) -> Result<Json<TypeBody>, ApiError> {
-    let arrays = state.service.arrays()?;
+    let arrays = state.service.array_pools();
     Ok(Json(TypeBody {
         volume_type: location::find_type(&arrays, &path.type_id)?.into(),
     }))

@@ -11,7 +11,7 @@ use axum::http::StatusCode;
 use uuid::Uuid;
 
 use crate::api::error::ApiError;
-use crate::service::ArrayView;
+use crate::service::ArrayPools;
 
 /// An array and a pool on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,7 +37,7 @@ pub struct VolumeType {
 const TYPE_NAMESPACE: Uuid = Uuid::from_u128(0x5f1c_a3e2_8d4b_4c1a_9e07_2b6f_d1c8_a410);
 
 /// The type of a location on `arrays`.
-pub fn type_name(arrays: &[ArrayView], array: &str, pool: &str) -> String {
+pub fn type_name(arrays: &[ArrayPools], array: &str, pool: &str) -> String {
     let first = arrays
         .iter()
         .find(|a| a.name == array)
@@ -55,7 +55,7 @@ pub fn type_id(name: &str) -> Uuid {
 }
 
 /// Every volume type, the arrays' order kept.
-pub fn types(arrays: &[ArrayView]) -> Vec<VolumeType> {
+pub fn types(arrays: &[ArrayPools]) -> Vec<VolumeType> {
     let mut out = Vec::new();
     for a in arrays {
         for pool in &a.pools {
@@ -74,7 +74,7 @@ pub fn types(arrays: &[ArrayView]) -> Vec<VolumeType> {
 }
 
 /// The type a client names, by id or name; `default` is the first type.
-pub fn find_type(arrays: &[ArrayView], wanted: &str) -> Result<VolumeType, ApiError> {
+pub fn find_type(arrays: &[ArrayPools], wanted: &str) -> Result<VolumeType, ApiError> {
     let all = types(arrays);
     if wanted == "default" {
         return all.into_iter().next().ok_or_else(|| no_type(wanted));
@@ -133,13 +133,11 @@ pub fn parse_host(host: &str, text: &str) -> Result<(String, Option<String>), Ap
 mod tests {
     use super::*;
 
-    fn array(name: &str, pools: &[&str]) -> ArrayView {
-        serde_json::from_value(serde_json::json!({
-            "name": name, "driver": "plain", "pools": pools, "zoned_with": [],
-            "capacity_bytes": 1, "used_bytes": 0, "http_allow": [], "nbd_allow": [],
-            "lun_files": false, "settings": {}, "secrets": [],
-        }))
-        .unwrap()
+    fn array(name: &str, pools: &[&str]) -> ArrayPools {
+        ArrayPools {
+            name: name.to_owned(),
+            pools: pools.iter().map(|p| (*p).to_owned()).collect(),
+        }
     }
 
     #[test]

@@ -100,12 +100,7 @@ async fn authenticate(
             }
         },
     };
-    if Access::required_for(req.method()) == Access::Admin && role != Role::Admin {
-        return Err(ApiError::forbidden(format!(
-            "{} needs an admin token; this token may only read",
-            super::clip::echo(req.method().as_str())
-        )));
-    }
+    auth::authorize(req.method(), role)?;
     req.extensions_mut().insert(role);
     Ok(next.run(req).await)
 }

@@ -72,21 +72,15 @@ pub fn requested(headers: &HeaderMap) -> Result<Microversion, ApiError> {
     let shown = crate::api::clip::echo(&asked);
     match minor {
         Some(minor) if (MIN.minor..=MAX.minor).contains(&minor) => Ok(Microversion { minor }),
-        Some(_) => Err(ApiError::new(
+        // A version, just not one served.
+        _ if minor.is_some() || is_version_number(&asked) => Err(ApiError::new(
             StatusCode::NOT_ACCEPTABLE,
             "unsupported_api_version",
             format!(
                 "Version {shown} is not supported by the API. Minimum is {MIN} and maximum is {MAX}."
             ),
         )),
-        None if is_version_number(&asked) => Err(ApiError::new(
-            StatusCode::NOT_ACCEPTABLE,
-            "unsupported_api_version",
-            format!(
-                "Version {shown} is not supported by the API. Minimum is {MIN} and maximum is {MAX}."
-            ),
-        )),
-        None => Err(invalid(&format!(
+        _ => Err(invalid(&format!(
             "{shown:?} is not of the form 3.N or latest"
         ))),
     }

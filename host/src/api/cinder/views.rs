@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::location::{self, VolumeType};
 use crate::model::{MigrationStatus, VolumeStatus};
-use crate::service::{ArrayView, VolumeView};
+use crate::service::{ArrayPools, ArrayView, VolumeView};
 
 const GIB: u64 = 1 << 30;
 
@@ -159,7 +159,7 @@ pub struct Context<'a> {
     /// `[cinder] host`.
     pub host: &'a str,
     /// The arrays.
-    pub arrays: &'a [ArrayView],
+    pub arrays: &'a [ArrayPools],
 }
 
 impl Context<'_> {
@@ -313,6 +313,13 @@ fn gib_f(bytes: u64) -> f64 {
 
 /// Every pool of `arrays`, with capabilities when `detail`.
 pub fn pools(host: &str, arrays: &[ArrayView], detail: bool) -> Vec<CinderPool> {
+    let layout: Vec<ArrayPools> = arrays
+        .iter()
+        .map(|a| ArrayPools {
+            name: a.name.clone(),
+            pools: a.pools.clone(),
+        })
+        .collect();
     let mut out = Vec::new();
     for a in arrays {
         for pool in &a.pools {
@@ -329,7 +336,7 @@ pub fn pools(host: &str, arrays: &[ArrayView], detail: bool) -> Vec<CinderPool> 
                     reserved_percentage: 0,
                     thin_provisioning_support: true,
                     driver_version: "ferry",
-                    volume_type: location::type_name(arrays, &a.name, pool),
+                    volume_type: location::type_name(&layout, &a.name, pool),
                 }),
             });
         }

@@ -20,7 +20,7 @@ use crate::api::AppState;
 use crate::api::error::{ApiError, ErrorBody};
 use crate::api::extract::JsonBody;
 use crate::api::routes::Routes;
-use crate::service::{CreateVolume, Service, ServiceError, UpdateVolume, VolumeView};
+use crate::service::{CreateVolume, Service, ServiceError, UpdateVolume, VolumeView, wire_name};
 
 pub(super) fn register(r: Routes) -> Routes {
     r.cinder(routes!(list, create))
@@ -112,13 +112,13 @@ pub(super) fn with_context<T>(
     state: &AppState,
     project: &str,
     f: impl FnOnce(&Context<'_>) -> T,
-) -> Result<T, ApiError> {
-    let arrays = state.service.arrays()?;
-    Ok(f(&Context {
+) -> T {
+    let arrays = state.service.array_pools();
+    f(&Context {
         project,
         host: &state.options.cinder.host,
         arrays: &arrays,
-    }))
+    })
 }
 
 /// `{"volume": ...}`.
@@ -223,10 +223,7 @@ fn compare(a: &VolumeView, b: &VolumeView, order: &Order) -> std::cmp::Ordering 
         match key {
             "id" => v.id.to_string(),
             "name" => v.name.clone(),
-            "status" => serde_json::to_value(v.status)
-                .ok()
-                .and_then(|s| s.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            "status" => wire_name(v.status),
             _ => v.created_at.clone(),
         }
     };
@@ -244,13 +241,6 @@ fn compare(a: &VolumeView, b: &VolumeView, order: &Order) -> std::cmp::Ordering 
     a.id.cmp(&b.id)
 }
 
-fn status_text<T: Serialize>(status: &T) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|s| s.as_str().map(str::to_owned))
-        .unwrap_or_default()
-}
-
 /// The volumes a list query selects, in its order and page.
 fn select(
     service: &Service,
@@ -264,15 +254,11 @@ fn select(
         .list_volumes()?
         .into_iter()
         .filter(|v| q.name.as_ref().is_none_or(|n| &v.name == n))
-        .filter(|v| {
-            q.status
-                .as_ref()
-                .is_none_or(|s| &status_text(&v.status) == s)
-        })
+        .filter(|v| q.status.as_ref().is_none_or(|s| &wire_name(v.status) == s))
         .filter(|v| {
             q.migration_status
                 .as_ref()
-                .is_none_or(|s| v.migration_status.is_some_and(|m| &status_text(&m) == s))
+                .is_none_or(|s| v.migration_status.is_some_and(|m| &wire_name(m) == s))
         })
         .collect();
     volumes.sort_by(|a, b| compare(a, b, &order));
@@ -310,7 +296,7 @@ async fn list(
     let volumes = select(&state.service, asked)?;
     let volumes = with_context(&state, &target.project, |c| {
         volumes.iter().map(|v| c.summary(v)).collect()
-    })?;
+    });
     Ok(Json(VolumeSummaries { volumes }))
 }
 
@@ -328,7 +314,7 @@ async fn detail(
     let volumes = select(&state.service, asked)?;
     let volumes = with_context(&state, &target.project, |c| {
         volumes.iter().map(|v| c.volume(v)).collect()
-    })?;
+    });
     Ok(Json(VolumeDetails { volumes }))
 }
 
@@ -511,7 +497,7 @@ async fn create(
     let size_bytes = views::bytes_of(new.size)
         .filter(|b| *b > 0)
         .ok_or(ServiceError::InvalidSize(0))?;
-    let arrays = state.service.arrays()?;
+    let arrays = state.service.array_pools();
     let kind = location::find_type(&arrays, new.volume_type.as_deref().unwrap_or("default"))?;
     let volume = state
         .service
@@ -523,7 +509,7 @@ async fn create(
             description: new.description,
         })
         .await?;
-    let volume = with_context(&state, &target.project, |c| c.volume(&volume))?;
+    let volume = with_context(&state, &target.project, |c| c.volume(&volume));
     Ok((StatusCode::ACCEPTED, Json(VolumeBody { volume })))
 }
 
@@ -535,7 +521,7 @@ async fn create(
 ))]
 async fn show(State(state): State<AppState>, target: Target) -> Result<Json<VolumeBody>, ApiError> {
     let volume = state.service.get_volume(target.volume_id()?)?;
-    let volume = with_context(&state, &target.project, |c| c.volume(&volume))?;
+    let volume = with_context(&state, &target.project, |c| c.volume(&volume));
     Ok(Json(VolumeBody { volume }))
 }
 
@@ -587,7 +573,7 @@ async fn update(
             description: changes.description,
         },
     )?;
-    let volume = with_context(&state, &target.project, |c| c.volume(&volume))?;
+    let volume = with_context(&state, &target.project, |c| c.volume(&volume));
     Ok(Json(VolumeBody { volume }))
 }
 
